@@ -6,6 +6,7 @@ checks.py decides, hardware.py talks to the board, report.py writes the files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -116,7 +117,10 @@ def _warn(config: pytest.Config, message: str) -> None:
 def _progress(config: pytest.Config, student: str, message: str) -> None:
     log.info("%s: %s", student, message)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and not hasattr(config, "workerinput"):
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or hasattr(config, "workerinput"):
+        return  # xdist workers: the logging line above is what reaches the user
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.ensure_newline()
         reporter.write_line(f"[akida-grade] {student}: {message}")
 
@@ -173,11 +177,12 @@ class CheckItem(pytest.Item):
         if verdict.outcome == checks.FAILED:
             raise CheckFailure(verdict.message)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
-                     style: Any = None) -> str | Any:
+    def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException],
+                         style: Any = None) -> str | Any:
+        # Setup errors (the grader's) and call failures (the student's) alike: the message only.
         if isinstance(excinfo.value, CheckFailure):
             return str(excinfo.value)
-        return super().repr_failure(excinfo, style=style)
+        return super()._repr_failure_py(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.submission.name}::{self.check}"
@@ -267,7 +272,8 @@ class Recorder:
         if settings.csv:
             report.write_csv(records, settings.csv, points)
         if settings.gradescope:
-            report.write_gradescope(records, settings.gradescope, points)
+            report.write_gradescope(records, settings.gradescope, points,
+                                    quality_max=settings.quality_max)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:

@@ -432,7 +432,7 @@ _TABLE_STYLE = """
 #akida-class-table{border-collapse:collapse;font:12px/1.3 system-ui,Helvetica,Arial,sans-serif;
  color:#1f2328;background:#fff;margin:8px 0}
 #akida-class-table caption{caption-side:top;text-align:left;padding:4px 0;color:#57606a}
-#akida-class-table th,#akida-class-table td{border:1px solid #d0d7de;padding:3px 6px;
+#akida-class-table th,#akida-class-table td{border:1px solid #d0d7de;padding:3px 5px;
  text-align:right;white-space:nowrap}
 #akida-class-table thead th{background:#f6f8fa;vertical-align:bottom;text-align:center}
 #akida-class-table thead tr.akida-sort th{cursor:pointer;user-select:none;font-weight:600}
@@ -491,7 +491,7 @@ _CHECK_LABELS = {
     "relu_bounded": "ReLU<br>bound",
     "quantization_scheme": "W/A<br>bits",
     "v1_constraints": "v1<br>rules",
-    "quantized_accuracy": "quantized<br>acc",
+    "quantized_accuracy": "quant.<br>acc",
     "akida_accuracy": "Akida<br>acc",
     "hardware_quality": "HW<br>quality",
 }
@@ -499,7 +499,7 @@ _CHECK_LABELS = {
 # (group, label, metric key, kind) for the number columns.
 _METRIC_CELLS = (
     ("Accuracy (%)", "float", "float_accuracy", "percent"),
-    ("Accuracy (%)", "quantized", "quantized_accuracy", "percent"),
+    ("Accuracy (%)", "quant.", "quantized_accuracy", "percent"),
     ("Accuracy (%)", "Akida", "akida_accuracy", "percent"),
     ("Accuracy (%)", "HW", "hardware_accuracy", "percent"),
     ("Hardware", "fps", "fps", "fps"),
@@ -739,11 +739,12 @@ def quality_plot_svg(records: Iterable[Mapping[str, Any]], *,
         tick += step
     parts.append(f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" '
                  f'stroke="#57606a"/>')
-    parts.append(f'<line id="akida-pass-line" class="akida-pass-line" x1="{_LEFT}" '
+    parts.append(f'<g id="akida-pass-line"><line class="akida-pass-line" x1="{_LEFT}" '
                  f'y1="{pass_y:.1f}" x2="{_LEFT + plot_w}" y2="{pass_y:.1f}" stroke="#cf222e" '
-                 f'stroke-width="2" stroke-dasharray="8 5"/>')
-    parts.append(_text(_LEFT + plot_w - 6, pass_y - 6, f"pass line: quality "
-                       f"{_fmt_quality(quality_max)}", size=12, anchor="end", fill="#cf222e"))
+                 f'stroke-width="2" stroke-dasharray="8 5"/>'
+                 + _text(_LEFT + plot_w - 6, pass_y - 6, f"pass line: quality "
+                         f"{_fmt_quality(quality_max)}", size=12, anchor="end", fill="#cf222e")
+                 + "</g>")
     parts.append(_text(_LEFT + plot_w / 2, _H - 24, "Hardware accuracy (%)", size=13,
                        anchor="middle"))
     mid_y = _TOP + plot_h / 2

@@ -122,7 +122,10 @@ OPTIONS: tuple[Option, ...] = (
            _path, None, flag="--akida-gradescope", cli_kwargs={"metavar": "DIR"}),
     Option("device", "Measure on the Akida board: --akida-device for the first of "
            "akida.devices(), --akida-device=N for the N-th.", _device_index, None,
-           flag="--akida-device", ini=False, cli_kwargs={"metavar": "N"}),
+           flag="--akida-device", ini=False,
+           # nargs="?" lets a bare flag end the command line; plugin.py rewrites it before
+           # the final parse so that a path after it is not taken for N.
+           cli_kwargs={"metavar": "N", "nargs": "?", "const": "first"}),
     Option("replay", "Replay recorded board measurements from this JSON file (student -> "
            "figures) instead of a board.", _path, None, flag="--akida-replay",
            cli_kwargs={"metavar": "FILE"}),

@@ -99,6 +99,7 @@ def grade(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
     path = Path(request["path"])
     module = pipeline.import_submission(path)
     weight_bits, activation_bits = pipeline.declared_bits(module)
+    _seed(request["seed"])  # build_model() draws the initial weights: same seed, same grade
     model = pipeline.build_model(module, path)
     data = _load_data(request)
     result: dict[str, Any] = {"n_test": len(data["y_test"]), "n_train": len(data["y_fit"])}
@@ -119,6 +120,12 @@ def grade(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
     conversion.akida.save(request["artifacts"]["model"])
     result["peak_rss_mb"] = _peak_rss_mb()
     return result
+
+
+def _seed(seed: int) -> None:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
 
 
 def _load_data(request: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -262,8 +262,11 @@ def test_the_plot_has_a_labelled_point_per_measured_student_around_the_pass_line
     assert root.get("id") == "akida-quality-plot"
     spots = points_in(svg)
     assert set(spots) == {"alice", "bob"}
-    pass_line = next(e for e in root.iter(f"{SVG}line") if e.get("id") == "akida-pass-line")
+    group = next(e for e in root.iter(f"{SVG}g") if e.get("id") == "akida-pass-line")
+    pass_line = group.find(f"{SVG}line")
+    assert pass_line is not None
     line_y = float(pass_line.get("y1", "nan"))
+    assert line_y == float(pass_line.get("y2", "nan"))  # horizontal
     assert spots["alice"][1] > line_y > spots["bob"][1]  # svg y grows downwards
     assert spots["alice"][0] > spots["bob"][0]  # alice is the more accurate
     texts = " ".join("".join(t.itertext()) for t in root.iter(f"{SVG}text"))
@@ -331,9 +334,11 @@ def test_the_merge_command_rejects_a_bad_grade_file_with_exit_status_2(tmp_path:
     assert not (tmp_path / "g.csv").exists()
 
 
-def test_the_merge_command_rejects_unknown_points_with_exit_status_2(tmp_path: Path) -> None:
+def test_the_merge_command_rejects_unknown_points_with_exit_status_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report.write_json([alice()], tmp_path / "a.json")
     assert report.main(["merge", str(tmp_path / "a.json"), "--points", "speed=3"]) == 2
+    assert "--points: unknown check 'speed'" in capsys.readouterr().err
 
 
 def test_the_command_line_without_a_command_exits_2() -> None:

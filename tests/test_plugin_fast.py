@@ -1,0 +1,263 @@
+"""The five fast checks through the plugin: one class of made-up submissions, graded once.
+
+Every submission is built in a child process (~5 s each), so the class is graded in one pytest
+run under xdist and the tests below read its outcomes, messages and JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from made_up import GOOD_LAYERS, TEMPLATE_LAYERS, student_source
+
+HANG_TIMEOUT = 45  # seconds: TensorFlow's import alone takes ~3 s, more on a busy machine
+
+BAD_LAYERS = {
+    "dropout": GOOD_LAYERS.replace("keras.layers.Flatten(),",
+                                   "keras.layers.Dropout(0.2),\n    keras.layers.Flatten(),"),
+    "unbounded": GOOD_LAYERS.replace("keras.layers.ReLU(max_value=3.0),",
+                                     "keras.layers.ReLU(),", 1),
+    "hidden_relu": GOOD_LAYERS.replace('Conv2D(16, 3, padding="same"),\n    keras.layers.ReLU('
+                                       'max_value=3.0),', 'Conv2D(16, 3, padding="same", '
+                                       'activation="relu"),', 1),
+    "template": TEMPLATE_LAYERS,
+    "bn_after_relu": """
+    keras.layers.Rescaling(1. / 255, input_shape=(28, 28, 1)),
+    keras.layers.Conv2D(16, 3, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.BatchNormalization(),
+    keras.layers.Conv2D(16, 3, strides=2, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.Flatten(),
+    keras.layers.Dense(10),
+""",
+    # Allowed by every documented rule, refused by the mapper: 512 x 3 x 3 x 512 weights per NP.
+    "too_wide": """
+    keras.layers.Rescaling(1. / 255, input_shape=(28, 28, 1)),
+    keras.layers.Conv2D(16, 3, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.Conv2D(512, 3, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.Conv2D(512, 3, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.MaxPooling2D((2, 2), padding="same"),
+    keras.layers.Conv2D(64, 3, strides=2, padding="same"),
+    keras.layers.ReLU(max_value=3.0),
+    keras.layers.Flatten(),
+    keras.layers.Dense(10),
+""",
+    "wrong_input": GOOD_LAYERS.replace("(28, 28, 1)", "(32, 32, 1)"),
+    "wrong_output": GOOD_LAYERS.replace("Dense(10)", "Dense(5)"),
+}
+
+HOSTILE = {
+    "hangs": "import time\nwhile True:\n    time.sleep(1)\n",
+    "exits": "import os\nos._exit(3)\n",
+    "raises": "def build_model():\n    raise ValueError('my model is not ready')\n",
+    "import_error": "import not_a_module_anyone_has\n",
+    "syntax_error": "def build_model(:\n    pass\n",
+    "no_build": "MODEL = None\n",
+    "non_model": "def build_model():\n    return 42\n",
+    "keras3": (
+        "import keras\n\ndef build_model():\n    return keras.Sequential([keras.Input((28, 28, 1)),"
+        " keras.layers.Flatten(), keras.layers.Dense(10)])\n"),
+}
+
+
+def _class_sources() -> dict[str, str]:
+    sources = {name: student_source(layers) for name, layers in BAD_LAYERS.items()}
+    sources.update(HOSTILE)
+    sources["good"] = student_source()
+    sources["w8a8"] = student_source(bits=(8, 8))
+    # Prints that look like the worker's protocol must not confuse the grader.
+    sources["chatty"] = ('print(\'{"event": "result", "result": {"error": "fake"}}\')\n'
+                         + student_source())
+    return sources
+
+
+@pytest.fixture(scope="module")
+def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("class")
+    (root / "pytest.ini").write_text(
+        f"[pytest]\nakida_students = students\nakida_timeout = {HANG_TIMEOUT}\n")
+    students = root / "students"
+    students.mkdir()
+    for name, source in _class_sources().items():
+        (students / f"{name}.py").write_text(source)
+    (students / "_helper.py").write_text("raise SystemExit('never graded')\n")
+    (students / "test_mine.py").write_text("def test_x():\n    assert True\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-rA", "-k",
+         "not accuracy and not hardware_quality", "--akida-json", "grades.json"],
+        cwd=root, capture_output=True, text=True, timeout=900)
+    grades = json.loads((root / "grades.json").read_text())
+    return {"output": run.stdout + run.stderr, "code": run.returncode,
+            "students": {s["student"]: s for s in grades["students"]}}
+
+
+def check(graded: dict[str, Any], student: str, name: str) -> dict[str, str]:
+    return graded["students"][student]["checks"][name]
+
+
+def test_it_grades_every_submission_and_ignores_private_and_test_modules(graded_class):
+    assert set(graded_class["students"]) == set(_class_sources())
+    assert "never graded" not in graded_class["output"]
+    assert graded_class["code"] == 1  # some students fail: a grade, not a crash
+
+
+def test_it_passes_a_conforming_design_on_all_five_checks(graded_class):
+    for name in ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme",
+                 "v1_constraints"):
+        verdict = check(graded_class, "good", name)
+        assert verdict["outcome"] == "passed", (name, verdict["message"])
+    assert "virtual AKD1000" in check(graded_class, "good", "v1_constraints")["message"]
+
+
+@pytest.mark.parametrize(("student", "words"), [
+    ("hangs", f"did not finish within {HANG_TIMEOUT} s"),
+    ("exits", "exit code 3"),
+    ("raises", "ValueError: my model is not ready"),
+    ("import_error", "ModuleNotFoundError"),
+    ("syntax_error", "syntax error on line 1"),
+    ("no_build", "no build_model() function"),
+    ("non_model", "returned int, not a tf_keras model"),
+    ("keras3", "import tf_keras as keras"),
+    ("wrong_input", "(32, 32, 1)"),
+    ("wrong_output", "MNIST needs 10 outputs"),
+])
+def test_it_fails_loads_for_a_hostile_submission_and_skips_the_rest(graded_class, student,
+                                                                      words):
+    loads = check(graded_class, student, "loads")
+    assert loads["outcome"] == "failed"
+    assert words in loads["message"]
+    for name in ("layer_whitelist", "relu_bounded", "quantization_scheme", "v1_constraints"):
+        assert check(graded_class, student, name)["outcome"] == "skipped"
+
+
+def test_it_keeps_the_protocol_safe_from_a_submission_that_prints(graded_class):
+    assert check(graded_class, "chatty", "loads")["outcome"] == "passed"
+
+
+def test_it_fails_a_dropout_layer_naming_it(graded_class):
+    verdict = check(graded_class, "dropout", "layer_whitelist")
+    assert verdict["outcome"] == "failed"
+    assert "Dropout" in verdict["message"] and "layer 9" in verdict["message"]
+
+
+def test_it_fails_an_unbounded_relu(graded_class):
+    verdict = check(graded_class, "unbounded", "relu_bounded")
+    assert verdict["outcome"] == "failed"
+    assert "max_value" in verdict["message"]
+    assert "ReLU" in check(graded_class, "unbounded", "v1_constraints")["message"]
+
+
+def test_it_fails_an_activation_hidden_inside_a_convolution(graded_class):
+    verdict = check(graded_class, "hidden_relu", "relu_bounded")
+    assert verdict["outcome"] == "failed"
+    assert 'activation="relu"' in verdict["message"] or "activation" in verdict["message"]
+
+
+def test_it_fails_an_unsupported_precision_listing_the_supported_ones(graded_class):
+    verdict = check(graded_class, "w8a8", "quantization_scheme")
+    assert verdict["outcome"] == "failed"
+    assert all(s in verdict["message"] for s in ("W4A4", "W4A1", "W2A4"))
+
+
+def test_it_fails_the_template_for_pooling_into_the_classifier_with_both_evidences(
+        graded_class):
+    verdict = check(graded_class, "template", "v1_constraints")
+    assert verdict["outcome"] == "failed"
+    assert "max_pooling2d_1" in verdict["message"]  # the documented rule names the layer
+    assert "the mapper refused the model" in verdict["message"]
+    assert "must be followed by another convolutional" in verdict["message"]
+
+
+def test_it_fails_a_silent_cut_naming_the_layer_where_quantization_stopped(graded_class):
+    verdict = check(graded_class, "bn_after_relu", "v1_constraints")
+    assert verdict["outcome"] == "failed"
+    assert "quantization stopped at layer 'batch_normalization'" in verdict["message"]
+
+
+def test_it_fails_with_the_mappers_words_what_the_documented_rules_allow(graded_class):
+    verdict = check(graded_class, "too_wide", "v1_constraints")
+    assert verdict["outcome"] == "failed"
+    assert "documented rules): all satisfied" in verdict["message"]
+    assert "Filter size is too big to fit in a CNP" in verdict["message"]
+
+
+def test_it_shows_rule_violations_without_tracebacks(graded_class):
+    output = graded_class["output"]
+    assert "Traceback" not in output.split("short test summary")[0].split("FAILURES")[-1]
+    assert "Dropout" in output
+
+
+def test_it_writes_the_json_with_one_entry_per_student_and_each_check_that_ran(graded_class):
+    good = graded_class["students"]["good"]
+    assert set(good["checks"]) == {"loads", "layer_whitelist", "relu_bounded",
+                                   "quantization_scheme", "v1_constraints"}
+    assert good["metrics"]["weight_bits"] == 4
+    assert all(set(c) == {"outcome", "message"} for c in good["checks"].values())
+
+
+# ---------------------------------------------------------------------------- selection
+
+
+def test_it_names_items_by_student_and_check_so_k_selects(grading: pytest.Pytester):
+    from made_up import add_student
+
+    add_student(grading, "alice", student_source())
+    add_student(grading, "bob", student_source())
+    result = grading.runpytest("--collect-only", "-q", "-k", "alice and relu_bounded")
+    result.stdout.fnmatch_lines(["students/alice.py::relu_bounded", "*1/16 tests collected*"])
+    result = grading.runpytest("--collect-only", "-q", "-k", "not hardware_quality")
+    result.stdout.fnmatch_lines(["*14/16 tests collected*"])
+
+
+def test_it_grades_a_directory_from_anywhere_with_akida_students(pytester: pytest.Pytester):
+    elsewhere = pytester.mkdir("elsewhere")
+    (elsewhere / "carol.py").write_text(student_source())
+    result = pytester.runpytest("--collect-only", "-q", "--akida-students", str(elsewhere))
+    result.stdout.fnmatch_lines(["elsewhere/carol.py::loads", "*8 tests collected*"])
+
+
+def test_it_never_imports_a_submission_named_on_the_command_line(grading: pytest.Pytester):
+    from made_up import add_student
+
+    add_student(grading, "dave", "raise SystemExit('imported in the pytest process')\n")
+    result = grading.runpytest("--collect-only", "-q", "students/dave.py")
+    result.stdout.fnmatch_lines(["students/dave.py::loads", "*8 tests collected*"])
+    assert "imported in the pytest process" not in result.stdout.str()
+
+
+def test_it_rejects_a_bad_setting_naming_where_it_came_from(grading: pytest.Pytester,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    result = grading.runpytest("--collect-only", "--akida-timeout", "soon")
+    result.stderr.fnmatch_lines(["*invalid akida_timeout value 'soon' from the command line*"])
+    monkeypatch.setenv("AKIDA_GRADE_TIMEOUT", "-3")
+    result = grading.runpytest("--collect-only")
+    result.stderr.fnmatch_lines(["*AKIDA_GRADE_TIMEOUT environment variable*positive*"])
+
+
+def test_it_reports_a_missing_students_directory(pytester: pytest.Pytester):
+    result = pytester.runpytest("--akida-students", "nowhere")
+    result.stderr.fnmatch_lines(["*--akida-students nowhere: no such file or directory*"])
+
+
+def test_it_resolves_settings_command_line_over_environment_over_ini(
+        grading: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    from pytest_akida_grade.settings import settings_from_config
+
+    monkeypatch.setenv("AKIDA_GRADE_TIMEOUT", "30")
+    config = grading.parseconfigure("--akida-timeout", "45")
+    assert settings_from_config(config).timeout == 45
+    config = grading.parseconfigure()
+    assert settings_from_config(config).timeout == 30
+    monkeypatch.delenv("AKIDA_GRADE_TIMEOUT")
+    config = grading.parseconfigure()
+    assert settings_from_config(config).timeout == 60  # the fast ini's value
+    assert Path(str(settings_from_config(config).cache_dir)).name.startswith("akida-cache")

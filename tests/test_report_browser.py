@@ -1,0 +1,159 @@
+"""The reports in a real browser: headless Chromium must show the class table and the plot.
+
+Skips when the `playwright` package or /usr/bin/chromium (Debian's package; `make browser`) is
+missing. Playwright drives the system Chromium; it never downloads browsers of its own. The
+pytester fixture comes from the root conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_akida_grade import report
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is not installed (pip install playwright)")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSED_GREEN = "rgb(218, 251, 225)"  # background of a passed outcome (#dafbe1)
+
+
+def record(student: str, outcomes: dict[str, str], **metrics: float | str) -> dict:
+    checks = {name: {"outcome": outcomes.get(name, "passed"), "message": ""}
+              for name in report.CHECKS}
+    return {"student": student, "checks": checks, "metrics": metrics}
+
+
+RECORDS = [
+    record("alice", {}, float_accuracy=0.9873, quantized_accuracy=0.9761, akida_accuracy=0.974,
+           hardware_accuracy=0.9761, fps=1677.85, avg_power_mw=895.27, energy_mj_per_frame=0.53,
+           memory_bytes=96304, quality=122.8, source="device"),
+    record("bob", {"hardware_quality": "failed"}, float_accuracy=0.98, quantized_accuracy=0.9672,
+           akida_accuracy=0.9672, hardware_accuracy=0.9672, fps=770.0, avg_power_mw=936.8,
+           energy_mj_per_frame=1.22, memory_bytes=247984, quality=989.6, source="replay"),
+    record("carol", {"v1_constraints": "failed", "quantized_accuracy": "skipped",
+                     "akida_accuracy": "skipped", "hardware_quality": "skipped"},
+           float_accuracy=0.99, source="none"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium, or `make browser`)")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                                  args=CHROMIUM_ARGS)
+        except sync_api.Error as exc:
+            pytest.skip(f"{CHROMIUM} does not start: {exc}")
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    assert errors == [], "the page raised JavaScript errors"
+
+
+def assert_shown(element: Locator) -> None:
+    """Displayed with a real size, and inside the viewport once scrolled to."""
+    element.scroll_into_view_if_needed()
+    assert element.is_visible()
+    box = element.bounding_box()
+    assert box is not None and box["width"] > 50 and box["height"] > 20, box
+    sync_api.expect(element).to_be_in_viewport()
+
+
+def student_order(page: Page) -> list[str]:
+    return page.locator("#akida-class-table tbody tr").evaluate_all(
+        "rows => rows.map(row => row.dataset.student)")
+
+
+def sort_by_points(page: Page) -> None:
+    page.locator("#akida-class-table thead tr.akida-sort th", has_text="points").click()
+
+
+def check_class_table_and_plot(page: Page) -> None:
+    table = page.locator("#akida-class-table")
+    assert_shown(table)
+    for name in ("alice", "bob", "carol"):
+        assert_shown(table.locator(f'tbody tr[data-student="{name}"]'))
+    outcome = table.locator('tr[data-student="alice"] td.akida-outcome').last
+    assert outcome.inner_text() == "passed"
+    assert outcome.evaluate("cell => getComputedStyle(cell).backgroundColor") == PASSED_GREEN
+
+    plot = page.locator("#akida-quality-plot")
+    assert_shown(plot)
+    assert plot.locator("#akida-pass-line").is_visible()
+    points = plot.locator(".akida-point")
+    assert points.count() == 2
+    for index in range(2):
+        assert points.nth(index).is_visible()
+
+    sort_by_points(page)
+    assert student_order(page) == ["carol", "bob", "alice"]
+    sort_by_points(page)
+    assert student_order(page) == ["alice", "bob", "carol"]
+
+
+def test_the_standalone_report_shows_the_class_table_and_the_plot(
+        page: Page, tmp_path: Path) -> None:
+    path = tmp_path / "grades.html"
+    path.write_text(report.standalone_html(RECORDS, report.DEFAULT_POINTS), encoding="utf-8")
+    page.goto(path.as_uri())
+    check_class_table_and_plot(page)
+
+
+def test_the_plot_without_hardware_figures_shows_a_visible_panel(
+        page: Page, tmp_path: Path) -> None:
+    path = tmp_path / "grades.html"
+    path.write_text(report.standalone_html(RECORDS[2:], report.DEFAULT_POINTS), encoding="utf-8")
+    page.goto(path.as_uri())
+    assert_shown(page.locator("#akida-quality-plot"))
+    assert_shown(page.get_by_text("No hardware figures yet", exact=True))
+
+
+SUMMARY_CONFTEST = """
+import json
+from pathlib import Path
+
+from pytest_akida_grade import report
+
+RECORDS = json.loads(Path(__file__).with_name("records.json").read_text())
+
+
+def pytest_html_results_summary(prefix, summary, postfix, session):
+    prefix.append(report.class_table_html(RECORDS, report.DEFAULT_POINTS))
+    postfix.append(report.quality_plot_svg(RECORDS))
+"""
+
+
+def test_the_pytest_html_report_shows_the_class_table_and_the_plot(
+        page: Page, pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_html", reason="pytest-html is not installed")
+    (pytester.path / "records.json").write_text(json.dumps(RECORDS))
+    pytester.makeconftest(SUMMARY_CONFTEST)
+    pytester.makepyfile("def test_something():\n    assert True\n")
+    result = pytester.runpytest_subprocess("--html=report.html", "--self-contained-html",
+                                           "-p", "no:akida_grade", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    page.goto((pytester.path / "report.html").as_uri())
+    assert_shown(page.locator("#results-table"))  # pytest-html's own page still renders
+    check_class_table_and_plot(page)
