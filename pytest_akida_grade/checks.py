@@ -84,8 +84,7 @@ def v1_constraints(result: dict[str, Any]) -> Verdict:
     truth = result.get("v1", {})
     problem = _toolchain_problem(truth)
     mapping = truth.get("mapping") or {}
-    metrics = {"nps": mapping.get("nps"), "program_memory_bytes":
-               mapping.get("program_memory_bytes")} if problem is None else {}
+    metrics = _static_mapping_metrics(mapping) if problem is None else {}
     if not static and problem is None:
         return Verdict(PASSED, "documented Akida 1.0 rules: all satisfied; virtual AKD1000: "
                                f"mapped in one hardware sequence on {mapping.get('nps')} NPs",
@@ -137,9 +136,15 @@ def accuracy_metrics(result: dict[str, Any]) -> dict[str, Any]:
     metrics = {name: result.get(name) for name in names if result.get(name) is not None}
     mapping = result.get("mapping") or {}
     if not mapping.get("error"):
-        metrics["nps"] = mapping.get("nps")
-        metrics["program_memory_bytes"] = mapping.get("program_memory_bytes")
+        metrics.update(_static_mapping_metrics(mapping))
     return metrics
+
+
+def _static_mapping_metrics(mapping: dict[str, Any]) -> dict[str, Any]:
+    """NPs and program memory of the mapping on a virtual AKD1000: static, not measured."""
+    return {"nps": mapping.get("nps"), "program_memory_bytes": mapping.get("program_memory_bytes"),
+            "mapping_figures": "static: mapped on a virtual AKD1000 "
+                               "(akida.get_program_memory_infos), not measured on a board"}
 
 
 def quantized_accuracy(graded: Stage, min_accuracy: float) -> Verdict:
@@ -186,8 +191,10 @@ def hardware_quality(measurement: Any, source: str, *, quality_max: float,
     metrics = {**measurement.to_json(), "hardware_accuracy": measurement.accuracy,
                "quality": quality, "source": source}
     metrics.pop("accuracy", None)
-    outcome = PASSED if quality < quality_max else FAILED
-    return Verdict(outcome, report, metrics)
+    passed = quality < quality_max
+    verdict = (f"Quality {quality:.1f} {'<' if passed else '>='} {quality_max:g} "
+               f"({'full credit' if passed else 'no full credit'}; {source} figures)")
+    return Verdict(PASSED if passed else FAILED, f"{verdict}\n{report}", metrics)
 
 
 def no_hardware(accuracy: float | None, memory_estimate: int | None, budget_mj: float | None,

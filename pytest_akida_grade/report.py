@@ -23,18 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_akida_grade.checks import CHECKS
+
 Record = dict[str, Any]
 
-CHECKS = (
-    "loads",
-    "layer_whitelist",
-    "relu_bounded",
-    "quantization_scheme",
-    "v1_constraints",
-    "quantized_accuracy",
-    "akida_accuracy",
-    "hardware_quality",
-)
 DEFAULT_POINTS: dict[str, float] = {
     "loads": 1.0,
     "layer_whitelist": 1.0,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from made_up import add_student, student_source
 
 from pytest_akida_grade import report
 
@@ -130,30 +131,34 @@ def test_the_plot_without_hardware_figures_shows_a_visible_panel(
     assert_shown(page.get_by_text("No hardware figures yet", exact=True))
 
 
-SUMMARY_CONFTEST = """
-import json
-from pathlib import Path
-
-from pytest_akida_grade import report
-
-RECORDS = json.loads(Path(__file__).with_name("records.json").read_text())
-
-
-def pytest_html_results_summary(prefix, summary, postfix, session):
-    prefix.append(report.class_table_html(RECORDS, report.DEFAULT_POINTS))
-    postfix.append(report.quality_plot_svg(RECORDS))
-"""
+REPLAY = {
+    "alice": {"accuracy": 0.9761, "fps": 1677.85, "avg_power_mw": 895.27,
+              "floor_power_mw": 894.26, "energy_mj_per_frame": 0.53, "memory_bytes": 96304},
+    "bob": {"accuracy": 0.9672, "fps": 770.0, "avg_power_mw": 936.80,
+            "floor_power_mw": 894.26, "energy_mj_per_frame": 1.22, "memory_bytes": 247984},
+}
 
 
-def test_the_pytest_html_report_shows_the_class_table_and_the_plot(
-        page: Page, pytester: pytest.Pytester) -> None:
+def test_the_graded_class_report_shows_the_class_table_and_the_plot(
+        page: Page, grading: pytest.Pytester) -> None:
+    """The plugin's own pytest-html integration, on a real (replayed) grading run."""
     pytest.importorskip("pytest_html", reason="pytest-html is not installed")
-    (pytester.path / "records.json").write_text(json.dumps(RECORDS))
-    pytester.makeconftest(SUMMARY_CONFTEST)
-    pytester.makepyfile("def test_something():\n    assert True\n")
-    result = pytester.runpytest_subprocess("--html=report.html", "--self-contained-html",
-                                           "-p", "no:akida_grade", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1)
-    page.goto((pytester.path / "report.html").as_uri())
-    assert_shown(page.locator("#results-table"))  # pytest-html's own page still renders
-    check_class_table_and_plot(page)
+    for name in ("alice", "bob", "carol"):
+        add_student(grading, name, student_source())
+    (grading.path / "replay.json").write_text(json.dumps(REPLAY))
+    result = grading.runpytest_subprocess(
+        "--html=report.html", "--self-contained-html", "--akida-replay=replay.json",
+        "-k", "loads or hardware_quality")
+    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    page.goto((grading.path / "report.html").as_uri())
+    assert_shown(page.locator("#results-table"))  # pytest-html's own table still renders
+    table = page.locator("#akida-class-table")
+    assert_shown(table)
+    for name in ("alice", "bob", "carol"):
+        assert_shown(table.locator(f'tbody tr[data-student="{name}"]'))
+    plot = page.locator("#akida-quality-plot")
+    assert_shown(plot)
+    assert plot.locator(".akida-point").count() == 2  # carol has no hardware figures
+    assert plot.locator("#akida-pass-line").is_visible()
+    student_cells = page.locator("#results-table td.col-student")
+    assert sorted(set(student_cells.all_inner_texts())) == ["alice", "bob", "carol"]
