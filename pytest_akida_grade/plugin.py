@@ -59,6 +59,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(trylast=True)  # after cacheprovider has set config.cache
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
+    points_of(settings)  # a bad akida_points line is a usage error now, not after grading
     scratch = tempfile.TemporaryDirectory(prefix="akida-grade-")
     cache = Cache(None if settings.no_cache else _cache_root(config, settings),
                   on_problem=lambda message: _warn(config, message))

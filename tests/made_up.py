@@ -34,19 +34,11 @@ TEMPLATE_LAYERS = """
 """
 
 # The template plus a convolution after the last pooling: passes every fast check.
-GOOD_LAYERS = """
-    keras.layers.Rescaling(1. / 255, input_shape=(28, 28, 1)),
-    keras.layers.Conv2D(16, 3, padding="same"),
-    keras.layers.ReLU(max_value=3.0),
-    keras.layers.MaxPooling2D((2, 2), padding="same"),
-    keras.layers.Conv2D(16, 3, padding="same"),
-    keras.layers.ReLU(max_value=3.0),
-    keras.layers.MaxPooling2D((2, 2), padding="same"),
-    keras.layers.Conv2D(16, 3, padding="same"),
-    keras.layers.ReLU(max_value=3.0),
-    keras.layers.Flatten(),
-    keras.layers.Dense(10),
-"""
+GOOD_LAYERS = TEMPLATE_LAYERS.replace(
+    "    keras.layers.Flatten(),",
+    '    keras.layers.Conv2D(16, 3, padding="same"),\n'
+    "    keras.layers.ReLU(max_value=3.0),\n"
+    "    keras.layers.Flatten(),")
 
 
 def student_source(layers: str = GOOD_LAYERS, *, bits: tuple[object, object] = (4, 4),

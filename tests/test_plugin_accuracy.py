@@ -9,15 +9,16 @@ cores, so each grading that trains costs ~25 s; keep their number down.
 from __future__ import annotations
 
 import json
+import os
 import re
-import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 import pytest
-from made_up import add_student, student_source
+from made_up import TEMPLATE_LAYERS, add_student, student_source
 
 ACCURACY = ("-k", "quantized_accuracy or akida_accuracy")
 GOOD = student_source()
@@ -38,6 +39,17 @@ CUT = """
     keras.layers.ReLU(max_value=3.0),
     keras.layers.Flatten(),
     keras.layers.Dense(10),
+"""
+# Saves build_model()'s weights, optionally loaded from a file first, the way students do.
+SAVE_WEIGHTS = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("submission", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+model = module.build_model()
+if len(sys.argv) > 3:
+    model.load_weights(sys.argv[3])
+model.save_weights(sys.argv[2])
 """
 TRAIN_FUNCTION = """
 def train(model, x_train, y_train):
@@ -75,9 +87,13 @@ def figures(record: dict[str, Any]) -> dict[str, Any]:
 def weight_shapes(weights: Path) -> list[tuple[int, ...]]:
     """The shapes of the arrays in a Keras .h5 weights file, in the order of their names."""
     shapes: dict[str, tuple[int, ...]] = {}
+
+    def collect(name: str, node: Any) -> None:  # a value other than None stops visititems
+        if isinstance(node, h5py.Dataset):
+            shapes[name] = node.shape
+
     with h5py.File(weights, "r") as handle:
-        handle.visititems(lambda name, obj: shapes.setdefault(name, obj.shape)
-                          if isinstance(obj, h5py.Dataset) else None)
+        handle.visititems(collect)
     return [shapes[name] for name in sorted(shapes)]
 
 
@@ -87,6 +103,17 @@ def trained_weights_of_good(cache: Path) -> Path:
         if weight_shapes(weights) == GOOD_WEIGHT_SHAPES:
             return weights
     raise AssertionError(f"no trained weights of GOOD's architecture in {cache}/trained")
+
+
+def save_weights(module: Path, target: Path, loaded_from: Path | None = None) -> None:
+    """`model.save_weights(target)` with tf_keras, in a child process (no TensorFlow here).
+
+    A `<name>.weights.h5` name makes tf_keras write its v3 format, as a student's file would be.
+    """
+    extra = [str(loaded_from)] if loaded_from else []
+    subprocess.run([sys.executable, "-c", SAVE_WEIGHTS, str(module), str(target), *extra],
+                   check=True, capture_output=True,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def good_graded(pytester: pytest.Pytester) -> dict[str, Any]:
@@ -186,9 +213,8 @@ def test_no_cache_grades_from_scratch_and_gets_identical_figures(
 def test_a_weights_file_beside_the_module_is_loaded_instead_of_training(
         grading: pytest.Pytester, shared_cache: Path) -> None:
     good_graded(grading)
-    add_student(grading, "bob", GOOD)
-    shutil.copyfile(trained_weights_of_good(shared_cache),
-                    grading.path / "students" / "bob.weights.h5")
+    module = add_student(grading, "bob", GOOD)
+    save_weights(module, module.with_name("bob.weights.h5"), trained_weights_of_good(shared_cache))
     result, records = grade(grading)
     result.assert_outcomes(passed=2, deselected=6)
     assert epoch_lines(result) == []
@@ -206,15 +232,11 @@ def test_a_train_function_in_the_module_trains_the_model(grading: pytest.Pyteste
 
 
 def test_a_weights_file_that_does_not_fit_the_model_fails_both_checks_naming_the_file(
-        grading: pytest.Pytester, shared_cache: Path) -> None:
-    good_graded(grading)
-    add_student(grading, "dave", GOOD)
-    misfit = grading.path / "students" / "dave.weights.h5"
-    shutil.copyfile(trained_weights_of_good(shared_cache), misfit)
-    with h5py.File(misfit, "r+") as handle:  # the classifier of a model with one more pooling
-        group = handle["dense/dense"]
-        del group["kernel:0"]
-        group.create_dataset("kernel:0", data=np.zeros((144, 10), "float32"))
+        grading: pytest.Pytester) -> None:
+    other = grading.path / "template.py"  # two convolutions, not GOOD's three
+    other.write_text(student_source(TEMPLATE_LAYERS))
+    module = add_student(grading, "dave", GOOD)
+    save_weights(other, module.with_name("dave.weights.h5"))
     result, records = grade(grading)
     result.assert_outcomes(failed=2, deselected=6)
     for check in records["dave"]["checks"].values():

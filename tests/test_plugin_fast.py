@@ -6,6 +6,7 @@ run under xdist and the tests below read its outcomes, messages and JSON file.
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -93,15 +94,23 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (students / "test_mine.py").write_text("def test_x():\n    assert True\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "-rA", "-k",
-         "not accuracy and not hardware_quality", "--akida-json", "grades.json"],
+         "not accuracy and not hardware_quality", "--akida-json", "grades.json",
+         "--akida-csv", "gradebook.csv", "--akida-gradescope", "gradescope"],
         cwd=root, capture_output=True, text=True, timeout=900)
     grades = json.loads((root / "grades.json").read_text())
-    return {"output": run.stdout + run.stderr, "code": run.returncode,
+    return {"output": run.stdout + run.stderr, "code": run.returncode, "root": root,
             "students": {s["student"]: s for s in grades["students"]}}
 
 
 def check(graded: dict[str, Any], student: str, name: str) -> dict[str, str]:
     return graded["students"][student]["checks"][name]
+
+
+def assert_failed_with(graded: dict[str, Any], student: str, name: str, *words: str) -> None:
+    verdict = check(graded, student, name)
+    assert verdict["outcome"] == "failed", verdict
+    for text in words:
+        assert text in verdict["message"], (text, verdict["message"])
 
 
 def test_it_grades_every_submission_and_ignores_private_and_test_modules(graded_class):
@@ -144,50 +153,38 @@ def test_it_keeps_the_protocol_safe_from_a_submission_that_prints(graded_class):
 
 
 def test_it_fails_a_dropout_layer_naming_it(graded_class):
-    verdict = check(graded_class, "dropout", "layer_whitelist")
-    assert verdict["outcome"] == "failed"
-    assert "Dropout" in verdict["message"] and "layer 9" in verdict["message"]
+    assert_failed_with(graded_class, "dropout", "layer_whitelist", "Dropout", "layer 9")
 
 
 def test_it_fails_an_unbounded_relu(graded_class):
-    verdict = check(graded_class, "unbounded", "relu_bounded")
-    assert verdict["outcome"] == "failed"
-    assert "max_value" in verdict["message"]
-    assert "ReLU" in check(graded_class, "unbounded", "v1_constraints")["message"]
+    assert_failed_with(graded_class, "unbounded", "relu_bounded", "max_value")
+    assert_failed_with(graded_class, "unbounded", "v1_constraints", "unbounded")
 
 
 def test_it_fails_an_activation_hidden_inside_a_convolution(graded_class):
-    verdict = check(graded_class, "hidden_relu", "relu_bounded")
-    assert verdict["outcome"] == "failed"
-    assert 'activation="relu"' in verdict["message"] or "activation" in verdict["message"]
+    assert_failed_with(graded_class, "hidden_relu", "relu_bounded", "activation")
 
 
 def test_it_fails_an_unsupported_precision_listing_the_supported_ones(graded_class):
-    verdict = check(graded_class, "w8a8", "quantization_scheme")
-    assert verdict["outcome"] == "failed"
-    assert all(s in verdict["message"] for s in ("W4A4", "W4A1", "W2A4"))
+    assert_failed_with(graded_class, "w8a8", "quantization_scheme", "W4A4", "W4A1", "W2A4")
 
 
 def test_it_fails_the_template_for_pooling_into_the_classifier_with_both_evidences(
         graded_class):
-    verdict = check(graded_class, "template", "v1_constraints")
-    assert verdict["outcome"] == "failed"
-    assert "max_pooling2d_1" in verdict["message"]  # the documented rule names the layer
-    assert "the mapper refused the model" in verdict["message"]
-    assert "must be followed by another convolutional" in verdict["message"]
+    assert_failed_with(graded_class, "template", "v1_constraints",
+                       "max_pooling2d_1",  # the documented rule names the layer
+                       "the mapper refused the model",
+                       "must be followed by another convolutional")
 
 
 def test_it_fails_a_silent_cut_naming_the_layer_where_quantization_stopped(graded_class):
-    verdict = check(graded_class, "bn_after_relu", "v1_constraints")
-    assert verdict["outcome"] == "failed"
-    assert "quantization stopped at layer 'batch_normalization'" in verdict["message"]
+    assert_failed_with(graded_class, "bn_after_relu", "v1_constraints",
+                       "quantization stopped at layer 'batch_normalization'")
 
 
 def test_it_fails_with_the_mappers_words_what_the_documented_rules_allow(graded_class):
-    verdict = check(graded_class, "too_wide", "v1_constraints")
-    assert verdict["outcome"] == "failed"
-    assert "documented rules): all satisfied" in verdict["message"]
-    assert "Filter size is too big to fit in a CNP" in verdict["message"]
+    assert_failed_with(graded_class, "too_wide", "v1_constraints",
+                       "documented rules): all satisfied", "Filter size is too big to fit")
 
 
 def test_it_shows_rule_violations_without_tracebacks(graded_class):
@@ -202,6 +199,15 @@ def test_it_writes_the_json_with_one_entry_per_student_and_each_check_that_ran(g
                                    "quantization_scheme", "v1_constraints"}
     assert good["metrics"]["weight_bits"] == 4
     assert all(set(c) == {"outcome", "message"} for c in good["checks"].values())
+
+
+def test_it_writes_the_gradebook_and_gradescope_files_once_under_xdist(graded_class):
+    rows = list(csv.DictReader((graded_class["root"] / "gradebook.csv").open()))
+    assert sorted(row["student"] for row in rows) == sorted(_class_sources())
+    good = next(row for row in rows if row["student"] == "good")
+    assert good["check_v1_constraints"] == "passed"
+    results = json.loads((graded_class["root"] / "gradescope/good/results.json").read_text())
+    assert {t["status"] for t in results["tests"][:5]} == {"passed"}
 
 
 # ---------------------------------------------------------------------------- selection
@@ -241,6 +247,14 @@ def test_it_rejects_a_bad_setting_naming_where_it_came_from(grading: pytest.Pyte
     monkeypatch.setenv("AKIDA_GRADE_TIMEOUT", "-3")
     result = grading.runpytest("--collect-only")
     result.stderr.fnmatch_lines(["*AKIDA_GRADE_TIMEOUT environment variable*positive*"])
+
+
+def test_it_rejects_points_for_an_unknown_check(grading: pytest.Pytester):
+    grading.makefile(".ini", pytest="[pytest]\nakida_points =\n    hardware_quality = 12\n"
+                                    "    speed = 3\n")
+    result = grading.runpytest("--collect-only")
+    result.stderr.fnmatch_lines(["*speed*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_it_reports_a_missing_students_directory(pytester: pytest.Pytester):
