@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import importlib.metadata
 import os
 import pickle
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pytest_akida_grade.discovery import file_sha256
 
 Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -215,7 +216,7 @@ def _from_explicit(
         return _source(path, where)
     if magic.startswith(_GZIP_MAGIC):
         # Keyed by content, so editing or replacing the pickle never reuses a stale copy.
-        target = cache_dir / f"mnist-{_sha256(path)[:16]}.npz"
+        target = cache_dir / f"mnist-{file_sha256(path)[:16]}.npz"
         try:
             return _cached_or_built(
                 target, lambda: _read_classic_pickle(path, where), where, expected_sizes
@@ -391,12 +392,7 @@ def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray:
 
 
 def _source(path: Path, origin: str) -> MnistSource:
-    return MnistSource(path=path, sha256=_sha256(path), origin=origin)
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return MnistSource(path=path, sha256=file_sha256(path), origin=origin)
 
 
 def _describe(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_akida_grade import isolation
 from pytest_akida_grade.cache import Cache, cache_key
-from pytest_akida_grade.discovery import Submission, file_sha256
+from pytest_akida_grade.discovery import Submission
 from pytest_akida_grade.settings import Settings
 
 
@@ -103,15 +103,19 @@ class Grader:
         return self._stages[key]
 
     def _inspect(self, submission: Submission) -> Stage:
-        key = cache_key("inspect", source=file_sha256(submission.path), seed=self.settings.seed)
-        request = {"stage": "inspect", "path": str(submission.path), "seed": self.settings.seed}
+        key = cache_key("inspect", **submission.fingerprint(), seed=self.settings.seed)
+        weights = submission.weights_path
+        request = {"stage": "inspect", "path": str(submission.path), "seed": self.settings.seed,
+                   "weights_file": str(weights) if weights.is_file() else None}
         return self._run_cached("inspect", key, submission, request, self.settings.timeout,
                                 "akida_timeout / --akida-timeout", files={})
 
     def _grade(self, submission: Submission) -> Stage:
         inspected = self.inspect(submission)
-        if not inspected.ok:
-            return Stage(failure="the submission did not load (see the loads check)")
+        if not inspected.ok:  # the first line of why: the loads check has all of it
+            why = (inspected.failure or "").strip().split("\n", 1)[0]
+            return Stage(failure="the submission did not load (see the loads check)"
+                         + (f": {why}" if why else ""))
         mnist = self.mnist()
         route = self.training_route(submission, inspected.result or {})
         s = self.settings

@@ -69,7 +69,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RECORDER] = Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
-    _add_student_dirs(config, settings)
+    _add_student_dirs(config)
     _group_students_under_xdist(config)
     if config.pluginmanager.hasplugin("html"):
         from pytest_akida_grade.html import HtmlIntegration
@@ -85,17 +85,15 @@ def _cache_root(config: pytest.Config, settings: Settings) -> Path:
     return config.rootpath / ".pytest_cache" / "d" / "akida-grade"
 
 
-def _add_student_dirs(config: pytest.Config, settings: Settings) -> None:
+def _add_student_dirs(config: pytest.Config) -> None:
     """`--akida-students DIR` grades DIR from anywhere: it joins (or replaces) the paths."""
-    given = [str(p) for p in settings.students if p.exists()]
-    cli = config.getoption("akida_students") or []
-    if not cli:
-        return
-    for path in settings.students[: len(cli)]:
+    cli = [Path(p).expanduser() for p in config.getoption("akida_students") or []]
+    for path in cli:
         if not path.exists():
             raise pytest.UsageError(f"--akida-students {path}: no such file or directory")
-    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
-    config.args = ([*config.args] if explicit else []) + given[: len(cli)]
+    if cli:
+        explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+        config.args = ([*config.args] if explicit else []) + [str(p) for p in cli]
 
 
 def _group_students_under_xdist(config: pytest.Config) -> None:
@@ -111,8 +109,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _warn(config: pytest.Config, message: str) -> None:
-    config.issue_config_time_warning(pytest.PytestWarning(message), stacklevel=2) \
-        if not hasattr(config, "workerinput") else log.warning(message)
+    if hasattr(config, "workerinput"):
+        log.warning(message)  # xdist workers: warnings of their own do not reach the user
+    else:
+        config.issue_config_time_warning(pytest.PytestWarning(message), stacklevel=2)
 
 
 def _progress(config: pytest.Config, student: str, message: str) -> None:

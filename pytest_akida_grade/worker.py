@@ -58,6 +58,11 @@ def inspect(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
         "has_train": callable(getattr(module, "train", None)),
     }
     model = pipeline.build_model(module, path)
+    if request.get("weights_file"):  # part of the contract: it must fit the built model
+        pipeline.load_weights(model, Path(request["weights_file"]))
+    if "train" in vars(module) and not result["has_train"]:
+        raise pipeline.SubmissionError("train is defined but is not a function: define "
+                                       "train(model, x_train, y_train) or remove it")
     result["layers"] = pipeline.layer_specs(model)
     result["params"] = int(model.count_params())
     result["v1"] = _v1_truth(model, weight_bits, activation_bits, request["seed"])
@@ -181,6 +186,9 @@ def _best_conversion(request: dict[str, Any], model: Any, weight_bits: int,
         samples = pipeline.with_channel(data["x_fit"][rng.choice(len(data["x_fit"]), count,
                                                                  replace=False)])
         conversion = pipeline.quantize_and_convert(model, weight_bits, activation_bits, samples)
+        if request["quantize_attempts"] == 1:  # nothing to choose: spare the validation pass
+            channel.progress("quantized and converted (one attempt)")
+            return conversion, 0, scores
         if conversion.cut_at is None:
             score = pipeline.akida_accuracy(conversion.akida, data["x_val"], data["y_val"])
         else:
