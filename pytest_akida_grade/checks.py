@@ -85,10 +85,12 @@ def v1_constraints(result: dict[str, Any]) -> Verdict:
     problem = _toolchain_problem(truth)
     mapping = truth.get("mapping") or {}
     metrics = _static_mapping_metrics(mapping) if problem is None else {}
+    bits = "" if truth.get("declared_bits_used", True) else (
+        " (checked at W4A4: the declared precision is not supported, see quantization_scheme)")
     if not static and problem is None:
         return Verdict(PASSED, "documented Akida 1.0 rules: all satisfied; virtual AKD1000: "
-                               f"mapped in one hardware sequence on {mapping.get('nps')} NPs",
-                       metrics)
+                               f"mapped in one hardware sequence on {mapping.get('nps')} NPs"
+                               + bits, metrics)
     lines = []
     if static:
         lines.append("Akida 1.0 hardware constraints (BrainChip's documented rules):")
@@ -96,7 +98,7 @@ def v1_constraints(result: dict[str, Any]) -> Verdict:
     else:
         lines.append("Akida 1.0 hardware constraints (documented rules): all satisfied, but")
     if problem is not None:
-        lines.append(f"virtual AKD1000 (quantize, convert, map): {problem}")
+        lines.append(f"virtual AKD1000 (quantize, convert, map){bits}: {problem}")
     else:
         lines.append("virtual AKD1000: the mapper accepted the model anyway; the documented "
                      "rules above still apply to the real chip")

@@ -1,0 +1,123 @@
+"""The verdicts of checks.py over stage results: pure, no TensorFlow, no child process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_akida_grade import checks, hardware
+from pytest_akida_grade.grading import Stage
+
+LAYERS = [
+    {"index": 0, "name": "rescaling", "class_name": "Rescaling",
+     "config": {"scale": 1 / 255, "offset": 0.0}, "input_shape": [28, 28, 1],
+     "output_shape": [28, 28, 1]},
+    {"index": 1, "name": "conv2d", "class_name": "Conv2D",
+     "config": {"filters": 16, "kernel_size": [3, 3], "strides": [2, 2], "padding": "same",
+                "activation": "linear", "dilation_rate": [1, 1], "groups": 1},
+     "input_shape": [28, 28, 1], "output_shape": [14, 14, 16]},
+    {"index": 2, "name": "re_lu", "class_name": "ReLU",
+     "config": {"max_value": 3.0, "negative_slope": 0.0, "threshold": 0.0},
+     "input_shape": [14, 14, 16], "output_shape": [14, 14, 16]},
+    {"index": 3, "name": "flatten", "class_name": "Flatten", "config": {},
+     "input_shape": [14, 14, 16], "output_shape": [3136]},
+    {"index": 4, "name": "dense", "class_name": "Dense",
+     "config": {"units": 10, "activation": "linear"}, "input_shape": [3136],
+     "output_shape": [10]},
+]
+MAPPED = {"error": None, "nps": 3, "hardware_sequences": 1, "software_sequences": 0,
+          "program_memory_bytes": 40000}
+
+
+def inspected(**v1: Any) -> Stage:
+    truth = {"bits": [4, 4], "declared_bits_used": True, "cut_at": None, "mapping": MAPPED}
+    return Stage(result={"weight_bits": 4, "activation_bits": 4, "layers": LAYERS,
+                         "params": 1000, "v1": {**truth, **v1}})
+
+
+def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage:
+    return Stage(result={"float_accuracy": 0.98, "quantized_accuracy": quantized,
+                         "akida_accuracy": akida, "quantize_attempt": 0, "n_test": 10000,
+                         "training": "default recipe", "cut_at": None, "mapping": MAPPED})
+
+
+def test_it_passes_a_model_that_satisfies_the_rules_and_maps():
+    verdict = checks.v1_constraints(inspected())
+    assert verdict.outcome == checks.PASSED
+    assert "3 NPs" in verdict.message
+    assert verdict.metrics["program_memory_bytes"] == 40000
+    assert "static" in verdict.metrics["mapping_figures"]
+
+
+def test_it_fails_with_the_mappers_words_when_the_rules_allowed_the_model():
+    verdict = checks.v1_constraints(inspected(mapping={"error": "Cannot map layer 'x'."}))
+    assert verdict.outcome == checks.FAILED
+    assert "documented rules): all satisfied, but" in verdict.message
+    assert "Cannot map layer 'x'." in verdict.message
+
+
+def test_it_fails_a_silent_cut_and_says_what_to_do():
+    verdict = checks.v1_constraints(inspected(cut_at="quantization stopped at layer 'bn'"))
+    assert verdict.outcome == checks.FAILED
+    assert "quantization stopped at layer 'bn'" in verdict.message
+    assert "move or remove that layer" in verdict.message
+
+
+def test_it_says_at_which_precision_an_unsupported_declaration_was_checked():
+    verdict = checks.v1_constraints(inspected(declared_bits_used=False))
+    assert "checked at W4A4" in verdict.message
+
+
+def test_it_skips_every_check_of_a_submission_that_did_not_load():
+    broken = Stage(failure="the grading process ended with exit code 3")
+    assert checks.loads(broken).outcome == checks.FAILED
+    assert "exit code 3" in checks.loads(broken).message
+    for name in ("layer_whitelist", "relu_bounded", "quantization_scheme", "v1_constraints"):
+        assert checks.FAST[name](broken).outcome == checks.SKIPPED
+
+
+def test_it_shows_the_gap_between_the_quantized_and_the_akida_accuracy():
+    verdict = checks.akida_accuracy(graded(quantized=0.97, akida=0.62), 0.95)
+    assert verdict.outcome == checks.FAILED
+    assert "35.00 points below the quantized Keras model (97.00 %)" in verdict.message
+    close = checks.akida_accuracy(graded(quantized=0.97, akida=0.968), 0.95)
+    assert close.outcome == checks.PASSED and "points" not in close.message
+
+
+def test_it_fails_the_quantized_accuracy_below_the_bar_and_names_the_bar():
+    verdict = checks.quantized_accuracy(graded(quantized=0.90), 0.95)
+    assert verdict.outcome == checks.FAILED
+    assert "needs at least 95.00 %" in verdict.message
+    assert verdict.metrics["float_accuracy"] == 0.98
+
+
+def test_it_fails_the_akida_accuracy_of_a_model_that_cannot_classify():
+    stage = graded(akida=None)
+    stage.result["cut_at"] = "conversion stopped at layer 're_lu'"  # type: ignore[index]
+    verdict = checks.akida_accuracy(stage, 0.95)
+    assert verdict.outcome == checks.FAILED
+    assert "conversion stopped at layer 're_lu'" in verdict.message
+
+
+def test_it_judges_the_published_runs_against_the_quality_bar():
+    passing = hardware.Measurement(accuracy=0.9761, fps=1677.85, avg_power_mw=895.27,
+                                   floor_power_mw=894.26, energy_mj_per_frame=0.53,
+                                   memory_bytes=96304)
+    verdict = checks.hardware_quality(passing, "replay", quality_max=200, report="figures")
+    assert verdict.outcome == checks.PASSED
+    assert verdict.message.startswith("Quality 122.8 < 200")
+    assert verdict.metrics["source"] == "replay" and verdict.metrics["hardware_accuracy"] == 0.9761
+    failing = hardware.Measurement(accuracy=0.9672, fps=770.0, avg_power_mw=936.80,
+                                   floor_power_mw=894.26, energy_mj_per_frame=1.22,
+                                   memory_bytes=247984)
+    verdict = checks.hardware_quality(failing, "device", quality_max=200, report="figures")
+    assert verdict.outcome == checks.FAILED
+    assert verdict.message.startswith("Quality 989.6 >= 200")
+
+
+def test_it_skips_without_a_board_and_gives_the_budget_as_an_estimate():
+    budget = hardware.energy_budget_mj(0.97, 40000, 200)
+    verdict = checks.no_hardware(0.97, 40000, budget, 200)
+    assert verdict.outcome == checks.SKIPPED
+    assert "--akida-device" in verdict.message and "--akida-replay" in verdict.message
+    assert f"{budget:.3f} mJ/frame" in verdict.message and "estimate" in verdict.message
+    assert verdict.metrics["source"] == "none"
