@@ -160,6 +160,10 @@ def quantized_accuracy(graded: Stage, min_accuracy: float) -> Verdict:
     outcome = PASSED if accuracy >= min_accuracy else FAILED
     if outcome == FAILED:
         text += f"; needs at least {_percent(min_accuracy)}"
+    if result.get("cut_at"):  # the layers after the cut ran in float: not the quantized model
+        outcome = FAILED
+        text += (f"; but this is not a fully quantized model: {result['cut_at']} "
+                 "(see v1_constraints)")
     return Verdict(outcome, text, accuracy_metrics(result))
 
 

@@ -9,7 +9,11 @@ No pytest here: the plugin asks for stages and turns them into check outcomes (c
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import queue
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +68,14 @@ class Grader:
         self._stages: dict[tuple[str, str], Stage] = {}
         self.board = Board()
         self._board_ready = False
+        # One background grading at a time: with the foreground's inspect, both cores busy.
+        self._background = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="akida-grade")
+        self._grading: dict[str, concurrent.futures.Future[Stage]] = {}
+        self._pending_progress: queue.Queue[tuple[str, str]] = queue.Queue()
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ data
 
@@ -110,31 +122,58 @@ class Grader:
         return self._run_cached("inspect", key, submission, request, self.settings.timeout,
                                 "akida_timeout / --akida-timeout", files={})
 
+    def prefetch_grade(self, submission: Submission) -> None:
+        """Start training in the background while the fast checks run (2 cores, 2 processes)."""
+        with contextlib.suppress(HarnessError):  # grade() will raise it where it belongs
+            self._start_grade(submission)
+
     def _grade(self, submission: Submission) -> Stage:
         inspected = self.inspect(submission)
         if not inspected.ok:  # the first line of why: the loads check has all of it
             why = (inspected.failure or "").strip().split("\n", 1)[0]
             return Stage(failure="the submission did not load (see the loads check)"
                          + (f": {why}" if why else ""))
-        mnist = self.mnist()
-        route = self.training_route(submission, inspected.result or {})
-        s = self.settings
-        fingerprint = submission.fingerprint()
-        trained_key = cache_key(
-            "trained", **fingerprint, route=route, epochs=s.epochs, batch_size=s.batch_size,
-            seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
-            data=mnist.sha256)
-        grade_key = cache_key(
-            "grade", trained=trained_key, attempts=s.quantize_attempts,
-            calibration=s.calibration_samples, test_limit=s.test_limit)
-        hit = self.cache.load("grade", grade_key)
+        future = self._start_grade(submission)
+        while True:  # relay the background child's progress from this (pytest's) thread
+            try:
+                stage = future.result(timeout=0.2)
+            except TimeoutError:
+                self.flush_progress()
+                continue
+            self.flush_progress()
+            return stage
+
+    def _start_grade(self, submission: Submission) -> concurrent.futures.Future[Stage]:
+        if str(submission.path) in self._grading:
+            return self._grading[str(submission.path)]
+        keys = self._grade_keys(submission)
+        hit = self.cache.load("grade", keys["grade"])
+        future: concurrent.futures.Future[Stage] = concurrent.futures.Future()
         if hit is not None:
-            return self._from_entry(hit)
+            future.set_result(self._from_entry(hit))
+        else:
+            future = self._background.submit(self._grade_in_child, submission, keys)
+        self._grading[str(submission.path)] = future
+        return future
+
+    def _grade_keys(self, submission: Submission) -> dict[str, str]:
+        """Everything training and evaluation depend on; the source and weights decide the route."""
+        s, data = self.settings, self.mnist().sha256
+        trained = cache_key(
+            "trained", **submission.fingerprint(), epochs=s.epochs, batch_size=s.batch_size,
+            seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
+            data=data)
+        grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
+                          calibration=s.calibration_samples, test_limit=s.test_limit)
+        return {"trained": trained, "grade": grade}
+
+    def _grade_in_child(self, submission: Submission, keys: dict[str, str]) -> Stage:
+        s = self.settings
         artifacts = Path(tempfile.mkdtemp(prefix=f"{submission.name}-", dir=self.scratch))
-        trained = self.cache.load("trained", trained_key)
+        trained = self.cache.load("trained", keys["trained"])
         request = {
-            "stage": "grade", "path": str(submission.path), "mnist": str(mnist.path),
-            "training_route": route, "weights_file": str(submission.weights_path),
+            "stage": "grade", "path": str(submission.path), "mnist": str(self.mnist().path),
+            "weights_file": str(submission.weights_path),
             "trained_weights": str(trained.file("weights.h5")) if trained else None,
             "epochs": s.epochs, "batch_size": s.batch_size, "seed": s.seed,
             "validation_split": s.validation_split, "train_limit": s.train_limit,
@@ -147,26 +186,36 @@ class Grader:
                           "akida_grade_timeout / --akida-grade-timeout")
         if stage.ok:
             if trained is None:
-                self.cache.store("trained", trained_key, {"route": route},
+                self.cache.store("trained", keys["trained"], {},
                                  {"weights.h5": artifacts / "weights.h5"})
-            entry = self.cache.store("grade", grade_key, stage.result or {},
+            entry = self.cache.store("grade", keys["grade"], stage.result or {},
                                      {"model.fbz": artifacts / "model.fbz"})
             model = entry.file("model.fbz") if entry else artifacts / "model.fbz"
             stage.result = {**(stage.result or {}), "model_path": str(model)}
         return stage
 
+    # ------------------------------------------------------------------ progress
+
+    def _report(self, student: str, message: str) -> None:
+        """Progress from any thread; only pytest's own thread may write to the terminal."""
+        if threading.current_thread() is threading.main_thread():
+            self.flush_progress()
+            self.progress(student, message)
+        else:
+            self._pending_progress.put((student, message))
+
+    def flush_progress(self) -> None:
+        while True:
+            try:
+                student, message = self._pending_progress.get_nowait()
+            except queue.Empty:
+                return
+            self.progress(student, message)
+
     @staticmethod
     def _from_entry(entry: Any) -> Stage:
         result = {**entry.result, "model_path": str(entry.file("model.fbz"))}
         return Stage(result=result, cached=True)
-
-    @staticmethod
-    def training_route(submission: Submission, inspected: dict[str, Any]) -> str:
-        if submission.weights_path.is_file():
-            return "weights file"
-        if inspected.get("has_train"):
-            return "train()"
-        return "default recipe"
 
     # ------------------------------------------------------------------ child processes
 
@@ -185,7 +234,7 @@ class Grader:
              timeout_source: str) -> Stage:
         outcome = isolation.run_stage(
             request, timeout=timeout, timeout_source=timeout_source,
-            on_progress=lambda message: self.progress(submission.name, message))
+            on_progress=lambda message: self._report(submission.name, message))
         stage = Stage(seconds=outcome.seconds)
         if outcome.result is None:
             stage.failure, stage.repeatable = outcome.error, False

@@ -312,10 +312,27 @@ def load_weights(model: Any, weights: Path) -> None:
     try:
         model.load_weights(str(weights))
     except Exception as error:
+        if weights.name.endswith(".weights.h5") and _load_legacy_h5(model, weights):
+            return
         raise SubmissionError(
             f"{weights.name} does not fit the model build_model() returns ({error}); "
             "save it with model.save_weights() from the same architecture, or delete it"
         ) from None
+
+
+def _load_legacy_h5(model: Any, weights: Path) -> bool:
+    """tf_keras reads `*.weights.h5` as the Keras 3 format; a renamed legacy .h5 is fine too."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        legacy = Path(scratch) / "weights.h5"
+        shutil.copyfile(weights, legacy)
+        try:
+            model.load_weights(str(legacy))
+        except Exception:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------- evaluation

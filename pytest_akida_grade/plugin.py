@@ -19,7 +19,7 @@ import pytest
 from pytest_akida_grade import checks
 from pytest_akida_grade.cache import Cache
 from pytest_akida_grade.discovery import Submission, is_submission
-from pytest_akida_grade.grading import Board, Grader, HarnessError
+from pytest_akida_grade.grading import Grader, HarnessError
 from pytest_akida_grade.settings import Settings, add_options, settings_from_config
 
 log = logging.getLogger("pytest_akida_grade")
@@ -29,8 +29,7 @@ log = logging.getLogger("pytest_akida_grade")
 class State:
     settings: Settings
     grader: Grader
-    board: Board | None = None
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    needs_grade: set[str] = field(default_factory=set)  # submissions with accuracy checks
     scratch: tempfile.TemporaryDirectory[str] | None = None
 
 
@@ -104,8 +103,19 @@ def _group_students_under_xdist(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
-    if state and state.scratch:
-        state.scratch.cleanup()
+    if state:
+        state.grader.close()
+        if state.scratch:
+            state.scratch.cleanup()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note which students will be trained, so training can start with their first check."""
+    state = session.config.stash.get(STATE, None)
+    if state is None:
+        return
+    state.needs_grade = {str(item.path) for item in session.items
+                         if isinstance(item, CheckItem) and item.check in checks.ACCURACY_CHECKS}
 
 
 def _warn(config: pytest.Config, message: str) -> None:
@@ -164,6 +174,10 @@ class CheckItem(pytest.Item):
 
     def setup(self) -> None:
         """Run the stage this check needs; the grader's own failures are errors, not fails."""
+        state = _state(self.config)
+        state.grader.flush_progress()
+        if self.check == "loads" and str(self.path) in state.needs_grade:
+            state.grader.prefetch_grade(self.submission)
         try:
             self.verdict = _verdict(self.config, self.submission, self.check)
         except HarnessError as error:

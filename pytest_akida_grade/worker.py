@@ -153,13 +153,14 @@ def _train(request: dict[str, Any], module: Any, path: Path, model: Any,
            data: dict[str, np.ndarray], channel: Channel) -> str:
     from pytest_akida_grade import pipeline
 
+    route = _training_route(request, module)
     cached = request.get("trained_weights")
     if cached:
         pipeline.load_weights(model, Path(cached))
-        return request["training_route"] + " (cached)"
-    if request["training_route"] == "weights file":
+        return route + " (cached)"
+    if route == "weights file":
         pipeline.load_weights(model, Path(request["weights_file"]))
-    elif request["training_route"] == "train()":
+    elif route == "train()":
         channel.progress("calling the submission's train()")
         trained = pipeline.train_with_student_function(module, path, model, data["x_fit"],
                                                        data["y_fit"])
@@ -170,7 +171,16 @@ def _train(request: dict[str, Any], module: Any, path: Path, model: Any,
                                (data["x_val"], data["y_val"]), epochs=request["epochs"],
                                batch_size=request["batch_size"], seed=request["seed"],
                                progress=channel.progress)
-    return request["training_route"]
+    return route
+
+
+def _training_route(request: dict[str, Any], module: Any) -> str:
+    """The contract's order: a weights file beside the module, its train(), the default."""
+    if Path(request["weights_file"]).is_file():
+        return "weights file"
+    if callable(getattr(module, "train", None)):
+        return "train()"
+    return "default recipe"
 
 
 def _best_conversion(request: dict[str, Any], model: Any, weight_bits: int,
@@ -185,7 +195,13 @@ def _best_conversion(request: dict[str, Any], model: Any, weight_bits: int,
         count = min(request["calibration_samples"], len(data["x_fit"]))
         samples = pipeline.with_channel(data["x_fit"][rng.choice(len(data["x_fit"]), count,
                                                                  replace=False)])
-        conversion = pipeline.quantize_and_convert(model, weight_bits, activation_bits, samples)
+        try:
+            conversion = pipeline.quantize_and_convert(model, weight_bits, activation_bits,
+                                                       samples)
+        except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
+            raise pipeline.SubmissionError(
+                f"quantization or conversion for Akida 1.0 failed (see v1_constraints): "
+                f"{type(error).__name__}: {error}") from None
         if request["quantize_attempts"] == 1:  # nothing to choose: spare the validation pass
             channel.progress("quantized and converted (one attempt)")
             return conversion, 0, scores

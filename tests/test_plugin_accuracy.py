@@ -240,7 +240,8 @@ def test_a_weights_file_that_does_not_fit_the_model_fails_both_checks_naming_the
     result, records = grade(grading)
     result.assert_outcomes(failed=2, deselected=6)
     for check in records["dave"]["checks"].values():
-        assert check["message"].startswith("not graded: dave.weights.h5 does not fit the model")
+        assert check["message"].startswith("not graded: ")
+        assert "dave.weights.h5 does not fit the model build_model() returns" in check["message"]
     result.stdout.fnmatch_lines(["*dave.weights.h5 does not fit the model*"])
 
 
@@ -270,6 +271,6 @@ def test_grading_on_all_ten_thousand_test_images(grading: pytest.Pytester) -> No
     metrics = records["frank"]["metrics"]
     assert metrics["n_test"] == 10000
     for name in FIGURES:
-        assert 0.8 <= metrics[name] <= 1.0, (name, metrics[name])
+        assert 0.75 <= metrics[name] <= 1.0, (name, metrics[name])
     assert abs(metrics["akida_accuracy"] - metrics["quantized_accuracy"]) <= 0.02
     assert "on 10000 test images" in records["frank"]["checks"]["akida_accuracy"]["message"]
