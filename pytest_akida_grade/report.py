@@ -274,7 +274,7 @@ def merge(record_lists: Sequence[Iterable[Mapping[str, Any]]]) -> list[Record]:
 
 
 def _fmt_number(value: float) -> str:
-    value = round(value, 6)
+    value = round(float(value), 6)  # an int sum (nothing earned) has no is_integer() on 3.11
     return str(int(value)) if value.is_integer() else repr(value)
 
 

@@ -274,3 +274,14 @@ def test_grading_on_all_ten_thousand_test_images(grading: pytest.Pytester) -> No
         assert 0.75 <= metrics[name] <= 1.0, (name, metrics[name])
     assert abs(metrics["akida_accuracy"] - metrics["quantized_accuracy"]) <= 0.02
     assert "on 10000 test images" in records["frank"]["checks"]["akida_accuracy"]["message"]
+
+
+def test_a_wrong_mnist_file_is_an_error_naming_it_never_a_grade(grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", GOOD)
+    (grading.path / "cifar.npz").write_bytes(b"not an npz at all")
+    result = grading.runpytest(*ACCURACY, "--akida-mnist", "cifar.npz", "--akida-json=g.json")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*cifar.npz*"])
+    checks = json.loads((grading.path / "g.json").read_text())["students"][0]["checks"]
+    assert {c["outcome"] for c in checks.values()} == {"error"}
+    assert "cifar.npz" in checks["quantized_accuracy"]["message"]

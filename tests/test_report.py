@@ -343,3 +343,13 @@ def test_the_merge_command_rejects_unknown_points_with_exit_status_2(
 
 def test_the_command_line_without_a_command_exits_2() -> None:
     assert report.main([]) == 2
+
+
+def test_a_student_who_earned_nothing_gets_zero_points_in_every_file(tmp_path: Path) -> None:
+    broken = make_record("dave", dict.fromkeys(CHECKS, "failed"))
+    report.write_csv([broken], tmp_path / "g.csv", report.DEFAULT_POINTS)
+    row = next(csv.DictReader((tmp_path / "g.csv").open()))
+    assert row["points"] == "0"
+    report.write_gradescope([broken], tmp_path / "gs", report.DEFAULT_POINTS)
+    assert json.loads((tmp_path / "gs" / "dave" / "results.json").read_text())["score"] == 0
+    assert "dave" in report.class_table_html([broken], report.DEFAULT_POINTS)
