@@ -55,6 +55,16 @@ class Board:
 Progress = Callable[[str, str], None]  # (student, message)
 
 
+class _Either:
+    """An isolation.Cancel that is set when the event is, or when the condition holds."""
+
+    def __init__(self, event: threading.Event, condition: Callable[[], bool]) -> None:
+        self.event, self.condition = event, condition
+
+    def is_set(self) -> bool:
+        return self.event.is_set() or self.condition()
+
+
 class Grader:
     """Session-wide: resolves the data set once and memoizes each student's stages."""
 
@@ -73,8 +83,11 @@ class Grader:
             max_workers=1, thread_name_prefix="akida-grade")
         self._grading: dict[str, concurrent.futures.Future[Stage]] = {}
         self._pending_progress: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._stop = threading.Event()
+        self._unwanted: set[str] = set()  # submissions whose background grading must stop
 
     def close(self) -> None:
+        self._stop.set()  # a child still training for nobody is stopped, not waited for
         self._background.shutdown(wait=True, cancel_futures=True)
 
     # ------------------------------------------------------------------ data
@@ -98,7 +111,10 @@ class Grader:
     # ------------------------------------------------------------------ stages
 
     def inspect(self, submission: Submission) -> Stage:
-        return self._memo("inspect", submission, self._inspect)
+        stage = self._memo("inspect", submission, self._inspect)
+        if not stage.ok:  # it cannot be graded: stop a prefetched training (it may hang too)
+            self._unwanted.add(str(submission.path))
+        return stage
 
     def grade(self, submission: Submission) -> Stage:
         return self._memo("grade", submission, self._grade)
@@ -182,8 +198,9 @@ class Grader:
             "artifacts": {"weights": str(artifacts / "weights.h5"),
                           "model": str(artifacts / "model.fbz")},
         }
+        cancel = _Either(self._stop, lambda: str(submission.path) in self._unwanted)
         stage = self._run(submission, request, s.grade_timeout,
-                          "akida_grade_timeout / --akida-grade-timeout")
+                          "akida_grade_timeout / --akida-grade-timeout", cancel)
         if stage.ok:
             if trained is None:
                 self.cache.store("trained", keys["trained"], {},
@@ -231,10 +248,10 @@ class Grader:
         return stage
 
     def _run(self, submission: Submission, request: dict[str, Any], timeout: float,
-             timeout_source: str) -> Stage:
+             timeout_source: str, cancel: isolation.Cancel | None = None) -> Stage:
         outcome = isolation.run_stage(
             request, timeout=timeout, timeout_source=timeout_source,
-            on_progress=lambda message: self._report(submission.name, message))
+            on_progress=lambda message: self._report(submission.name, message), cancel=cancel)
         stage = Stage(seconds=outcome.seconds)
         if outcome.result is None:
             stage.failure, stage.repeatable = outcome.error, False

@@ -285,3 +285,14 @@ def test_a_wrong_mnist_file_is_an_error_naming_it_never_a_grade(grading: pytest.
     checks = json.loads((grading.path / "g.json").read_text())["students"][0]["checks"]
     assert {c["outcome"] for c in checks.values()} == {"error"}
     assert "cifar.npz" in checks["quantized_accuracy"]["message"]
+
+
+def test_a_submission_that_hangs_does_not_keep_the_class_waiting_for_its_training(
+        grading: pytest.Pytester) -> None:
+    """Training starts in the background with `loads`; a hang found there stops it too."""
+    add_student(grading, "hangs", "import time\nwhile True:\n    time.sleep(1)\n")
+    result = grading.runpytest("-o", "akida_timeout=15", "-o", "akida_grade_timeout=900",
+                               "-k", "loads or accuracy", "--durations=0")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*did not finish within 15 s*"])
+    assert result.duration < 120  # not the 900 s the training child was allowed
