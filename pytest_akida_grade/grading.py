@@ -33,8 +33,6 @@ class HarnessError(Exception):
 class Stage:
     result: dict[str, Any] | None = None  # the stage's figures, when it ran to the end
     failure: str | None = None  # why the submission failed this stage (student-facing)
-    cached: bool = False
-    seconds: float = 0.0
     repeatable: bool = True  # False for a timeout or a crash: not worth caching
 
     @property
@@ -53,16 +51,6 @@ class Board:
 
 
 Progress = Callable[[str, str], None]  # (student, message)
-
-
-class _Either:
-    """An isolation.Cancel that is set when the event is, or when the condition holds."""
-
-    def __init__(self, event: threading.Event, condition: Callable[[], bool]) -> None:
-        self.event, self.condition = event, condition
-
-    def is_set(self) -> bool:
-        return self.event.is_set() or self.condition()
 
 
 class Grader:
@@ -198,9 +186,9 @@ class Grader:
             "artifacts": {"weights": str(artifacts / "weights.h5"),
                           "model": str(artifacts / "model.fbz")},
         }
-        cancel = _Either(self._stop, lambda: str(submission.path) in self._unwanted)
         stage = self._run(submission, request, s.grade_timeout,
-                          "akida_grade_timeout / --akida-grade-timeout", cancel)
+                          "akida_grade_timeout / --akida-grade-timeout",
+                          lambda: self._stop.is_set() or str(submission.path) in self._unwanted)
         if stage.ok:
             if trained is None:
                 self.cache.store("trained", keys["trained"], {},
@@ -232,7 +220,7 @@ class Grader:
     @staticmethod
     def _from_entry(entry: Any) -> Stage:
         result = {**entry.result, "model_path": str(entry.file("model.fbz"))}
-        return Stage(result=result, cached=True)
+        return Stage(result=result)
 
     # ------------------------------------------------------------------ child processes
 
@@ -240,19 +228,19 @@ class Grader:
                     timeout: float, timeout_source: str, files: dict[str, Path]) -> Stage:
         hit = self.cache.load(kind, key)
         if hit is not None:
-            return Stage(result=hit.result.get("result"), failure=hit.result.get("failure"),
-                         cached=True)
+            return Stage(result=hit.result.get("result"), failure=hit.result.get("failure"))
         stage = self._run(submission, request, timeout, timeout_source)
         if stage.repeatable:
             self.cache.store(kind, key, {"result": stage.result, "failure": stage.failure}, files)
         return stage
 
     def _run(self, submission: Submission, request: dict[str, Any], timeout: float,
-             timeout_source: str, cancel: isolation.Cancel | None = None) -> Stage:
+             timeout_source: str, cancelled: Callable[[], bool] = lambda: False) -> Stage:
         outcome = isolation.run_stage(
             request, timeout=timeout, timeout_source=timeout_source,
-            on_progress=lambda message: self._report(submission.name, message), cancel=cancel)
-        stage = Stage(seconds=outcome.seconds)
+            on_progress=lambda message: self._report(submission.name, message),
+            cancelled=cancelled)
+        stage = Stage()
         if outcome.result is None:
             stage.failure, stage.repeatable = outcome.error, False
         elif "error" in outcome.result:

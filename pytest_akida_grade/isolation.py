@@ -19,14 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
-
-
-class Cancel(Protocol):
-    """A threading.Event, or anything else that can say it is set."""
-
-    def is_set(self) -> bool: ...
-
+from typing import IO, Any
 
 STDERR_TAIL = 1500  # characters of the child's stderr shown when it dies
 POLL = 0.5  # seconds between looks at the deadline and the cancel flag
@@ -36,26 +29,23 @@ POLL = 0.5  # seconds between looks at the deadline and the cancel flag
 class ChildResult:
     result: dict[str, Any] | None  # the worker's result, when it reported one
     error: str | None = None  # why there is no result (timeout, exit, crash)
-    seconds: float = 0.0
 
 
 def run_stage(request: dict[str, Any], *, timeout: float, timeout_source: str,
               on_progress: Callable[[str], None] = lambda message: None,
-              cancel: Cancel | None = None) -> ChildResult:
+              cancelled: Callable[[], bool] = lambda: False) -> ChildResult:
     """Run worker.py on `request`; never raises for what the child does.
 
-    Setting `cancel` stops the child early (its result is no longer wanted).
+    When `cancelled()` turns true the child is stopped early (its result is no longer wanted).
     """
-    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="akida-grade-") as scratch:
         request_path = Path(scratch) / "request.json"
         request_path.write_text(json.dumps(request))
         with open(Path(scratch) / "stderr.txt", "w+") as stderr:
             outcome = _supervise(request_path, stderr, timeout, timeout_source, on_progress,
-                                 cancel or threading.Event())
+                                 cancelled)
             if outcome.error:
                 outcome.error += _tail(stderr)
-    outcome.seconds = time.monotonic() - started
     return outcome
 
 
@@ -68,7 +58,8 @@ def _child_env() -> dict[str, str]:
 
 
 def _supervise(request_path: Path, stderr: IO[str], timeout: float, timeout_source: str,
-               on_progress: Callable[[str], None], cancel: Cancel) -> ChildResult:
+               on_progress: Callable[[str], None],
+               cancelled: Callable[[], bool]) -> ChildResult:
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest_akida_grade.worker", str(request_path)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, text=True,
@@ -82,7 +73,7 @@ def _supervise(request_path: Path, stderr: IO[str], timeout: float, timeout_sour
         try:
             line = lines.get(timeout=min(POLL, max(0.0, deadline - time.monotonic())))
         except queue.Empty:
-            if cancel.is_set():
+            if cancelled():
                 _kill(process)
                 return ChildResult(None, "cancelled: its result was no longer needed")
             if time.monotonic() < deadline:

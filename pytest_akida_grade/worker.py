@@ -55,12 +55,11 @@ def inspect(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
     weight_bits, activation_bits = pipeline.declared_bits(module)
     result: dict[str, Any] = {
         "weight_bits": _plain(weight_bits), "activation_bits": _plain(activation_bits),
-        "has_train": callable(getattr(module, "train", None)),
     }
     model = pipeline.build_model(module, path)
     if request.get("weights_file"):  # part of the contract: it must fit the built model
         pipeline.load_weights(model, Path(request["weights_file"]))
-    if "train" in vars(module) and not result["has_train"]:
+    if "train" in vars(module) and not callable(module.train):
         raise pipeline.SubmissionError("train is defined but is not a function: define "
                                        "train(model, x_train, y_train) or remove it")
     result["layers"] = pipeline.layer_specs(model)

@@ -35,6 +35,11 @@ PUBLISHED_RUN: dict[str, Any] = {
     "energy_mj_per_frame": 0.53,
     "memory_bytes": 96304,
 }
+# The assignment's two published AKD1000 runs, in the replay file's format.
+PUBLISHED_FAIL = {"accuracy": 0.9672, "fps": 770.0, "avg_power_mw": 936.80,
+                  "floor_power_mw": 894.26, "energy_mj_per_frame": 1.22, "memory_bytes": 247984}
+PUBLISHED_PASS = {"accuracy": 0.9761, "fps": 1677.85, "avg_power_mw": 895.27,
+                  "floor_power_mw": 894.26, "energy_mj_per_frame": 0.53, "memory_bytes": 96304}
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
 

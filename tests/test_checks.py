@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from board_double import PUBLISHED_FAIL, PUBLISHED_PASS
+
 from pytest_akida_grade import checks, hardware
 from pytest_akida_grade.grading import Stage
 
@@ -99,16 +101,12 @@ def test_it_fails_the_akida_accuracy_of_a_model_that_cannot_classify():
 
 
 def test_it_judges_the_published_runs_against_the_quality_bar():
-    passing = hardware.Measurement(accuracy=0.9761, fps=1677.85, avg_power_mw=895.27,
-                                   floor_power_mw=894.26, energy_mj_per_frame=0.53,
-                                   memory_bytes=96304)
+    passing = hardware.Measurement.from_json(PUBLISHED_PASS, where="the published run")
     verdict = checks.hardware_quality(passing, "replay", quality_max=200, report="figures")
     assert verdict.outcome == checks.PASSED
     assert verdict.message.startswith("Quality 122.8 < 200")
     assert verdict.metrics["source"] == "replay" and verdict.metrics["hardware_accuracy"] == 0.9761
-    failing = hardware.Measurement(accuracy=0.9672, fps=770.0, avg_power_mw=936.80,
-                                   floor_power_mw=894.26, energy_mj_per_frame=1.22,
-                                   memory_bytes=247984)
+    failing = hardware.Measurement.from_json(PUBLISHED_FAIL, where="the published run")
     verdict = checks.hardware_quality(failing, "device", quality_max=200, report="figures")
     assert verdict.outcome == checks.FAILED
     assert verdict.message.startswith("Quality 989.6 >= 200")

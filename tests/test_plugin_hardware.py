@@ -15,18 +15,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from board_double import PUBLISHED_RUN, Board
+from board_double import PUBLISHED_FAIL, PUBLISHED_PASS, PUBLISHED_RUN, Board
 from made_up import add_student, student_source
 
 from pytest_akida_grade import data, hardware
 from pytest_akida_grade.discovery import file_sha256
 from pytest_akida_grade.hardware import energy_budget_mj, load_replay
 
-# The assignment's two published AKD1000 runs, as replay figures.
-PUBLISHED_FAIL = {"accuracy": 0.9672, "fps": 770.0, "avg_power_mw": 936.80,
-                  "floor_power_mw": 894.26, "energy_mj_per_frame": 1.22, "memory_bytes": 247984}
-PUBLISHED_PASS = {"accuracy": 0.9761, "fps": 1677.85, "avg_power_mw": 895.27,
-                  "floor_power_mw": 894.26, "energy_mj_per_frame": 0.53, "memory_bytes": 96304}
 ONLY_HARDWARE = ("-k", "hardware_quality")
 TEST_LIMIT = 500  # akida_test_limit of made_up.FAST_INI: the board runs on that many images
 
