@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_akida_grade import rules
 from pytest_akida_grade.grading import Stage
+from pytest_akida_grade.rules import akida_v1, design_space
+from pytest_akida_grade.rules.specs import Violation
 
 CHECKS = ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme", "v1_constraints",
           "quantized_accuracy", "akida_accuracy", "hardware_quality")
@@ -30,7 +31,7 @@ class Verdict:
 NOT_LOADED = Verdict(SKIPPED, "not checked: the submission did not load (see its loads check)")
 
 
-def _from_violations(violations: list[rules.Violation], ok: str) -> Verdict:
+def _from_violations(violations: list[Violation], ok: str) -> Verdict:
     if not violations:
         return Verdict(PASSED, ok)
     return Verdict(FAILED, "\n".join(f"- {v.message}" for v in violations))
@@ -60,27 +61,27 @@ def _loaded(check: Callable[[dict[str, Any]], Verdict]) -> Callable[[Stage], Ver
 
 @_loaded
 def layer_whitelist(result: dict[str, Any]) -> Verdict:
-    return _from_violations(rules.layer_whitelist(result["layers"]),
+    return _from_violations(design_space.layer_whitelist(result["layers"]),
                             "every layer is in the assignment's design space")
 
 
 @_loaded
 def relu_bounded(result: dict[str, Any]) -> Verdict:
-    return _from_violations(rules.relu_bounded(result["layers"]),
+    return _from_violations(design_space.relu_bounded(result["layers"]),
                             "every ReLU has an upper bound and no layer hides an activation")
 
 
 @_loaded
 def quantization_scheme(result: dict[str, Any]) -> Verdict:
     weight_bits, activation_bits = result["weight_bits"], result["activation_bits"]
-    return _from_violations(rules.quantization_scheme(weight_bits, activation_bits),
+    return _from_violations(design_space.quantization_scheme(weight_bits, activation_bits),
                             f"W{weight_bits}A{activation_bits} is supported by Akida 1.0")
 
 
 @_loaded
 def v1_constraints(result: dict[str, Any]) -> Verdict:
     """Both kinds of evidence: the documented rules, and the toolchain on a virtual AKD1000."""
-    static = rules.v1_static(result["layers"])
+    static = akida_v1.v1_static(result["layers"])
     truth = result.get("v1", {})
     problem = _toolchain_problem(truth)
     mapping = truth.get("mapping") or {}

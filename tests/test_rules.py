@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import rules
-from pytest_akida_grade.rules import Violation
+from pytest_akida_grade import catalog
+from pytest_akida_grade.rules import akida_v1, design_space, specs
+from pytest_akida_grade.rules.specs import Violation
 
 # ------------------------------------------------------------------------------- spec builders
 
@@ -131,19 +132,19 @@ def assert_names_layer(violation: Violation, index: int, name: str) -> None:
 
 def test_it_describes_a_layer_by_index_name_and_class() -> None:
     spec = template()[6]
-    assert rules.describe(spec) == "layer 6 'max_pooling2d_1' (MaxPooling2D)"
+    assert specs.describe(spec) == "layer 6 'max_pooling2d_1' (MaxPooling2D)"
 
 
 # ----------------------------------------------------------------------- the assignment model
 
 
 def test_the_assignment_template_passes_the_whitelist_and_relu_checks() -> None:
-    assert rules.layer_whitelist(template()) == []
-    assert rules.relu_bounded(template()) == []
+    assert design_space.layer_whitelist(template()) == []
+    assert design_space.relu_bounded(template()) == []
 
 
 def test_the_assignment_template_fails_on_pooling_right_before_the_classifier() -> None:
-    violation = only(rules.v1_static(template()), "v1.pool_before_classifier")
+    violation = only(akida_v1.v1_static(template()), "v1.pool_before_classifier")
     assert_names_layer(violation, 6, "max_pooling2d_1")
     assert "must be followed by another Conv2D or SeparableConv2D" in violation.message
     assert "add" in violation.message and "remove this pooling" in violation.message
@@ -151,15 +152,15 @@ def test_the_assignment_template_fails_on_pooling_right_before_the_classifier() 
 
 def test_the_template_with_a_third_convolution_passes_every_rule() -> None:
     specs = template(*FIXED_TEMPLATE)
-    assert rules.layer_whitelist(specs) == []
-    assert rules.relu_bounded(specs) == []
-    assert rules.v1_static(specs) == []
-    assert rules.quantization_scheme(4, 4) == []
+    assert design_space.layer_whitelist(specs) == []
+    assert design_space.relu_bounded(specs) == []
+    assert akida_v1.v1_static(specs) == []
+    assert design_space.quantization_scheme(4, 4) == []
 
 
 def test_a_single_pooled_input_convolution_may_feed_the_classifier() -> None:
     # The AKD1000 mapper accepts InputConvolutional + pooling -> FullyConnected.
-    assert rules.v1_static(model(rescaling(), conv(), relu(), pool(), flatten(), dense())) == []
+    assert akida_v1.v1_static(model(rescaling(), conv(), relu(), pool(), flatten(), dense())) == []
 
 
 # ---------------------------------------------------------------------------- layer whitelist
@@ -167,7 +168,7 @@ def test_a_single_pooled_input_convolution_may_feed_the_classifier() -> None:
 
 def test_it_fails_a_dropout_layer_and_says_to_remove_it() -> None:
     specs = template(other("Dropout", rate=0.2), *FIXED_TEMPLATE)
-    violation = only(rules.layer_whitelist(specs), rules.CHECK_LAYER_WHITELIST)
+    violation = only(design_space.layer_whitelist(specs), design_space.CHECK_LAYER_WHITELIST)
     assert_names_layer(violation, 7, "dropout")
     assert "Allowed layers are Conv2D" in violation.message
     assert "remove it" in violation.message
@@ -177,52 +178,52 @@ def test_it_fails_average_pooling_and_suggests_max_pooling() -> None:
     specs = model(rescaling(), conv(), relu(), other("AveragePooling2D", pool_size=[2, 2],
                                                      strides=[2, 2], padding="same"),
                   conv(), relu(), flatten(), dense())
-    violation = only(rules.layer_whitelist(specs))
+    violation = only(design_space.layer_whitelist(specs))
     assert_names_layer(violation, 3, "average_pooling2d")
     assert "use MaxPooling2D" in violation.message
 
 
 def test_it_fails_a_hidden_dense_layer() -> None:
     specs = model(rescaling(), conv(), relu(), flatten(), dense(64), dense())
-    hidden = next(v for v in rules.layer_whitelist(specs) if v.layer_index == 4)
+    hidden = next(v for v in design_space.layer_whitelist(specs) if v.layer_index == 4)
     assert hidden.layer_name == "dense"
     assert "hidden Dense" in hidden.message and "remove it" in hidden.message
 
 
 def test_it_fails_a_final_dense_that_does_not_follow_flatten() -> None:
     specs = model(rescaling(), conv(), relu(), conv(), relu(), dense())
-    violation = only(rules.layer_whitelist(specs))
+    violation = only(design_space.layer_whitelist(specs))
     assert_names_layer(violation, 5, "dense")
     assert "Flatten" in violation.message
 
 
 def test_it_fails_a_classifier_without_ten_units() -> None:
-    violation = only(rules.layer_whitelist(model(conv(), relu(), flatten(), dense(12))))
+    violation = only(design_space.layer_whitelist(model(conv(), relu(), flatten(), dense(12))))
     assert "10 units" in violation.message and "12" in violation.message
 
 
 def test_it_fails_a_model_without_the_final_classifier() -> None:
-    violation = only(rules.layer_whitelist(model(rescaling(), conv(), relu())))
+    violation = only(design_space.layer_whitelist(model(rescaling(), conv(), relu())))
     assert violation.layer_index is None
     assert "Flatten() followed by keras.layers.Dense(10)" in violation.message
 
 
 def test_it_fails_a_rescaling_that_is_not_the_first_layer() -> None:
-    violation = only(rules.layer_whitelist(model(conv(), relu(), rescaling(), flatten(), dense())))
+    violation = only(design_space.layer_whitelist(model(conv(), relu(), rescaling(), flatten(), dense())))
     assert_names_layer(violation, 2, "rescaling")
     assert "first layer" in violation.message
 
 
 def test_it_fails_an_activation_layer_and_suggests_a_bounded_relu() -> None:
     specs = model(conv(), other("Activation", activation="relu"), flatten(), dense())
-    violation = only(rules.layer_whitelist(specs))
+    violation = only(design_space.layer_whitelist(specs))
     assert "ReLU(max_value=6.0)" in violation.message
 
 
 def test_it_accepts_a_leading_input_layer() -> None:
     specs = model(other("InputLayer", batch_input_shape=[None, 28, 28, 1]),
                   conv(), relu(), flatten(), dense())
-    assert rules.layer_whitelist(specs) == []
+    assert design_space.layer_whitelist(specs) == []
 
 
 # ------------------------------------------------------------------------------- bounded ReLU
@@ -231,20 +232,20 @@ def test_it_accepts_a_leading_input_layer() -> None:
 @pytest.mark.parametrize("cap", [None, math.inf, math.nan, 0.0, "6", True])
 def test_it_fails_an_unbounded_relu(cap: object) -> None:
     specs = model(conv(), relu(cap), flatten(), dense())
-    violation = only(rules.relu_bounded(specs), rules.CHECK_RELU_BOUNDED)
+    violation = only(design_space.relu_bounded(specs), design_space.CHECK_RELU_BOUNDED)
     assert_names_layer(violation, 1, "re_lu")
     assert "ReLU(max_value=6.0)" in violation.message
 
 
 def test_it_fails_a_leaky_or_thresholded_relu() -> None:
     specs = model(conv(), relu(6.0, negative_slope=0.1), flatten(), dense())
-    violation = only(rules.relu_bounded(specs))
+    violation = only(design_space.relu_bounded(specs))
     assert "negative_slope=0.1" in violation.message and "plain clipped ReLU" in violation.message
 
 
 def test_it_fails_an_activation_hidden_inside_a_convolution() -> None:
     specs = model(conv(activation="relu"), flatten(), dense())
-    violation = only(rules.relu_bounded(specs))
+    violation = only(design_space.relu_bounded(specs))
     assert_names_layer(violation, 0, "conv2d")
     assert "remove activation='relu'" in violation.message
     assert "ReLU(max_value=6.0) after it" in violation.message
@@ -252,32 +253,32 @@ def test_it_fails_an_activation_hidden_inside_a_convolution() -> None:
 
 def test_it_fails_a_softmax_on_the_classifier() -> None:
     specs = model(conv(), relu(), flatten(), dense(activation="softmax"))
-    violation = only(rules.relu_bounded(specs))
+    violation = only(design_space.relu_bounded(specs))
     assert_names_layer(violation, 3, "dense")
     assert "remove activation='softmax'" in violation.message and "argmax" in violation.message
 
 
 def test_it_accepts_bounded_plain_relus() -> None:
-    assert rules.relu_bounded(model(conv(), relu(6), sep(), relu(1.5), flatten(), dense())) == []
+    assert design_space.relu_bounded(model(conv(), relu(6), sep(), relu(1.5), flatten(), dense())) == []
 
 
 # ------------------------------------------------------------------------ quantization scheme
 
 
-@pytest.mark.parametrize(("weight_bits", "activation_bits"), rules.SUPPORTED_SCHEMES)
+@pytest.mark.parametrize(("weight_bits", "activation_bits"), catalog.SUPPORTED_SCHEMES)
 def test_it_accepts_the_three_supported_schemes(weight_bits: int, activation_bits: int) -> None:
-    assert rules.quantization_scheme(weight_bits, activation_bits) == []
+    assert design_space.quantization_scheme(weight_bits, activation_bits) == []
 
 
 def test_it_fails_an_unsupported_scheme_and_lists_the_supported_ones() -> None:
-    violation = only(rules.quantization_scheme(8, 8), rules.CHECK_QUANTIZATION_SCHEME)
+    violation = only(design_space.quantization_scheme(8, 8), design_space.CHECK_QUANTIZATION_SCHEME)
     assert "W8A8" in violation.message
     assert "W4A4, W4A1, W2A4" in violation.message
 
 
 @pytest.mark.parametrize("bits", [True, 4.0, "4", None])
 def test_it_fails_bit_widths_that_are_not_ints(bits: object) -> None:
-    violation = only(rules.quantization_scheme(bits, 4))
+    violation = only(design_space.quantization_scheme(bits, 4))
     assert "WEIGHT_BITS must be a whole number" in violation.message
     assert repr(bits) in violation.message
 
@@ -287,7 +288,7 @@ def test_it_fails_bit_widths_that_are_not_ints(bits: object) -> None:
 
 def test_it_fails_a_separable_convolution_as_first_layer() -> None:
     specs = model(rescaling(), sep(), relu(), conv(), relu(), flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.input_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.input_conv")
     assert_names_layer(violation, 1, "separable_conv2d")
     assert "InputConvolutional" in violation.message and "put a keras.layers.Conv2D" in \
         violation.message
@@ -301,7 +302,7 @@ def test_it_fails_a_separable_convolution_as_first_layer() -> None:
 ])
 def test_it_fails_an_input_convolution_the_chip_cannot_run(change: dict, words: str) -> None:
     specs = model(rescaling(), conv(**change), relu(), flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.input_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.input_conv")
     assert_names_layer(violation, 1, "conv2d")
     assert words in violation.message
 
@@ -309,25 +310,25 @@ def test_it_fails_an_input_convolution_the_chip_cannot_run(change: dict, words: 
 def test_it_accepts_an_input_convolution_at_the_limits() -> None:
     specs = model(rescaling(), conv(96, kernel=7, strides=3, padding="valid"), relu(),
                   pool([1, 2], padding="valid"), conv(), relu(), flatten(), dense())
-    assert rules.v1_static(specs) == []
+    assert akida_v1.v1_static(specs) == []
 
 
 def test_it_fails_an_input_that_is_not_a_one_channel_image() -> None:
     specs = model(conv(), relu(), flatten(), dense(), input_shape=(28, 28, 3))
-    violation = only(rules.v1_static(specs), "v1.input_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.input_conv")
     assert "3 channels" in violation.message and "input_shape=(28, 28, 1)" in violation.message
 
 
 def test_it_fails_an_input_wider_than_the_chip_reads() -> None:
     specs = model(conv(), relu(), pool(), conv(), relu(), flatten(), dense(),
                   input_shape=(28, 300, 1))
-    violation = only(rules.v1_static(specs), "v1.input_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.input_conv")
     assert "28x300" in violation.message and "[5, 256]" in violation.message
 
 
 def test_it_fails_an_input_pooling_with_a_stride_other_than_its_size() -> None:
     specs = model(conv(), relu(), pool(2, strides=1), conv(), relu(), flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.input_pool")
+    violation = only(akida_v1.v1_static(specs), "v1.input_pool")
     assert_names_layer(violation, 2, "max_pooling2d")
     assert "stride equal to the pool size" in violation.message
 
@@ -344,14 +345,14 @@ def test_it_fails_an_input_pooling_with_a_stride_other_than_its_size() -> None:
 ])
 def test_it_fails_a_later_convolution_the_chip_cannot_run(change: dict, words: str) -> None:
     specs = template(conv(32, **change), relu())
-    violation = only(rules.v1_static(specs), "v1.conv")
+    violation = only(akida_v1.v1_static(specs), "v1.conv")
     assert_names_layer(violation, 7, "conv2d_2")
     assert words in violation.message
 
 
 def test_it_accepts_a_strided_3x3_and_a_valid_1x1_convolution() -> None:
     specs = template(conv(32, strides=2), relu(), conv(32, kernel=1, padding="valid"), relu())
-    assert rules.v1_static(specs) == []
+    assert akida_v1.v1_static(specs) == []
 
 
 @pytest.mark.parametrize(("change", "words"), [
@@ -361,32 +362,32 @@ def test_it_accepts_a_strided_3x3_and_a_valid_1x1_convolution() -> None:
 ])
 def test_it_fails_a_separable_convolution_the_chip_cannot_run(change: dict, words: str) -> None:
     specs = template(sep(32, **change), relu())
-    violation = only(rules.v1_static(specs), "v1.separable_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.separable_conv")
     assert_names_layer(violation, 7, "separable_conv2d")
     assert words in violation.message
 
 
 def test_it_accepts_separable_convolutions_after_the_first_layer() -> None:
     specs = template(sep(32, kernel=5), relu(), sep(32, strides=2), relu())
-    assert rules.v1_static(specs) == []
+    assert akida_v1.v1_static(specs) == []
 
 
 @pytest.mark.parametrize("geometry", [{"size": 3}, {"size": [1, 2]}, {"size": 1, "strides": 2}])
 def test_it_fails_a_later_pooling_the_chip_cannot_run(geometry: dict) -> None:
     specs = template(conv(), relu(), pool(**geometry), *FIXED_TEMPLATE)
-    violation = only(rules.v1_static(specs), "v1.pool_size")
+    violation = only(akida_v1.v1_static(specs), "v1.pool_size")
     assert_names_layer(violation, 9, "max_pooling2d_2")
     assert "1x1 or 2x2" in violation.message
 
 
 def test_it_accepts_an_overlapping_2x2_pooling_after_the_first_layer() -> None:
     specs = template(conv(), relu(), pool(2, strides=1), *FIXED_TEMPLATE)
-    assert rules.v1_static(specs) == []
+    assert akida_v1.v1_static(specs) == []
 
 
 def test_it_fails_a_pooling_whose_padding_differs_from_its_convolution() -> None:
     specs = template(conv(), relu(), pool(padding="valid"), *FIXED_TEMPLATE)
-    violation = only(rules.v1_static(specs), "v1.pool_padding")
+    violation = only(akida_v1.v1_static(specs), "v1.pool_padding")
     assert_names_layer(violation, 9, "max_pooling2d_2")
     assert "padding='same' on the MaxPooling2D" in violation.message
 
@@ -396,21 +397,21 @@ def test_it_fails_a_pooling_whose_padding_differs_from_its_convolution() -> None
 
 def test_it_fails_two_poolings_in_a_row() -> None:
     specs = model(rescaling(), conv(), relu(), pool(), pool(), *FIXED_TEMPLATE, flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.pool_after_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.pool_after_conv")
     assert_names_layer(violation, 4, "max_pooling2d_1")
     assert "second pooling" in violation.message
 
 
 def test_it_fails_a_pooling_right_after_rescaling() -> None:
     specs = model(rescaling(), pool(), *FIXED_TEMPLATE, flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.pool_after_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.pool_after_conv")
     assert_names_layer(violation, 1, "max_pooling2d")
     assert "does not follow a convolution" in violation.message
 
 
 def test_it_fails_a_separable_convolution_pooled_right_before_the_classifier() -> None:
     specs = template(sep(32), relu(), pool())
-    violation = only(rules.v1_static(specs), "v1.pool_before_classifier")
+    violation = only(akida_v1.v1_static(specs), "v1.pool_before_classifier")
     assert_names_layer(violation, 9, "max_pooling2d_2")
 
 
@@ -420,7 +421,7 @@ def test_it_fails_a_separable_convolution_pooled_right_before_the_classifier() -
     (conv(), bn(), pool(), relu()),
 ])
 def test_it_accepts_a_batch_norm_between_convolution_and_relu(block: tuple) -> None:
-    assert rules.v1_static(model(rescaling(), *block, *FIXED_TEMPLATE, flatten(), dense())) == []
+    assert akida_v1.v1_static(model(rescaling(), *block, *FIXED_TEMPLATE, flatten(), dense())) == []
 
 
 @pytest.mark.parametrize(("block", "bn_index", "blocker"), [
@@ -431,7 +432,7 @@ def test_it_accepts_a_batch_norm_between_convolution_and_relu(block: tuple) -> N
 def test_it_fails_a_batch_norm_that_cannot_be_folded(block: tuple, bn_index: int,
                                                      blocker: str) -> None:
     specs = model(rescaling(), *block, *FIXED_TEMPLATE, flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.batchnorm_position")
+    violation = only(akida_v1.v1_static(specs), "v1.batchnorm_position")
     assert violation.layer_index == bn_index
     assert f"comes after layer 2 '{blocker}'" in violation.message
     assert "between the convolution (or its MaxPooling2D) and the ReLU" in violation.message
@@ -439,26 +440,26 @@ def test_it_fails_a_batch_norm_that_cannot_be_folded(block: tuple, bn_index: int
 
 def test_it_fails_a_batch_norm_that_follows_no_convolution() -> None:
     specs = model(rescaling(), bn(), *FIXED_TEMPLATE, flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.batchnorm_position")
+    violation = only(akida_v1.v1_static(specs), "v1.batchnorm_position")
     assert_names_layer(violation, 1, "batch_normalization")
 
 
 def test_it_fails_a_convolution_without_a_relu() -> None:
     specs = model(rescaling(), conv(), pool(), conv(32), relu(), flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.relu_after_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.relu_after_conv")
     assert_names_layer(violation, 1, "conv2d")
     assert "no ReLU after it" in violation.message
 
 
 def test_it_fails_two_relus_after_one_convolution() -> None:
     specs = model(rescaling(), conv(), relu(), relu(), *FIXED_TEMPLATE, flatten(), dense())
-    violation = only(rules.v1_static(specs), "v1.relu_after_conv")
+    violation = only(akida_v1.v1_static(specs), "v1.relu_after_conv")
     assert_names_layer(violation, 3, "re_lu_1")
 
 
 def test_it_fails_a_classifier_with_too_many_inputs() -> None:
     specs = model(rescaling(), conv(80), relu(), flatten(), dense())  # 28*28*80 = 62720
-    violation = only(rules.v1_static(specs), "v1.dense_input_size")
+    violation = only(akida_v1.v1_static(specs), "v1.dense_input_size")
     assert_names_layer(violation, 3, "flatten")
     assert "62720" in violation.message and "57334" in violation.message
 
@@ -466,7 +467,7 @@ def test_it_fails_a_classifier_with_too_many_inputs() -> None:
 def test_it_reports_every_v1_violation_in_layer_order() -> None:
     specs = model(rescaling(), conv(kernel=1), relu(), pool(), pool(), conv(padding="valid"),
                   relu(), pool(), flatten(), dense())
-    found = rules.v1_static(specs)
+    found = akida_v1.v1_static(specs)
     assert [v.layer_index for v in found] == sorted(v.layer_index for v in found)
     assert {v.rule for v in found} == {"v1.input_conv", "v1.pool_after_conv", "v1.conv",
                                        "v1.pool_padding", "v1.pool_before_classifier"}
@@ -475,5 +476,5 @@ def test_it_reports_every_v1_violation_in_layer_order() -> None:
 def test_it_does_not_crash_on_unknown_or_malformed_layers() -> None:
     specs = model(rescaling(), other("MyCustomLayer"), conv(kernel="odd"), relu(None),
                   other("Reshape", target_shape=[784]), flatten(), dense())
-    assert rules.v1_static(specs)[0].rule == "v1.input_conv"
-    assert rules.v1_static([]) != []
+    assert akida_v1.v1_static(specs)[0].rule == "v1.input_conv"
+    assert akida_v1.v1_static([]) != []

@@ -1,0 +1,148 @@
+"""The assignment in one place: its checks (name, title, column label, points, stage), its
+constants, and how points are read and scored.
+
+Every other module reads check names and points from here. No imports from this package.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+# ---------------------------------------------------------------------------- the assignment
+
+INPUT_SHAPE = (28, 28, 1)  # MNIST images as the model takes them
+IMAGE_SHAPE = INPUT_SHAPE[:2]
+NUM_CLASSES = 10
+SUPPORTED_SCHEMES = ((4, 4), (4, 1), (2, 4))  # (weight bits, activation bits) on Akida 1.0
+QUALITY_MAX = 200.0  # full credit below this Quality
+MIN_ACCURACY = 0.95
+PERCENT = 100.0
+
+# ---------------------------------------------------------------------------- the checks
+
+StageName = Literal["build", "grade", "hardware", "course"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # public: test ids, JSON, gradebook columns
+    title: str  # for humans (Gradescope, the class table's tooltips)
+    label: str  # the class table's short column head (HTML)
+    points: float  # default points, overridden by akida_points
+    stage: StageName  # what must run before its verdict
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("loads", "The model file loads", "loads", 1.0, "build"),
+    Check("layer_whitelist", "Only allowed layers", "layers", 1.0, "build"),
+    Check("relu_bounded", "Every ReLU has an upper bound", "ReLU<br>bound", 1.0, "build"),
+    Check("quantization_scheme", "Quantized as W4A4, W4A1 or W2A4", "W/A<br>bits", 1.0,
+          "build"),
+    Check("v1_constraints", "Converts for Akida v1 (hardware constraints)", "v1<br>rules", 2.0,
+          "build"),
+    Check("quantized_accuracy", "Quantized model accuracy", "quant.<br>acc", 2.0, "grade"),
+    Check("akida_accuracy", "Akida (converted) model accuracy", "Akida<br>acc", 2.0, "grade"),
+    Check("hardware_quality", "Hardware quality below the pass line", "HW<br>quality", 10.0,
+          "hardware"),
+)
+BY_NAME: dict[str, Check] = {check.name: check for check in CHECKS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+FAST: tuple[str, ...] = tuple(c.name for c in CHECKS if c.stage == "build")
+ACCURACY: tuple[str, ...] = tuple(c.name for c in CHECKS if c.stage == "grade")
+DEFAULT_POINTS: dict[str, float] = {check.name: check.points for check in CHECKS}
+COURSE_CHECK_POINTS = 1.0  # a course's own test (the akida_student fixture), unless configured
+
+
+def course_check(name: str) -> Check:
+    """A course's own test function, graded like a built-in check."""
+    return Check(name, name.replace("_", " ").capitalize(), name, COURSE_CHECK_POINTS, "course")
+
+
+# ---------------------------------------------------------------------------- points
+
+
+class PointsError(ValueError):
+    """An akida_points / --points line is unusable; the message says which one and why."""
+
+
+_POINTS_LINE = re.compile(r"^([A-Za-z_]\w*)\s*[=:]\s*(\S+)$")
+
+
+def _valid_checks() -> str:
+    return "valid checks: " + ", ".join(NAMES)
+
+
+def parse_points(lines: Iterable[str], *, where: str = "ini akida_points",
+                 extra_checks: Iterable[str] = ()) -> dict[str, float]:
+    """Read "check = points" (or "check: points") lines; unspecified checks keep their defaults.
+
+    `extra_checks` are course checks (test functions) that may be given points too.
+    """
+    known = set(NAMES) | set(extra_checks)
+    points = dict(DEFAULT_POINTS)
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _POINTS_LINE.match(line)
+        if match is None:
+            raise PointsError(f"{where}: cannot read {line!r}: expected 'check = points'; "
+                              + _valid_checks())
+        name, text = match.groups()
+        if name not in known and not name.startswith("test_"):
+            raise PointsError(f"{where}: unknown check {name!r} in {line!r}; " + _valid_checks())
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise PointsError(f"{where}: {text!r} in {line!r} is not a number of points "
+                              f"(zero or more); " + _valid_checks())
+        points[name] = value
+    return points
+
+
+def points_of(points: Mapping[str, float], check: str) -> float:
+    """A check's points: configured, else its default (a course check: one point)."""
+    default = BY_NAME[check].points if check in BY_NAME else COURSE_CHECK_POINTS
+    return float(points.get(check, default))
+
+
+def record_checks(record: Mapping[str, Any]) -> list[str]:
+    """The built-in checks in catalog order, then the record's course checks in name order."""
+    extra = sorted(name for name in record.get("checks", {}) if name not in BY_NAME)
+    return [*NAMES, *extra]
+
+
+def outcome_of(record: Mapping[str, Any], check: str) -> tuple[str, str]:
+    """(outcome, message) of a check in a student record; ("missing", "not run") when absent."""
+    entry = record.get("checks", {}).get(check)
+    if not isinstance(entry, Mapping):
+        return MISSING, "not run"
+    return str(entry.get("outcome", MISSING)), str(entry.get("message") or "")
+
+
+MISSING = "missing"  # the outcome of a check absent from a record
+OUTCOMES = ("passed", "failed", "skipped", "error")
+
+
+def score(record: Mapping[str, Any], points: Mapping[str, float]) -> tuple[float, float]:
+    """(earned, max): a check earns its points only if it passed."""
+    names = record_checks(record)
+    earned = sum(points_of(points, c) for c in names if outcome_of(record, c)[0] == "passed")
+    maximum = sum(points_of(points, c) for c in names)
+    return round(earned, 6), round(maximum, 6)
+
+
+def with_points(records: Iterable[Mapping[str, Any]],
+                points: Mapping[str, float]) -> list[dict[str, Any]]:
+    """Copies of the records with "points" and "max_points" filled in."""
+    result = []
+    for record in records:
+        earned, maximum = score(record, points)
+        result.append({**record, "points": earned, "max_points": maximum})
+    return result
