@@ -56,7 +56,7 @@ POOL_SIZES = ((1, 1), (2, 2))
 class _Block:
     """One future Akida layer: a convolution and the layers cnn2snn fuses into it."""
 
-    conv: dict
+    conv: Layer
     members: Specs = field(default_factory=list)
     is_input: bool = False
 
@@ -266,7 +266,7 @@ def _pool_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
             continue
         size, strides = _pool_geometry(pool)
         square = strides is not None and len(set(strides)) == 1
-        if size in POOL_SIZES and square and strides[0] <= size[0]:
+        if size in POOL_SIZES and square and strides and size and strides[0] <= size[0]:
             continue
         found.append(_v1(pool, "pool_size",
                          f"{describe(pool)} has pool size {size_text(size)} and stride "
@@ -350,7 +350,7 @@ def _batchnorm_position(_: Specs, blocks: list[_Block], orphans: Specs) -> list[
     return found
 
 
-def _unfoldable_batchnorms(block: _Block) -> list[tuple[dict, Layer]]:
+def _unfoldable_batchnorms(block: _Block) -> list[tuple[Layer, Layer]]:
     """(BN, offending earlier layer) for each BN with a ReLU or another BN before it."""
     unfoldable = []
     for position, layer in enumerate(block.members):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import SupportsIndex
 
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.rules.specs import (
@@ -159,7 +160,7 @@ def relu_bounded(layers: Specs) -> list[Violation]:
 
 def _relu_cap_problem(layer: Layer) -> Violation | None:
     cap = cfg(layer).get("max_value")
-    if is_number(cap) and math.isfinite(float(cap)) and float(cap) > 0:
+    if isinstance(cap, int | float) and is_number(cap) and math.isfinite(cap) and cap > 0:
         return None
     return violation(
         CHECK_RELU_BOUNDED, layer,
@@ -219,9 +220,10 @@ def quantization_scheme(weight_bits: object, activation_bits: object) -> list[Vi
     """(WEIGHT_BITS, ACTIVATION_BITS) must be one of Akida 1.0's low-precision schemes."""
     found = [_bits_type_problem("WEIGHT_BITS", weight_bits),
              _bits_type_problem("ACTIVATION_BITS", activation_bits)]
-    if any(found):
+    weight, activation = _whole(weight_bits), _whole(activation_bits)
+    if weight is None or activation is None:
         return [v for v in found if v]
-    scheme = (operator.index(weight_bits), operator.index(activation_bits))
+    scheme = (weight, activation)
     if scheme in SUPPORTED_SCHEMES:
         return []
     return [Violation(
@@ -232,13 +234,16 @@ def quantization_scheme(weight_bits: object, activation_bits: object) -> list[Vi
     )]
 
 
+def _whole(value: object) -> int | None:
+    """An int-like declaration (int, numpy integer) as an int; None for bools and the rest."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    return operator.index(value) if isinstance(value, SupportsIndex) else None
+
+
 def _bits_type_problem(name: str, value: object) -> Violation | None:
-    if not isinstance(value, bool) and type(value).__name__ != "bool_":
-        try:
-            operator.index(value)
-            return None
-        except TypeError:
-            pass
+    if _whole(value) is not None:
+        return None
     return Violation(
         CHECK_QUANTIZATION_SCHEME,
         f"{name} must be a whole number (an int such as 4), but you declared {value!r} "
