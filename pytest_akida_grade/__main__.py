@@ -1,10 +1,10 @@
-"""`python -m pytest_akida_grade merge a.json b.json ...`: see report.main."""
+"""`python -m pytest_akida_grade merge a.json b.json ...`: see report.cli.main."""
 
 from __future__ import annotations
 
 import sys
 
-from pytest_akida_grade.report import main
+from pytest_akida_grade.report.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

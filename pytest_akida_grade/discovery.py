@@ -1,10 +1,13 @@
-"""Which files are submissions, and what identifies one (its name, source and weights)."""
+"""Which files are submissions, what identifies one (its name, source and weights), and which
+part of a sharded class it belongs to."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_akida_grade.fileio import file_sha256
 
 WEIGHTS_SUFFIX = ".weights.h5"
 
@@ -58,6 +61,8 @@ def find_submissions(directory: Path) -> list[Submission]:
     ]
 
 
-def file_sha256(path: Path) -> str:
-    with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def shard_of(name: str, count: int) -> int:
+    """The part (1..count) a student belongs to: a stable hash of the name, not of the order
+    of files or of the machine, so every machine splits a class the same way."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1

@@ -1,326 +1,479 @@
-"""One student's grading, stage by stage, each stage run at most once and cached.
+"""The orchestrator: one student's stages, each run at most once, cached, and prefetched.
 
-inspect  (child process, seconds): build the model, its layers, the Akida 1.0 fit truth.
-grade    (child process, training): float / quantized / Akida accuracy, the converted model.
-hardware (this process): the board, a replayed recording, or nothing.
+    build     sandboxed child (student code): its model exported -> evaluator: rules, v1 fit
+    grade     trained weights (weights file | the child's train() | trusted default recipe)
+              -> evaluator: float / quantized / Akida accuracy, the .fbz
+    hardware  the board (board.py), a recording (replay.py), or nothing
 
-No pytest here: the plugin asks for stages and turns them into check outcomes (checks.py).
+The plugin asks for a check's verdict; stages run in background threads (the next student's
+while this one is judged) and their typed results go to verdicts.py. No pytest here.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
+import json
 import queue
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pytest_akida_grade import isolation
-from pytest_akida_grade.cache import Cache, cache_key
+from pytest_akida_grade import catalog, data, replay, verdicts
+from pytest_akida_grade.cache import Cache, Entry, cache_key
 from pytest_akida_grade.discovery import Submission
+from pytest_akida_grade.evaluator.client import Evaluator, Reply
+from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.quality import ReplayError, Run
+from pytest_akida_grade.results import (
+    Built,
+    Graded,
+    HarnessError,
+    ResultError,
+    Stage,
+    Verdict,
+    built_from_json,
+    graded_from_json,
+    to_json,
+    with_model,
+)
+from pytest_akida_grade.sandbox import launch
+from pytest_akida_grade.sandbox.policy import Policy
 from pytest_akida_grade.settings import Settings
 
-
-class HarnessError(Exception):
-    """The grader, not the student, could not do its job (no data, no board, a bug)."""
-
-
-@dataclass
-class Stage:
-    result: dict[str, Any] | None = None  # the stage's figures, when it ran to the end
-    failure: str | None = None  # why the submission failed this stage (student-facing)
-    repeatable: bool = True  # False for a timeout or a crash: not worth caching
-
-    @property
-    def ok(self) -> bool:
-        return self.failure is None and self.result is not None
-
-
-@dataclass
-class Board:
-    """How hardware_quality is measured this session (see hardware.py)."""
-
-    device: Any = None  # an opened akida device
-    replay: dict[str, Any] = field(default_factory=dict)  # student -> hardware.Measurement
-    replay_path: Path | None = None
-    lock_path: Path | None = None
-
-
+T = TypeVar("T")
 Progress = Callable[[str, str], None]  # (student, message)
+ROUTES = ("weights file", "train()", "default recipe")
+TIMEOUT = "akida_timeout / --akida-timeout"
+GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
 
 
 class Grader:
-    """Session-wide: resolves the data set once and memoizes each student's stages."""
+    """Session-wide (one per pytest process): the data set once, each student's stages once."""
 
-    def __init__(self, settings: Settings, cache: Cache, scratch: Path,
+    def __init__(self, settings: Settings, cache: Cache, scratch: Path, policy: Policy,
                  progress: Progress = lambda student, message: None) -> None:
-        self.settings = settings
-        self.cache = cache
-        self.scratch = scratch  # artifacts when the cache is off
+        self.settings, self.cache, self.scratch, self.policy = settings, cache, scratch, policy
         self.progress = progress
-        self._mnist: Any = None
-        self._stages: dict[tuple[str, str], Stage] = {}
-        self.board = Board()
-        self._board_ready = False
-        # One background grading at a time: with the foreground's inspect, both cores busy.
-        self._background = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="akida-grade")
-        self._grading: dict[str, concurrent.futures.Future[Stage]] = {}
-        self._pending_progress: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.wanted_grades: set[str] = set()  # submissions with an accuracy check selected
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="akida-grade")
+        self._stages: dict[tuple[str, str], concurrent.futures.Future[Any]] = {}
+        self._runs: dict[str, launch.Handle] = {}
+        self._lock = threading.RLock()
         self._stop = threading.Event()
-        self._unwanted: set[str] = set()  # submissions whose background grading must stop
+        self._unwanted: set[str] = set()
+        self._messages: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._mnist: data.MnistSource | str | None = None
+        self._fit_files: dict[str, Path] = {}
+        memory = 2 * settings.memory_limit  # a trusted process, but a model can be huge
+        self.evaluator = Evaluator("evaluator", scratch, memory, 1, self._report)
+        self.trainer = Evaluator("trainer", scratch, memory, max(1, _cores()), self._report)
+        self._runs_on_board: dict[str, Stage[Run]] = {}
+        self._board: Any = None  # the opened device, or the recording (student -> figures)
 
     def close(self) -> None:
-        self._stop.set()  # a child still training for nobody is stopped, not waited for
-        self._background.shutdown(wait=True, cancel_futures=True)
+        self._stop.set()  # a child still working for nobody is stopped, not waited for
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.evaluator.close()
+        self.trainer.close()
 
-    # ------------------------------------------------------------------ data
+    # ------------------------------------------------------------------ the plugin's API
 
-    def mnist(self) -> Any:
-        """The validated MNIST file (data.MnistSource), resolved once per session."""
-        if self._mnist is None:
-            from pytest_akida_grade import data
+    def verdict(self, submission: Submission, check: str) -> Verdict:
+        """The check's verdict; HarnessError when the grader itself cannot give one."""
+        stage = catalog.BY_NAME[check].stage
+        if stage == "build":
+            return verdicts.FAST[check](self.build(submission))
+        if stage == "grade":
+            judge = verdicts.quantized_accuracy if check == "quantized_accuracy" \
+                else verdicts.akida_accuracy
+            return judge(self.grade(submission), self.settings.min_accuracy)
+        verdict, printout = verdicts.hardware(
+            self.hardware(submission), self._peek_graded(submission), submission.name,
+            self.settings.quality_max)
+        for line in printout:
+            self.progress(submission.name, line)
+        return verdict
 
-            data_cache = self.cache.root or self.scratch
-            try:
-                self._mnist = data.resolve_mnist(
-                    self.settings.mnist, data_cache, explicit_origin=self._mnist_origin())
-            except data.MnistError as error:
-                raise HarnessError(str(error)) from None
-        return self._mnist
+    def prefetch(self, submission: Submission) -> None:
+        """Start this student's stages in the background (the next student's, typically)."""
+        self._future("build", submission, self._build)
+        if str(submission.path) in self.wanted_grades:
+            self._future("grade", submission, self._grade)
 
-    def _mnist_origin(self) -> str:
-        return "--akida-mnist / AKIDA_GRADE_MNIST / akida_mnist"
-
-    # ------------------------------------------------------------------ stages
-
-    def inspect(self, submission: Submission) -> Stage:
-        stage = self._memo("inspect", submission, self._inspect)
-        if not stage.ok:  # it cannot be graded: stop a prefetched training (it may hang too)
+    def build(self, submission: Submission) -> Stage[Built]:
+        stage: Stage[Built] = self._wait(self._future("build", submission, self._build))
+        if not stage.ok:  # it cannot be graded: stop a training child (it may hang too)
             self._unwanted.add(str(submission.path))
         return stage
 
-    def grade(self, submission: Submission) -> Stage:
-        return self._memo("grade", submission, self._grade)
+    def grade(self, submission: Submission) -> Stage[Graded]:
+        return self._wait(self._future("grade", submission, self._grade))
 
-    def peek(self, stage: str, submission: Submission) -> Stage | None:
-        """A stage already run this session, without running it."""
-        return self._stages.get((stage, str(submission.path)))
-
-    def _memo(self, stage: str, submission: Submission,
-              run: Callable[[Submission], Stage]) -> Stage:
-        key = (stage, str(submission.path))
-        if key not in self._stages:
-            self._stages[key] = run(submission)
-        return self._stages[key]
-
-    def _inspect(self, submission: Submission) -> Stage:
-        key = cache_key("inspect", **submission.fingerprint(), seed=self.settings.seed)
-        weights = submission.weights_path
-        request = {"stage": "inspect", "path": str(submission.path), "seed": self.settings.seed,
-                   "weights_file": str(weights) if weights.is_file() else None}
-        return self._run_cached("inspect", key, submission, request, self.settings.timeout,
-                                "akida_timeout / --akida-timeout", files={})
-
-    def prefetch_grade(self, submission: Submission) -> None:
-        """Start training in the background while the fast checks run (2 cores, 2 processes)."""
-        with contextlib.suppress(HarnessError):  # grade() will raise it where it belongs
-            self._start_grade(submission)
-
-    def _grade(self, submission: Submission) -> Stage:
-        inspected = self.inspect(submission)
-        if not inspected.ok:  # the first line of why: the loads check has all of it
-            why = (inspected.failure or "").strip().split("\n", 1)[0]
-            return Stage(failure="the submission did not load (see the loads check)"
-                         + (f": {why}" if why else ""))
-        future = self._start_grade(submission)
-        while True:  # relay the background child's progress from this (pytest's) thread
-            try:
-                stage = future.result(timeout=0.2)
-            except TimeoutError:
-                self.flush_progress()
-                continue
-            self.flush_progress()
-            return stage
-
-    def _start_grade(self, submission: Submission) -> concurrent.futures.Future[Stage]:
-        if str(submission.path) in self._grading:
-            return self._grading[str(submission.path)]
-        keys = self._grade_keys(submission)
-        hit = self.cache.load("grade", keys["grade"])
-        future: concurrent.futures.Future[Stage] = concurrent.futures.Future()
-        if hit is not None:
-            future.set_result(self._from_entry(hit))
-        else:
-            future = self._background.submit(self._grade_in_child, submission, keys)
-        self._grading[str(submission.path)] = future
-        return future
-
-    def _grade_keys(self, submission: Submission) -> dict[str, str]:
-        """Everything training and evaluation depend on; the source and weights decide the route."""
-        s, data = self.settings, self.mnist().sha256
-        trained = cache_key(
-            "trained", **submission.fingerprint(), epochs=s.epochs, batch_size=s.batch_size,
-            seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
-            data=data)
-        grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
-                          calibration=s.calibration_samples, test_limit=s.test_limit)
-        return {"trained": trained, "grade": grade}
-
-    def _grade_in_child(self, submission: Submission, keys: dict[str, str]) -> Stage:
-        s = self.settings
-        artifacts = Path(tempfile.mkdtemp(prefix=f"{submission.name}-", dir=self.scratch))
-        trained = self.cache.load("trained", keys["trained"])
-        request = {
-            "stage": "grade", "path": str(submission.path), "mnist": str(self.mnist().path),
-            "weights_file": str(submission.weights_path),
-            "trained_weights": str(trained.file("weights.h5")) if trained else None,
-            "epochs": s.epochs, "batch_size": s.batch_size, "seed": s.seed,
-            "validation_split": s.validation_split, "train_limit": s.train_limit,
-            "test_limit": s.test_limit, "quantize_attempts": s.quantize_attempts,
-            "calibration_samples": s.calibration_samples,
-            "artifacts": {"weights": str(artifacts / "weights.h5"),
-                          "model": str(artifacts / "model.fbz")},
-        }
-        stage = self._run(submission, request, s.grade_timeout,
-                          "akida_grade_timeout / --akida-grade-timeout",
-                          lambda: self._stop.is_set() or str(submission.path) in self._unwanted)
-        if stage.ok:
-            if trained is None:
-                self.cache.store("trained", keys["trained"], {},
-                                 {"weights.h5": artifacts / "weights.h5"})
-            entry = self.cache.store("grade", keys["grade"], stage.result or {},
-                                     {"model.fbz": artifacts / "model.fbz"})
-            model = entry.file("model.fbz") if entry else artifacts / "model.fbz"
-            stage.result = {**(stage.result or {}), "model_path": str(model)}
-        return stage
-
-    # ------------------------------------------------------------------ progress
-
-    def _report(self, student: str, message: str) -> None:
-        """Progress from any thread; only pytest's own thread may write to the terminal."""
-        if threading.current_thread() is threading.main_thread():
-            self.flush_progress()
-            self.progress(student, message)
-        else:
-            self._pending_progress.put((student, message))
+    def hardware(self, submission: Submission) -> Stage[Run]:
+        """In pytest's thread: the board is opened once and used under its lock."""
+        if str(submission.path) not in self._runs_on_board:
+            self._runs_on_board[str(submission.path)] = self._hardware(submission)
+        return self._runs_on_board[str(submission.path)]
 
     def flush_progress(self) -> None:
         while True:
             try:
-                student, message = self._pending_progress.get_nowait()
+                student, message = self._messages.get_nowait()
             except queue.Empty:
                 return
             self.progress(student, message)
 
-    @staticmethod
-    def _from_entry(entry: Any) -> Stage:
-        result = {**entry.result, "model_path": str(entry.file("model.fbz"))}
-        return Stage(result=result)
+    # ------------------------------------------------------------------ memo and threads
 
-    # ------------------------------------------------------------------ child processes
+    def _future(self, stage: str, submission: Submission,
+                body: Callable[[Submission], Stage[T]]) -> concurrent.futures.Future[Stage[T]]:
+        key = (stage, str(submission.path))
+        with self._lock:
+            if key not in self._stages:
+                self._stages[key] = self._pool.submit(body, submission)
+            return self._stages[key]
 
-    def _run_cached(self, kind: str, key: str, submission: Submission, request: dict[str, Any],
-                    timeout: float, timeout_source: str, files: dict[str, Path]) -> Stage:
-        hit = self.cache.load(kind, key)
+    def _wait(self, future: concurrent.futures.Future[Stage[T]]) -> Stage[T]:
+        """Wait; in pytest's thread, relay the background stages' progress meanwhile."""
+        if threading.current_thread() is not threading.main_thread():
+            return future.result()
+        while True:
+            try:
+                result = future.result(timeout=0.2)
+            except concurrent.futures.TimeoutError:
+                self.flush_progress()
+                continue
+            self.flush_progress()
+            return result
+
+    def _peek_graded(self, submission: Submission) -> Graded | None:
+        """The grade when it already ran: never train just to annotate a figure."""
+        future = self._stages.get(("grade", str(submission.path)))
+        if future is None or not future.done() or future.exception() is not None:
+            return None
+        stage: Stage[Graded] = future.result()
+        return stage.result if stage.ok else None
+
+    def _report(self, student: str, message: str) -> None:
+        """Progress from any thread; pytest's own thread writes it (flush_progress)."""
+        self._messages.put((student, message))
+
+    # ------------------------------------------------------------------ data
+
+    def mnist(self) -> data.MnistSource:
+        """The validated MNIST file, resolved once per session (an error too: said once)."""
+        with self._lock:
+            if self._mnist is None:
+                try:
+                    self._mnist = data.resolve_mnist(
+                        self.settings.mnist, self.cache.root or self.scratch / "mnist",
+                        explicit_origin="--akida-mnist / AKIDA_GRADE_MNIST / akida_mnist")
+                except data.MnistError as error:
+                    self._mnist = str(error)
+            if isinstance(self._mnist, str):
+                raise HarnessError(self._mnist)
+            return self._mnist
+
+    def _data_request(self) -> dict[str, Any]:
+        s, source = self.settings, self.mnist()
+        return {"path": str(source.path), "sha256": source.sha256, "seed": s.seed,
+                "validation_split": s.validation_split, "train_limit": s.train_limit,
+                "test_limit": s.test_limit}
+
+    def _fit_file(self) -> Path:
+        """The training split a student's train() may see (never validation, never test)."""
+        request = self._data_request()
+        key = cache_key("fit", **request)
+        with self._lock:
+            if key not in self._fit_files:
+                directory = self.scratch / "data"
+                directory.mkdir(mode=0o711, exist_ok=True)
+                target = directory / f"fit-{key[:16]}.npz"
+                split = data.split(Path(request["path"]), seed=request["seed"],
+                                   validation_split=request["validation_split"],
+                                   train_limit=request["train_limit"])
+                data.write_fit_split(split, target)
+                self._fit_files[key] = target
+            return self._fit_files[key]
+
+    # ------------------------------------------------------------------ the sandbox
+
+    def _run(self, submission: Submission, train: bool) -> launch.Handle:
+        """The student's sandboxed child, started once (with its train phase when needed)."""
+        with self._lock:
+            handle = self._runs.get(str(submission.path))
+            if handle is not None and (not train or "train" in handle.phases):
+                return handle
+            s = self.settings
+            weights = submission.weights_path
+            job = launch.Job(
+                submission.name, submission.path, weights if weights.is_file() else None,
+                ("build", "train") if train else ("build",), s.seed,
+                self._fit_file() if train else None,
+                s.grade_timeout if train else s.timeout, GRADE_TIMEOUT if train else TIMEOUT,
+                s.timeout, TIMEOUT, s.memory_limit)
+            staging = Path(tempfile.mkdtemp(prefix=f"{submission.name}-", dir=self._staging()))
+            handle = launch.start(
+                self._pool, self.policy, job, self._sandboxes(), staging,
+                lambda message: self._report(submission.name, message),
+                lambda: self._stop.is_set() or str(submission.path) in self._unwanted)
+            self._runs[str(submission.path)] = handle
+            return handle
+
+    def _sandboxes(self) -> Path:
+        directory = self.scratch / "sandboxes"
+        directory.mkdir(mode=0o711, exist_ok=True)
+        return directory
+
+    def _staging(self) -> Path:
+        directory = self.scratch / "exports"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        return directory
+
+    def _handed_over(self, submission: Submission, phase: str, train: bool) -> Stage[Path]:
+        outcome = self._run(submission, train).phases[phase].result()
+        if isinstance(outcome, Path):
+            return Stage(result=outcome)
+        return Stage(failure=outcome.failure or f"the submission's {phase} phase handed over "
+                                                "nothing", repeatable=outcome.repeatable)
+
+    # ------------------------------------------------------------------ build
+
+    def _build(self, submission: Submission) -> Stage[Built]:
+        key = cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
+        hit = self.cache.load("build", key)
         if hit is not None:
-            return Stage(result=hit.result.get("result"), failure=hit.result.get("failure"))
-        stage = self._run(submission, request, timeout, timeout_source)
-        if stage.repeatable:
-            self.cache.store(kind, key, {"result": stage.result, "failure": stage.failure}, files)
-        return stage
-
-    def _run(self, submission: Submission, request: dict[str, Any], timeout: float,
-             timeout_source: str, cancelled: Callable[[], bool] = lambda: False) -> Stage:
-        outcome = isolation.run_stage(
-            request, timeout=timeout, timeout_source=timeout_source,
-            on_progress=lambda message: self._report(submission.name, message),
-            cancelled=cancelled)
-        stage = Stage()
-        if outcome.result is None:
-            stage.failure, stage.repeatable = outcome.error, False
-        elif "error" in outcome.result:
-            if not outcome.result.get("student_fault"):
-                raise HarnessError(
-                    f"the grader failed on {submission.name}: {outcome.result['error']}\n"
-                    f"{outcome.result.get('traceback', '')}")
-            stage.failure = outcome.result["error"]
+            return _stage_from(hit, built_from_json)
+        exported = self._handed_over(submission, "build", self._will_train(submission))
+        if exported.result is None:
+            stage: Stage[Built] = Stage(failure=exported.failure,
+                                        repeatable=exported.repeatable)
         else:
-            stage.result = outcome.result
+            stage = self._inspect(submission, exported.result)
+        if stage.repeatable:
+            files = {name: exported.result / name for name in ("model.json", "weights.npz")} \
+                if stage.ok and exported.result else {}
+            self.cache.store("build", key, {"result": to_json(stage.result) if stage.result
+                                            else None, "failure": stage.failure}, files)
         return stage
 
-    # ------------------------------------------------------------------ hardware_quality
+    def _will_train(self, submission: Submission) -> bool:
+        if str(submission.path) not in self.wanted_grades:
+            return False
+        try:
+            return self.cache.load("trained", self._keys(submission)["trained"]) is None
+        except HarnessError:  # no data set: the grade stage will say so, not the build
+            return False
 
-    def hardware(self, submission: Submission) -> Stage:
-        return self._memo("hardware", submission, self._hardware)
+    def _inspect(self, submission: Submission, export: Path) -> Stage[Built]:
+        try:
+            meta = _meta(export / "meta.json", submission)
+        except ValueError as error:
+            return Stage(failure=str(error))
+        reply = self.evaluator.call("inspect", {
+            "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
+            "seed": self.settings.seed, **meta}, submission.name, self.settings.timeout, TIMEOUT)
+        return _stage(reply, built_from_json, submission)
 
-    def _hardware(self, submission: Submission) -> Stage:
+    def _build_files(self, submission: Submission) -> Path:
+        """The build's model.json and weights.npz: from the cache, or from the child."""
+        key = cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
+        hit = self.cache.load("build", key)
+        if hit is not None and hit.file("model.json").is_file():
+            return hit.directory
+        exported = self._handed_over(submission, "build", False)
+        if exported.result is None:
+            raise HarnessError(f"the build of {submission.name} passed but its files are gone")
+        return exported.result
+
+    # ------------------------------------------------------------------ grade
+
+    def _keys(self, submission: Submission) -> dict[str, str]:
+        s = self.settings
+        trained = cache_key(
+            "trained", **submission.fingerprint(), epochs=s.epochs, batch_size=s.batch_size,
+            seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
+            data=self.mnist().sha256)
+        grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
+                          calibration=s.calibration_samples, test_limit=s.test_limit)
+        return {"trained": trained, "grade": grade}
+
+    def _grade(self, submission: Submission) -> Stage[Graded]:
+        built = self.build(submission)
+        if not built.ok or built.result is None:  # the first line of why: loads has all of it
+            why = (built.failure or "").strip().split("\n", 1)[0]
+            return Stage(failure="the submission did not load (see the loads check)"
+                         + (f": {why}" if why else ""))
+        keys = self._keys(submission)
+        hit = self.cache.load("grade", keys["grade"])
+        if hit is not None:
+            stage = _stage_from(hit, graded_from_json)
+            return Stage(result=with_model(stage.result, str(hit.file("model.fbz")))) \
+                if stage.result else stage
+        trained = self._trained(submission, built.result, keys["trained"])
+        if trained.result is None:
+            return Stage(failure=trained.failure, repeatable=trained.repeatable)
+        return self._evaluate(submission, built.result, trained.result, keys["grade"])
+
+    def _trained(self, submission: Submission, built: Built,
+                 key: str) -> Stage[tuple[Path, str]]:
+        """(a directory with model.json and weights.npz, the training route)."""
+        hit = self.cache.load("trained", key)
+        if hit is not None:
+            return Stage(result=(hit.directory, f"{built.route} (cached)"))
+        files = self._build_files(submission)
+        if built.route == "train()":
+            exported = self._handed_over(submission, "train", True)
+            if exported.result is None:
+                return Stage(failure=exported.failure, repeatable=exported.repeatable)
+            weights = exported.result / "weights.npz"
+        elif built.route == "default recipe":
+            weights = Path(tempfile.mkdtemp(dir=self._staging())) / "weights.npz"
+            s = self.settings
+            reply = self.trainer.call("train", {
+                "architecture": str(files / "model.json"), "weights": str(files / "weights.npz"),
+                "data": self._data_request(), "out": str(weights), "epochs": s.epochs,
+                "batch_size": s.batch_size, "seed": s.seed}, submission.name, s.grade_timeout,
+                GRADE_TIMEOUT)
+            failed = _stage(reply, lambda result: result, submission)
+            if not failed.ok:
+                return Stage(failure=failed.failure, repeatable=failed.repeatable)
+        else:
+            weights = files / "weights.npz"
+        entry = self.cache.store("trained", key, {"route": built.route},
+                                 {"model.json": files / "model.json", "weights.npz": weights})
+        return Stage(result=(entry.directory if entry else _pair(files, weights), built.route))
+
+    def _evaluate(self, submission: Submission, built: Built, trained: tuple[Path, str],
+                  key: str) -> Stage[Graded]:
+        s, (directory, training) = self.settings, trained
+        out = Path(tempfile.mkdtemp(dir=self._staging())) / "model.fbz"
+        reply = self.evaluator.call("grade", {
+            "architecture": str(directory / "model.json"),
+            "weights": str(directory / "weights.npz"), "data": self._data_request(),
+            "out": str(out), "bits": [built.weight_bits, built.activation_bits],
+            "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
+            "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
+            GRADE_TIMEOUT)
+        stage = _stage(reply, graded_from_json, submission)
+        if stage.result is None:
+            return stage
+        entry = self.cache.store("grade", key, to_json(stage.result), {"model.fbz": out})
+        return Stage(result=with_model(stage.result, str(entry.file("model.fbz") if entry
+                                                         else out)))
+
+    # ------------------------------------------------------------------ hardware
+
+    def _hardware(self, submission: Submission) -> Stage[Run]:
         if self.settings.use_device:
             return self._measure(submission)
         if self.settings.replay is not None:
             return self._replayed(submission)
-        return Stage(result={"source": "none"})
+        return Stage(result=Run("none"))
 
-    def _prepare_board(self) -> Board:
-        """Open the board (or read the recording) once per process."""
-        if self._board_ready:
-            return self.board
-        from pytest_akida_grade import hardware
+    def _measure(self, submission: Submission) -> Stage[Run]:
+        from pytest_akida_grade import board
 
-        try:
-            if self.settings.use_device:
-                self.board.device = hardware.open_device(self.settings.device)
-                self.board.lock_path = Path(tempfile.gettempdir()) / "akida-grade-board.lock"
-            elif self.settings.replay is not None:
-                self.board.replay = hardware.load_replay(self.settings.replay)
-                self.board.replay_path = self.settings.replay
-        except (hardware.BoardError, hardware.ReplayError) as error:
-            raise HarnessError(str(error)) from None
-        self._board_ready = True
-        return self.board
-
-    def _measure(self, submission: Submission) -> Stage:
-        from pytest_akida_grade import data, hardware
-
-        board = self._prepare_board()
+        if self._board is None:
+            try:
+                self._board = board.open_device(self.settings.device)
+            except board.BoardError as error:
+                raise HarnessError(str(error)) from None
         graded = self.grade(submission)
-        if not graded.ok:
+        if not graded.ok or graded.result is None:
             return Stage(failure=f"not measured: {graded.failure}")
-        (_, _), (x_test, y_test) = data.load_mnist(self.mnist().path)
-        if self.settings.test_limit:
-            x_test, y_test = x_test[: self.settings.test_limit], y_test[: self.settings.test_limit]
-        model_path = Path((graded.result or {})["model_path"])
-        assert board.lock_path is not None
+        split = data.split(self.mnist().path, seed=self.settings.seed,
+                           validation_split=self.settings.validation_split,
+                           test_limit=self.settings.test_limit)
         try:
-            with hardware.BoardLock(board.lock_path):
-                measurement = hardware.measure(model_path, board.device, x_test, y_test)
-        except hardware.BoardError as error:
+            with board.BoardLock(Path(tempfile.gettempdir()) / "akida-grade-board.lock"):
+                measurement = board.measure(Path(graded.result.model_path), self._board,
+                                            split.x_test, split.y_test)
+        except board.BoardError as error:
             raise HarnessError(str(error)) from None
         except (RuntimeError, ValueError) as error:  # akida's mapper: the model does not fit
             return Stage(failure=f"the model cannot run on the AKD1000: {error}")
         if self.settings.record is not None:
-            hardware.write_record(self.settings.record, {submission.name: measurement})
-        return Stage(result={"source": "device", "measurement": measurement})
+            replay.write_record(self.settings.record, {submission.name: measurement})
+        return Stage(result=Run("device", measurement))
 
-    def _replayed(self, submission: Submission) -> Stage:
-        from pytest_akida_grade import hardware
-
-        board = self._prepare_board()
-        measurement = board.replay.get(submission.name)
+    def _replayed(self, submission: Submission) -> Stage[Run]:
+        assert self.settings.replay is not None
+        if self._board is None:
+            try:
+                self._board = replay.load_replay(self.settings.replay)
+            except ReplayError as error:
+                raise HarnessError(str(error)) from None
+        measurement = self._board.get(submission.name)
         if measurement is None:
-            return Stage(result={"source": "none",
-                                 "why": f"{board.replay_path} has no figures for "
-                                        f"{submission.name}"})
+            return Stage(result=Run("none", why=f"{self.settings.replay} has no figures for "
+                                                f"{submission.name}"))
         if measurement.model_sha256:
             graded = self.grade(submission)
-            model = (graded.result or {}).get("model_path")
-            if model is None or hardware.file_sha256(Path(model)) != measurement.model_sha256:
+            model = graded.result.model_path if graded.result else None
+            if model is None or file_sha256(Path(model)) != measurement.model_sha256:
                 raise HarnessError(
-                    f"the figures for {submission.name} in {board.replay_path} were recorded "
+                    f"the figures for {submission.name} in {self.settings.replay} were recorded "
                     "for another model: the converted model's sha256 no longer matches. "
                     "Re-measure on the board (--akida-device --akida-record FILE).")
-        return Stage(result={"source": "replay", "measurement": measurement})
+        return Stage(result=Run("replay", measurement))
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _pair(files: Path, weights: Path) -> Path:
+    """model.json and weights.npz side by side, when the cache is off."""
+    directory = Path(tempfile.mkdtemp(dir=weights.parent.parent))
+    (directory / "model.json").write_bytes((files / "model.json").read_bytes())
+    (directory / "weights.npz").write_bytes(weights.read_bytes())
+    return directory
+
+
+def _meta(path: Path, submission: Submission) -> dict[str, Any]:
+    """What the child declared, checked: bits are plain values, the route one of the three."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"the sandbox handed over unreadable declarations ({error})") from None
+    plain = (int, float, str, bool, type(None))
+    if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
+            isinstance(meta.get(k), plain) for k in ("weight_bits", "activation_bits")):
+        raise ValueError("the sandbox handed over malformed declarations")
+    route = "weights file" if submission.weights_path.is_file() else (
+        "default recipe" if meta["route"] == "weights file" else meta["route"])
+    return {"weight_bits": meta["weight_bits"], "activation_bits": meta["activation_bits"],
+            "route": route}
+
+
+def _stage(reply: Reply, parse: Callable[[Any], T], submission: Submission) -> Stage[T]:
+    if reply.error is not None:
+        raise HarnessError(f"the grader failed on {submission.name}: {reply.error}")
+    if reply.failure is not None:
+        return Stage(failure=reply.failure, repeatable=reply.repeatable)
+    try:
+        return Stage(result=parse(reply.ok))
+    except ResultError as error:
+        raise HarnessError(f"the grader's evaluator answered badly: {error}") from None
+
+
+def _stage_from(entry: Entry, parse: Callable[[Any], T]) -> Stage[T]:
+    """A cached stage; an entry of another shape is the cache's problem: compute again."""
+    result = entry.result
+    if "failure" in result and "result" in result:  # a build entry: result or failure
+        if result["failure"] is not None:
+            return Stage(failure=str(result["failure"]))
+        result = result["result"]
+    try:
+        return Stage(result=parse(result))
+    except ResultError as error:
+        raise HarnessError(f"cache entry {entry.directory} is unusable ({error}); delete it "
+                           "(make clean-cache)") from None

@@ -1,44 +1,38 @@
 """pytest wiring: each submission becomes a collector whose items are the eight checks.
 
-Nothing here runs student code or Akida itself: grading.py does (through child processes),
-checks.py decides, hardware.py talks to the board, report.py writes the files.
+No grading policy here: a check's item asks the grader (grading.py) for its verdict and turns it
+into an outcome; the Recorder collects outcomes into student records for the report files.
+Nothing in this process imports student code or TensorFlow.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_akida_grade import checks
+from pytest_akida_grade import catalog, data
 from pytest_akida_grade.cache import Cache
-from pytest_akida_grade.discovery import Submission, is_submission
-from pytest_akida_grade.grading import Grader, HarnessError
+from pytest_akida_grade.discovery import Submission, is_submission, shard_of
+from pytest_akida_grade.grading import Grader
+from pytest_akida_grade.report import files
+from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
+from pytest_akida_grade.sandbox import policy as sandbox_policy
 from pytest_akida_grade.settings import Settings, add_options, settings_from_config
 
 log = logging.getLogger("pytest_akida_grade")
-
-
-@dataclass
-class State:
-    settings: Settings
-    grader: Grader
-    needs_grade: set[str] = field(default_factory=set)  # submissions with accuracy checks
-    scratch: tempfile.TemporaryDirectory[str] | None = None
-
-
-STATE = pytest.StashKey[State]()
+GRADER = pytest.StashKey[Grader]()
+SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey["Recorder"]()
-
-
-def _state(config: pytest.Config) -> State:
-    return config.stash[STATE]
+POINTS = pytest.StashKey[dict[str, float]]()
+SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
 
 
 # ---------------------------------------------------------------------------- options
@@ -58,29 +52,51 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(trylast=True)  # after cacheprovider has set config.cache
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
-    points_of(settings)  # a bad akida_points line is a usage error now, not after grading
-    scratch = tempfile.TemporaryDirectory(prefix="akida-grade-")
+    config.stash[SETTINGS] = settings
+    config.stash[POINTS] = _points(settings)  # a bad line is a usage error now, not at the end
     cache = Cache(None if settings.no_cache else _cache_root(config, settings),
                   on_problem=lambda message: _warn(config, message))
-    grader = Grader(settings, cache, Path(scratch.name),
-                    progress=lambda student, message: _progress(config, student, message))
-    config.stash[STATE] = State(settings, grader, scratch=scratch)
+    config.stash[SANDBOX] = _sandbox(settings, cache)
+    scratch = Path(tempfile.mkdtemp(prefix="akida-grade-"))
+    os.chmod(scratch, 0o711)  # a sandbox's uid may reach its own directory, list nothing
+    config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
+                                  progress=lambda student, text: _progress(config, student, text))
     config.stash[RECORDER] = Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
     _add_student_dirs(config)
     _group_students_under_xdist(config)
+    _describe_sandbox_in_the_html_report(config)
     if config.pluginmanager.hasplugin("html"):
         from pytest_akida_grade.html import HtmlIntegration
 
-        config.pluginmanager.register(HtmlIntegration(config), "akida-grade-html")
+        recorder = config.stash[RECORDER]
+        config.pluginmanager.register(
+            HtmlIntegration(recorder.sorted_records, config.stash[POINTS], settings.quality_max),
+            "akida-grade-html")
+
+
+def _points(settings: Settings) -> dict[str, float]:
+    try:
+        return catalog.parse_points(settings.points)
+    except catalog.PointsError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _sandbox(settings: Settings, cache: Cache) -> sandbox_policy.Policy:
+    hidden = (*data.test_set_copies(settings.mnist, cache.root),
+              *(path.resolve() for path in settings.students))
+    try:
+        return sandbox_policy.choose(settings.sandbox, hidden)  # type: ignore[arg-type]
+    except sandbox_policy.SandboxUnavailable as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _cache_root(config: pytest.Config, settings: Settings) -> Path:
     if settings.cache_dir is not None:
         return settings.cache_dir
     if getattr(config, "cache", None) is not None:
-        return config.cache.mkdir("akida-grade")
+        return Path(config.cache.mkdir("akida-grade"))  # type: ignore[union-attr]
     return config.rootpath / ".pytest_cache" / "d" / "akida-grade"
 
 
@@ -101,21 +117,25 @@ def _group_students_under_xdist(config: pytest.Config) -> None:
         config.option.dist = "loadfile"
 
 
+def _describe_sandbox_in_the_html_report(config: pytest.Config) -> None:
+    with contextlib.suppress(ImportError):
+        from pytest_metadata.plugin import metadata_key
+
+        config.stash[metadata_key]["Akida sandbox"] = config.stash[SANDBOX].describe()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    policy = config.stash.get(SANDBOX, None)
+    if policy is None:
+        return None
+    return f"akida-grade sandbox: {policy.describe()}"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    state = config.stash.get(STATE, None)
-    if state:
-        state.grader.close()
-        if state.scratch:
-            state.scratch.cleanup()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note which students will be trained, so training can start with their first check."""
-    state = session.config.stash.get(STATE, None)
-    if state is None:
-        return
-    state.needs_grade = {str(item.path) for item in session.items
-                         if isinstance(item, CheckItem) and item.check in checks.ACCURACY_CHECKS}
+    grader = config.stash.get(GRADER, None)
+    if grader is not None:
+        grader.close()
+        shutil.rmtree(grader.scratch, ignore_errors=True)
 
 
 def _warn(config: pytest.Config, message: str) -> None:
@@ -126,14 +146,35 @@ def _warn(config: pytest.Config, message: str) -> None:
 
 
 def _progress(config: pytest.Config, student: str, message: str) -> None:
+    """A line for the terminal; from an xdist worker it travels to the controller's."""
     log.info("%s: %s", student, message)
+    if hasattr(config, "workerinput"):
+        worker = next((p for p in config.pluginmanager.get_plugins()
+                       if type(p).__name__ == "WorkerInteractor"), None)
+        if worker is not None:
+            worker.sendevent("akida_progress", student=student, message=message)
+        return
+    _write_line(config, f"[akida-grade] {student}: {message}")
+
+
+def _write_line(config: pytest.Config, line: str) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or hasattr(config, "workerinput"):
-        return  # xdist workers: the logging line above is what reaches the user
+    if reporter is None:
+        return
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.ensure_newline()
-        reporter.write_line(f"[akida-grade] {student}: {message}")
+        reporter.write_line(line)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: Any) -> None:
+    """The controller prints what its workers send (xdist calls `worker_<event>` on it)."""
+    dsession = config.pluginmanager.get_plugin("dsession")
+    if dsession is not None:
+        dsession.worker_akida_progress = \
+            lambda node, student, message: _write_line(config, f"[akida-grade] {student}: "
+                                                               f"{message}")
 
 
 # ---------------------------------------------------------------------------- collection
@@ -143,11 +184,34 @@ def _progress(config: pytest.Config, student: str, message: str) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[Any]:
     """Submissions are graded, never imported: replace any Python module pytest made of one."""
     collected = yield
-    state = parent.config.stash.get(STATE, None)
-    if state is None or not is_submission(file_path, state.settings.students):
+    settings = parent.config.stash.get(SETTINGS, None)
+    if settings is None or not is_submission(file_path, settings.students):
         return collected
     kept = [node for node in collected or [] if not isinstance(node, pytest.Module)]
     return [*kept, StudentFile.from_parent(parent, path=file_path)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--akida-shard I/N: only this part of the class (a stable hash of each name)."""
+    shard = config.stash[SETTINGS].shard
+    if shard is None:
+        return
+    index, count = shard
+    kept = [i for i in items if not isinstance(i, CheckItem) or
+            shard_of(i.submission.name, count) == index]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which students will be trained, so training can start with their first check."""
+    grader = session.config.stash.get(GRADER, None)
+    if grader is None:
+        return
+    grader.wanted_grades = {str(item.path) for item in session.items
+                            if isinstance(item, CheckItem) and item.check in catalog.ACCURACY}
+    session.config.stash[RECORDER].expect(session.items)
 
 
 class StudentFile(pytest.File):
@@ -155,7 +219,7 @@ class StudentFile(pytest.File):
 
     def collect(self) -> Iterator[CheckItem]:
         submission = Submission(self.path.stem, self.path)
-        for check in checks.CHECKS:
+        for check in catalog.NAMES:
             yield CheckItem.from_parent(self, name=check, submission=submission, check=check)
 
 
@@ -163,85 +227,55 @@ class CheckFailure(Exception):
     """A check's verdict: reported as its message alone, not as a traceback."""
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """While this student is judged, the next one's stages start (both cores busy)."""
+    grader = item.config.stash.get(GRADER, None)
+    if grader is None or not isinstance(item, CheckItem):
+        return
+    grader.prefetch(item.submission)
+    if isinstance(nextitem, CheckItem) and nextitem.submission != item.submission:
+        grader.prefetch(nextitem.submission)
+
+
 class CheckItem(pytest.Item):
     def __init__(self, *, submission: Submission, check: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.submission = submission
         self.check = check
+        self.verdict: Verdict | None = None
         self.add_marker(pytest.mark.akida_check(check))
         self.user_properties.append(("akida_student", submission.name))
         self.user_properties.append(("akida_check", check))
 
     def setup(self) -> None:
         """Run the stage this check needs; the grader's own failures are errors, not fails."""
-        state = _state(self.config)
-        state.grader.flush_progress()
-        if self.check == "loads" and str(self.path) in state.needs_grade:
-            state.grader.prefetch_grade(self.submission)
+        grader = self.config.stash[GRADER]
+        grader.flush_progress()
         try:
-            self.verdict = _verdict(self.config, self.submission, self.check)
+            self.verdict = grader.verdict(self.submission, self.check)
         except HarnessError as error:
             raise CheckFailure(str(error)) from None
 
     def runtest(self) -> None:
-        verdict: checks.Verdict = self.verdict
+        verdict = self.verdict
+        assert verdict is not None
         self.user_properties.append(("akida_message", verdict.message))
         self.user_properties.append(("akida_metrics", verdict.metrics))
-        if verdict.outcome == checks.SKIPPED:
+        if verdict.outcome == SKIPPED:
             pytest.skip(verdict.message)
-        if verdict.outcome == checks.FAILED:
+        if verdict.outcome == FAILED:
             raise CheckFailure(verdict.message)
 
-    def _repr_failure_py(self, excinfo: pytest.ExceptionInfo[BaseException],
-                         style: Any = None) -> str | Any:
-        # Setup errors (the grader's) and call failures (the student's) alike: the message only.
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str | Any:
+        """Setup errors (the grader's) and call failures (the student's): the message only."""
         if isinstance(excinfo.value, CheckFailure):
             return str(excinfo.value)
-        return super()._repr_failure_py(excinfo, style=style)
+        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.submission.name}::{self.check}"
-
-
-def _verdict(config: pytest.Config, submission: Submission, check: str) -> checks.Verdict:
-    state = _state(config)
-    settings = state.settings
-    if check in checks.FAST:
-        return checks.FAST[check](state.grader.inspect(submission))
-    if check == "quantized_accuracy":
-        return checks.quantized_accuracy(state.grader.grade(submission), settings.min_accuracy)
-    if check == "akida_accuracy":
-        return checks.akida_accuracy(state.grader.grade(submission), settings.min_accuracy)
-    return _hardware_verdict(config, submission)
-
-
-def _hardware_verdict(config: pytest.Config, submission: Submission) -> checks.Verdict:
-    from pytest_akida_grade import hardware
-
-    grader, settings = _state(config).grader, _state(config).settings
-    stage = grader.hardware(submission)
-    if not stage.ok:
-        return checks.Verdict(checks.FAILED, stage.failure or "not measured")
-    result = stage.result or {}
-    graded = grader.peek("grade", submission)  # never train just to annotate a figure
-    figures = (graded.result or {}) if graded and graded.ok else {}
-    if result["source"] == "none":
-        accuracy = figures.get("akida_accuracy")
-        memory = (figures.get("mapping") or {}).get("program_memory_bytes")
-        budget = (hardware.energy_budget_mj(accuracy, memory, settings.quality_max)
-                  if accuracy is not None and memory else None)
-        verdict = checks.no_hardware(accuracy, memory, budget, settings.quality_max)
-        why = result.get("why")
-        return checks.Verdict(verdict.outcome, f"{why}. {verdict.message}" if why
-                              else verdict.message, verdict.metrics)
-    measurement = result["measurement"]
-    text = hardware.format_measurement(
-        submission.name, measurement, quantized_accuracy=figures.get("quantized_accuracy"),
-        quality_max=settings.quality_max)
-    for line in text.splitlines():
-        _progress(config, submission.name, line)
-    return checks.hardware_quality(measurement, result["source"],
-                                   quality_max=settings.quality_max, report=text)
 
 
 # ---------------------------------------------------------------------------- results
@@ -253,12 +287,30 @@ class Recorder:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
+        self.graded = 0
+
+    def expect(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            if isinstance(item, CheckItem):
+                self.pending.setdefault(item.submission.name, set()).add(item.check)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.pending:
+            return  # every worker collects the whole class: once is enough
+        for nodeid in ids:
+            path, _, check = nodeid.partition("::")
+            if check in catalog.BY_NAME:
+                self.pending.setdefault(Path(path).stem, set()).add(check)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
         student, check = properties.get("akida_student"), properties.get("akida_check")
         if student is None or check is None:
             return
+        if report.when == "teardown":
+            self._count(str(student), str(check))
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
@@ -270,6 +322,16 @@ class Recorder:
         metrics = properties.get("akida_metrics") or {}
         record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
 
+    def _count(self, student: str, check: str) -> None:
+        left = self.pending.get(student)
+        if not left or check not in left:
+            return
+        left.discard(check)
+        if not left and not hasattr(self.config, "workerinput"):
+            self.graded += 1
+            _write_line(self.config, f"[akida-grade] graded {self.graded} / {len(self.pending)} "
+                                     f"students ({student} done)")
+
     def sorted_records(self) -> list[dict[str, Any]]:
         return [self.records[name] for name in sorted(self.records)]
 
@@ -277,18 +339,19 @@ class Recorder:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return  # the controller writes the files, once
-        from pytest_akida_grade import report
-
-        settings = _state(self.config).settings
-        points = points_of(settings)
-        records = report.with_points(self.sorted_records(), points)
-        if settings.json:
-            report.write_json(records, settings.json)
-        if settings.csv:
-            report.write_csv(records, settings.csv, points)
-        if settings.gradescope:
-            report.write_gradescope(records, settings.gradescope, points,
-                                    quality_max=settings.quality_max)
+        settings, points = self.config.stash[SETTINGS], self.config.stash[POINTS]
+        records = catalog.with_points(self.sorted_records(), points)
+        try:
+            if settings.json:
+                files.write_json(records, settings.json)
+            if settings.csv:
+                files.write_csv(records, settings.csv, points)
+            if settings.gradescope:
+                files.write_gradescope(records, settings.gradescope, points,
+                                       quality_max=settings.quality_max)
+        except files.ReportError as error:
+            _write_line(self.config, f"[akida-grade] {error}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
@@ -296,15 +359,6 @@ class Recorder:
         terminalreporter.section("akida grades")
         for record in self.sorted_records():
             terminalreporter.write_line(_summary_line(record))
-
-
-def points_of(settings: Settings) -> dict[str, float]:
-    from pytest_akida_grade import report
-
-    try:
-        return report.parse_points(settings.points)
-    except report.ReportError as error:
-        raise pytest.UsageError(str(error)) from None
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -317,9 +371,10 @@ def _summary_line(record: dict[str, Any]) -> str:
             figures.append(f"{label} {100 * metrics[name]:.2f} %")
     if metrics.get("quality") is not None:
         figures.append(f"quality {metrics['quality']:.1f} ({metrics.get('source')})")
-    failed = [name for name, c in outcomes.items() if c["outcome"] in ("failed", "error")]
-    if failed:
-        figures.append("failed: " + ", ".join(failed))
+    for outcome in ("failed", "error"):
+        names = [name for name, c in outcomes.items() if c["outcome"] == outcome]
+        if names:
+            figures.append(f"{outcome}: " + ", ".join(names))
     return f"{record['student']}: " + "; ".join(figures)
 
 

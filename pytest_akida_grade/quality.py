@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from pytest_akida_grade.catalog import PERCENT, QUALITY_MAX
 
 
 class ReplayError(ValueError):
     """Recorded figures are missing or malformed; the message names file, student and field."""
+
+
+def argmax_accuracy(outputs: Any, labels: Any) -> float:
+    """The assignment's evaluation: the argmax of each output against its label, as a fraction."""
+    labels = np.asarray(labels).reshape(-1)
+    predictions = np.argmax(np.asarray(outputs).reshape(len(labels), -1), axis=1)
+    return float(np.mean(predictions == labels))
 
 
 def quality(accuracy: float, fps: float, avg_power_mw: float, memory_bytes: int) -> float:
@@ -147,3 +156,15 @@ def format_measurement(name: str, m: Measurement, *, quantized_accuracy: float |
         lines.append(f"Sequences run on the host CPU, not the chip: {m.software_sequences}")
     lines.append(f"Quality = {score:.1f} ({verdict}: the bar is < {quality_max:g})")
     return "\n".join(lines)
+
+
+Source = Literal["device", "replay", "none"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """How hardware_quality was measured for one student: the board, a recording, or not."""
+
+    source: Source
+    measurement: Measurement | None = None
+    why: str | None = None  # why there is no measurement (a recording without this student)

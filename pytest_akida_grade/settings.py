@@ -78,6 +78,34 @@ def _device_index(text: str) -> int | None:
     return _non_negative_int(text)
 
 
+def _sandbox(text: str) -> str:
+    if text not in ("auto", "required", "off"):
+        raise ValueError("must be auto, required or off")
+    return text
+
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _bytes(text: str) -> int:
+    """4G, 4GB, 4096M, 4294967296: a size in bytes (at least 512 MB: TensorFlow needs it)."""
+    number = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = number[-1:] if number[-1:] in _UNITS else ""
+    value = float(number[: len(number) - len(unit)]) * _UNITS[unit]
+    if not math.isfinite(value) or value < 512 << 20:
+        raise ValueError("must be a size of at least 512M (e.g. 4G)")
+    return int(value)
+
+
+def _shard(text: str) -> tuple[int, int] | None:
+    if text in ("", "none"):
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+        raise ValueError("must be I/N with 1 <= I <= N, e.g. 2/4 for the second of four parts")
+    return int(index), int(count)
+
+
 def _path(text: str) -> Path:
     return Path(text).expanduser()
 
@@ -152,6 +180,18 @@ OPTIONS: tuple[Option, ...] = (
            "grades must use all).", _non_negative_int, 0),
     Option("points", "Points per check, one 'check = points' a line.", str, None,
            cli_kwargs={}),
+    Option("sandbox", "How submissions are confined: auto (bubblewrap where it works, else an "
+           "unprivileged uid as root; says so when it cannot), required (an error when no "
+           "sandbox works: grading for credit), off (a student checking their own file).",
+           _sandbox, "auto", flag="--akida-sandbox", env="AKIDA_GRADE_SANDBOX",
+           cli_kwargs={"metavar": "auto|required|off"}),
+    Option("memory_limit", "Memory (address space) each submission's process may use, e.g. 4G "
+           "(default 4G); the trusted evaluator gets twice that.", _bytes, 4 << 30,
+           env="AKIDA_GRADE_MEMORY_LIMIT"),
+    Option("shard", "Grade only part I of N of the class (I/N, e.g. 2/4): students are split by "
+           "a stable hash of their name, the same on every machine; merge the parts' --akida-json "
+           "files with `python -m pytest_akida_grade merge`.", _shard, None,
+           flag="--akida-shard", env="AKIDA_GRADE_SHARD", cli_kwargs={"metavar": "I/N"}),
 )
 
 
@@ -181,6 +221,9 @@ class Settings:
     train_limit: int
     test_limit: int
     points: list[str]
+    sandbox: str
+    memory_limit: int
+    shard: tuple[int, int] | None
 
 
 def add_options(parser: pytest.Parser) -> None:

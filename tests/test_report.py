@@ -1,26 +1,32 @@
-"""Grade files from student records: points, JSON, merge, CSV, Gradescope, HTML table, plot, CLI."""
+"""Grade files from student records: points, JSON, merge, CSV, Gradescope, HTML table, plot, CLI,
+and the pytest-html log cell."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
-from pytest_akida_grade import report
-from pytest_akida_grade.report import CHECKS, DEFAULT_POINTS, ReportError
+from pytest_akida_grade import catalog
+from pytest_akida_grade.catalog import DEFAULT_POINTS, NAMES, PointsError
+from pytest_akida_grade.html import NO_LOG, HtmlIntegration
+from pytest_akida_grade.report import cli, files, plot, table
+from pytest_akida_grade.report.files import ReportError
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def make_record(student: str, outcomes: dict[str, str] | None = None, **metrics: Any) -> dict:
     """A record whose checks all passed unless `outcomes` says otherwise."""
-    outcomes = {name: "passed" for name in CHECKS} | (outcomes or {})
+    outcomes = {name: "passed" for name in NAMES} | (outcomes or {})
     checks = {name: {"outcome": outcome, "message": f"{name} {outcome}"}
               for name, outcome in outcomes.items()}
     return {"student": student, "checks": checks, "metrics": metrics}
@@ -51,13 +57,13 @@ def carol() -> dict:
 
 
 def test_default_points_cover_every_check_and_hardware_quality_carries_the_most() -> None:
-    assert set(DEFAULT_POINTS) == set(CHECKS)
+    assert set(DEFAULT_POINTS) == set(NAMES)
     assert max(DEFAULT_POINTS, key=DEFAULT_POINTS.__getitem__) == "hardware_quality"
 
 
 def test_points_lines_override_only_the_checks_they_name() -> None:
-    points = report.parse_points(["hardware_quality = 20", "", "# a comment",
-                                  "loads: 0.5", "  v1_constraints=3  # inline comment"])
+    points = catalog.parse_points(["hardware_quality = 20", "", "# a comment",
+                                   "loads: 0.5", "  v1_constraints=3  # inline comment"])
     assert points["hardware_quality"] == 20.0
     assert points["loads"] == 0.5
     assert points["v1_constraints"] == 3.0
@@ -68,8 +74,8 @@ def test_points_lines_override_only_the_checks_they_name() -> None:
                                   "loads = nan", "= 3"])
 def test_a_bad_points_line_names_where_it_came_from_the_line_and_the_valid_checks(
         line: str) -> None:
-    with pytest.raises(ReportError) as caught:
-        report.parse_points([line], where="ini akida_points")
+    with pytest.raises(PointsError) as caught:
+        catalog.parse_points([line], where="ini akida_points")
     message = str(caught.value)
     assert "ini akida_points" in message
     assert line.split("=")[0].strip() in message
@@ -83,7 +89,7 @@ def test_a_check_earns_its_points_only_when_it_passed() -> None:
     record = make_record("x", {"loads": "failed", "relu_bounded": "skipped",
                                "v1_constraints": "error"})
     del record["checks"]["hardware_quality"]  # a check that never ran earns nothing either
-    earned, maximum = report.score(record, DEFAULT_POINTS)
+    earned, maximum = catalog.score(record, DEFAULT_POINTS)
     lost = sum(DEFAULT_POINTS[c] for c in ("loads", "relu_bounded", "v1_constraints",
                                            "hardware_quality"))
     assert maximum == sum(DEFAULT_POINTS.values())
@@ -92,7 +98,7 @@ def test_a_check_earns_its_points_only_when_it_passed() -> None:
 
 def test_with_points_adds_points_to_copies_and_leaves_the_records_alone() -> None:
     records = [bob()]
-    scored = report.with_points(records, DEFAULT_POINTS)
+    scored = catalog.with_points(records, DEFAULT_POINTS)
     assert scored[0]["points"] == sum(DEFAULT_POINTS.values()) - DEFAULT_POINTS["hardware_quality"]
     assert scored[0]["max_points"] == sum(DEFAULT_POINTS.values())
     assert "points" not in records[0]
@@ -103,16 +109,16 @@ def test_with_points_adds_points_to_copies_and_leaves_the_records_alone() -> Non
 
 def test_json_round_trips_sorted_by_student_into_a_new_directory(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "grades.json"
-    report.write_json([carol(), alice(), bob()], path)
+    files.write_json([carol(), alice(), bob()], path)
     assert [r["student"] for r in json.loads(path.read_text())["students"]] == [
         "alice", "bob", "carol"]
-    assert report.read_json(path) == [alice(), bob(), carol()]
+    assert files.read_json(path) == [alice(), bob(), carol()]
     assert [p.name for p in path.parent.iterdir()] == ["grades.json"]  # no temporary left
 
 
 def test_json_writes_non_finite_numbers_as_null(tmp_path: Path) -> None:
     path = tmp_path / "grades.json"
-    report.write_json([make_record("x", quality=float("inf"))], path)
+    files.write_json([make_record("x", quality=float("inf"))], path)
     assert json.loads(path.read_text())["students"][0]["metrics"]["quality"] is None
 
 
@@ -132,14 +138,14 @@ def test_reading_a_bad_grade_file_names_the_file_and_the_problem(
     path = tmp_path / "shard.json"
     path.write_text(content)
     with pytest.raises(ReportError) as caught:
-        report.read_json(path)
+        files.read_json(path)
     assert str(path) in str(caught.value)
     assert problem in str(caught.value)
 
 
 def test_reading_a_missing_grade_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="no such file"):
-        report.read_json(tmp_path / "absent.json")
+        files.read_json(tmp_path / "absent.json")
 
 
 # ---------------------------------------------------------------- merge
@@ -151,12 +157,12 @@ def test_merging_shards_unions_students_and_the_later_shard_wins_per_check() -> 
     late = make_record("alice", {"loads": "passed"}, quality=50.0, source="device")
     late["checks"] = {"hardware_quality": {"outcome": "passed", "message": "quality 50"}}
     shard_one, shard_two = [early, bob()], [late, carol()]
-    merged = report.merge([shard_one, shard_two])
+    merged = files.merge([shard_one, shard_two])
     assert [r["student"] for r in merged] == ["alice", "bob", "carol"]
     first = merged[0]
     assert first["checks"]["hardware_quality"]["outcome"] == "passed"
     assert first["checks"]["loads"]["outcome"] == "passed"  # kept from the early shard
-    assert list(first["checks"]) == list(CHECKS)
+    assert list(first["checks"]) == list(NAMES)
     assert first["metrics"] == {"akida_accuracy": 0.97, "quality": 50.0, "source": "device"}
     assert early["checks"]["hardware_quality"]["outcome"] == "skipped"  # inputs untouched
 
@@ -164,7 +170,7 @@ def test_merging_shards_unions_students_and_the_later_shard_wins_per_check() -> 
 def test_a_later_shard_without_figures_does_not_erase_measured_ones() -> None:
     measured = alice()
     unmeasured = make_record("alice", quality=None, source="none")
-    merged = report.merge([[measured], [unmeasured]])
+    merged = files.merge([[measured], [unmeasured]])
     assert merged[0]["metrics"]["quality"] == 122.8
     assert merged[0]["metrics"]["source"] == "device"
 
@@ -174,11 +180,11 @@ def test_a_later_shard_without_figures_does_not_erase_measured_ones() -> None:
 
 def test_the_csv_has_a_row_per_student_with_outcomes_metrics_and_points(tmp_path: Path) -> None:
     path = tmp_path / "out" / "gradebook.csv"
-    report.write_csv([bob(), carol(), alice()], path, DEFAULT_POINTS)
+    files.write_csv([bob(), carol(), alice()], path, DEFAULT_POINTS)
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert tuple(reader.fieldnames or ()) == report.CSV_COLUMNS
+    assert tuple(reader.fieldnames or ()) == files.CSV_COLUMNS
     assert [row["student"] for row in rows] == ["alice", "bob", "carol"]
     assert rows[1]["check_hardware_quality"] == "failed"
     assert rows[2]["check_akida_accuracy"] == "skipped"
@@ -192,7 +198,7 @@ def test_the_csv_has_a_row_per_student_with_outcomes_metrics_and_points(tmp_path
 
 def test_gradescope_gets_a_results_file_per_student_whose_score_sums_its_tests(
         tmp_path: Path) -> None:
-    report.write_gradescope([alice(), carol()], tmp_path / "gs", DEFAULT_POINTS)
+    files.write_gradescope([alice(), carol()], tmp_path / "gs", DEFAULT_POINTS)
     assert sorted(p.name for p in (tmp_path / "gs").iterdir()) == ["alice", "carol"]
     for student in ("alice", "carol"):
         result = json.loads((tmp_path / "gs" / student / "results.json").read_text())
@@ -203,7 +209,7 @@ def test_gradescope_gets_a_results_file_per_student_whose_score_sums_its_tests(
         assert all({"name", "score", "max_score", "status", "output"} <= set(t)
                    for t in result["tests"])
     carol_result = json.loads((tmp_path / "gs" / "carol" / "results.json").read_text())
-    skipped = carol_result["tests"][CHECKS.index("akida_accuracy")]
+    skipped = carol_result["tests"][NAMES.index("akida_accuracy")]
     assert (skipped["status"], skipped["score"]) == ("failed", 0.0)
     assert "counts as failed" in skipped["output"]
     alice_result = json.loads((tmp_path / "gs" / "alice" / "results.json").read_text())
@@ -213,14 +219,14 @@ def test_gradescope_gets_a_results_file_per_student_whose_score_sums_its_tests(
 
 def test_gradescope_refuses_a_student_name_that_is_not_a_directory_name(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="directory name"):
-        report.write_gradescope([make_record("../evil")], tmp_path, DEFAULT_POINTS)
+        files.write_gradescope([make_record("../evil")], tmp_path, DEFAULT_POINTS)
 
 
 # ---------------------------------------------------------------- HTML table and plot
 
 
 def test_the_class_table_has_a_coloured_row_per_student_with_outcomes_and_points() -> None:
-    page = report.class_table_html([carol(), alice(), bob()], DEFAULT_POINTS)
+    page = table.class_table_html([carol(), alice(), bob()], DEFAULT_POINTS)
     assert '<table id="akida-class-table">' in page
     rows = page.split("<tbody>")[1].split("</tbody>")[0].split("<tr ")[1:]
     assert [row.split('"')[1] for row in rows] == ["alice", "bob", "carol"]
@@ -238,7 +244,8 @@ def test_the_class_table_has_a_coloured_row_per_student_with_outcomes_and_points
 def test_student_names_and_messages_are_html_escaped() -> None:
     record = make_record("<b>eve</b>", {"loads": "failed"}, quality=1.0, hardware_accuracy=0.99)
     record["checks"]["loads"]["message"] = '<script>alert("x")</script>'
-    page = report.standalone_html([record], DEFAULT_POINTS, title="<i>t</i>")
+    page = table.standalone_html([record], DEFAULT_POINTS,
+                                 plot_svg=plot.quality_plot_svg([record]), title="<i>t</i>")
     assert "<b>eve</b>" not in page and "&lt;b&gt;eve&lt;/b&gt;" in page
     assert "<script>alert" not in page
     assert "<i>t</i>" not in page
@@ -257,7 +264,7 @@ def points_in(svg: str) -> dict[str, tuple[float, float]]:
 
 
 def test_the_plot_has_a_labelled_point_per_measured_student_around_the_pass_line() -> None:
-    svg = report.quality_plot_svg([alice(), bob(), carol()], quality_max=200.0)
+    svg = plot.quality_plot_svg([alice(), bob(), carol()], quality_max=200.0)
     root = ET.fromstring(svg)  # well-formed inline SVG
     assert root.get("id") == "akida-quality-plot"
     spots = points_in(svg)
@@ -278,7 +285,7 @@ def test_the_plot_has_a_labelled_point_per_measured_student_around_the_pass_line
 
 def test_the_plot_without_any_quality_still_draws_a_panel_with_energy_budgets() -> None:
     waiting = make_record("dan", akida_accuracy=0.975, program_memory_bytes=80000)
-    svg = report.quality_plot_svg([waiting, carol()])
+    svg = plot.quality_plot_svg([waiting, carol()])
     root = ET.fromstring(svg)
     assert root.get("id") == "akida-quality-plot"
     assert float(root.get("width", "0")) > 0 and float(root.get("height", "0")) > 0
@@ -290,7 +297,9 @@ def test_the_plot_without_any_quality_still_draws_a_panel_with_energy_budgets() 
 
 
 def test_the_standalone_page_holds_the_table_and_the_plot() -> None:
-    page = report.standalone_html([alice(), bob()], DEFAULT_POINTS, title="ECE6790 grades")
+    records = [alice(), bob()]
+    page = table.standalone_html(records, DEFAULT_POINTS, plot_svg=plot.quality_plot_svg(records),
+                                 title="ECE6790 grades")
     assert page.startswith("<!DOCTYPE html>")
     assert "<title>ECE6790 grades</title>" in page
     assert 'id="akida-class-table"' in page and 'id="akida-quality-plot"' in page
@@ -305,8 +314,8 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_merge_command_writes_csv_html_json_and_gradescope_files(tmp_path: Path) -> None:
-    report.write_json([alice(), carol()], tmp_path / "a.json")
-    report.write_json([bob()], tmp_path / "b.json")
+    files.write_json([alice(), carol()], tmp_path / "a.json")
+    files.write_json([bob()], tmp_path / "b.json")
     out = tmp_path / "out"
     result = run_cli("merge", tmp_path / "a.json", tmp_path / "b.json",
                      "--csv", out / "g.csv", "--html", out / "r.html", "--json", out / "m.json",
@@ -321,7 +330,7 @@ def test_the_merge_command_writes_csv_html_json_and_gradescope_files(tmp_path: P
     page = (out / "r.html").read_text()
     assert page.count('<tr data-student="') == 3
     assert "pass line: quality 500" in page
-    assert [r["student"] for r in report.read_json(out / "m.json")] == ["alice", "bob", "carol"]
+    assert [r["student"] for r in files.read_json(out / "m.json")] == ["alice", "bob", "carol"]
     assert json.loads((out / "gs" / "bob" / "results.json").read_text())["score"] == 11
 
 
@@ -336,20 +345,238 @@ def test_the_merge_command_rejects_a_bad_grade_file_with_exit_status_2(tmp_path:
 
 def test_the_merge_command_rejects_unknown_points_with_exit_status_2(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report.write_json([alice()], tmp_path / "a.json")
-    assert report.main(["merge", str(tmp_path / "a.json"), "--points", "speed=3"]) == 2
+    files.write_json([alice()], tmp_path / "a.json")
+    assert cli.main(["merge", str(tmp_path / "a.json"), "--points", "speed=3"]) == 2
     assert "--points: unknown check 'speed'" in capsys.readouterr().err
 
 
 def test_the_command_line_without_a_command_exits_2() -> None:
-    assert report.main([]) == 2
+    assert cli.main([]) == 2
 
 
 def test_a_student_who_earned_nothing_gets_zero_points_in_every_file(tmp_path: Path) -> None:
-    broken = make_record("dave", dict.fromkeys(CHECKS, "failed"))
-    report.write_csv([broken], tmp_path / "g.csv", report.DEFAULT_POINTS)
+    broken = make_record("dave", dict.fromkeys(NAMES, "failed"))
+    files.write_csv([broken], tmp_path / "g.csv", DEFAULT_POINTS)
     row = next(csv.DictReader((tmp_path / "g.csv").open()))
     assert row["points"] == "0"
-    report.write_gradescope([broken], tmp_path / "gs", report.DEFAULT_POINTS)
+    files.write_gradescope([broken], tmp_path / "gs", DEFAULT_POINTS)
     assert json.loads((tmp_path / "gs" / "dave" / "results.json").read_text())["score"] == 0
-    assert "dave" in report.class_table_html([broken], report.DEFAULT_POINTS)
+    assert "dave" in table.class_table_html([broken], DEFAULT_POINTS)
+
+
+# ---------------------------------------------------------------- unchanged without course checks
+
+# sha256 of what report.py (before the split into report/, commit d228a66) wrote for these calls.
+BEFORE_THE_SPLIT = {
+    "empty-plot.svg": "fa4aa7330fd5508fb7ed476a134f803659dc63c42327ba0d2d5c81b10e206e39",
+    "gradebook.csv": "ed7111fbd6c88a65e9b3fdbb6ab96cd4472bd7adb38a9685d4148006b04d6856",
+    "grades.json": "4bfb2fffc2a83705a60586316af8a8c26a9e91c6bfb0fff6e2f9bc7de8469952",
+    "gradescope/alice/results.json":
+        "26ade4309701b33f9ebc36861cda28f13f223e20a97b9e8cdde12b22065a6bdf",
+    "gradescope/bob/results.json":
+        "2c6997ee577c05fde00f84a3772441fb1ab5e4fcddce29f54335d1f489513825",
+    "gradescope/carol/results.json":
+        "d2a74041077c0f594742161bc631d8c4d2e7dd01a24229aca61457eeb6b1c2c4",
+    "page.html": "85971776705b507c161ee32097a3d08ed2c6486f970270eee015f6dd6e5e189a",
+    "plot.svg": "6fd51981d2415dcea8f29188d0863ae28713cd974edbc5c1e00230c5c7899651",
+    "table.html": "b158aa3864dae97cc4dd9275cdcf246f7e083722948c76bd451c5660f1032e22",
+}
+
+
+def test_without_course_checks_every_output_is_byte_identical_to_before_the_split(
+        tmp_path: Path) -> None:
+    points = catalog.parse_points(["hardware_quality = 20", "loads: 0.5"])
+    records = catalog.with_points([carol(), alice(), bob()], points)
+    files.write_json(records, tmp_path / "grades.json")
+    files.write_csv(records, tmp_path / "gradebook.csv", points)
+    files.write_gradescope(records, tmp_path / "gradescope", points, quality_max=500.0)
+    svg = plot.quality_plot_svg(records, quality_max=500.0)
+    pages = {"table.html": table.class_table_html(records, points, quality_max=500.0),
+             "plot.svg": svg,
+             "empty-plot.svg": plot.quality_plot_svg(
+                 [make_record("dan", akida_accuracy=0.975, program_memory_bytes=80000), carol()]),
+             "page.html": table.standalone_html(records, points, plot_svg=svg, quality_max=500.0)}
+    for name, text in pages.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    digests = {path.relative_to(tmp_path).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+               for path in tmp_path.rglob("*") if path.is_file()}
+    assert digests == BEFORE_THE_SPLIT
+
+
+def test_the_class_table_inlines_its_style_and_script_from_the_resources() -> None:
+    page = table.class_table_html([alice()], DEFAULT_POINTS)
+    css, script = table.resource("table.css"), table.resource("table.js")
+    assert "#akida-class-table" in css and "addEventListener" in script
+    assert f"<style>\n{css}</style>" in page
+    assert f"<script>\n{script}</script>" in page
+    assert "<link" not in page and "src=" not in page  # self-contained: no other file to load
+
+
+# ---------------------------------------------------------------- course checks
+
+PARAMS = "test_at_most_20000_parameters"
+NO_DENSE = "test_no_dense_layer"
+
+
+def with_course_checks(record: dict, **outcomes: str) -> dict:
+    """The record with course checks (test function name -> outcome) after the built-ins."""
+    for name, outcome in outcomes.items():
+        record["checks"][name] = {"outcome": outcome, "message": f"{name} {outcome}"}
+    return record
+
+
+def course_class() -> list[dict]:
+    return [with_course_checks(alice(), **{PARAMS: "passed", NO_DENSE: "failed"}),
+            with_course_checks(bob(), **{PARAMS: "failed"}),
+            carol()]
+
+
+def test_course_checks_round_trip_through_the_json_file(tmp_path: Path) -> None:
+    path = tmp_path / "grades.json"
+    files.write_json(course_class(), path)
+    back = files.read_json(path)
+    assert back == course_class()
+    assert list(back[0]["checks"])[-2:] == [PARAMS, NO_DENSE]
+
+
+@pytest.mark.parametrize("name", ["speed", "test x", "test-x", "test_a.b", "", "1test_x",
+                                  "Test_x", "test_é\u200b"])
+def test_reading_a_grade_file_rejects_a_check_name_that_is_no_test_function_name(
+        tmp_path: Path, name: str) -> None:
+    path = tmp_path / "shard.json"
+    path.write_text(json.dumps({"students": [
+        {"student": "a", "checks": {name: {"outcome": "passed"}}}]}))
+    with pytest.raises(ReportError) as caught:
+        files.read_json(path)
+    message = str(caught.value)
+    assert str(path) in message and "(a)" in message
+    assert f"unknown check {name!r}" in message
+    assert "hardware_quality" in message and "test_" in message  # says what is valid
+
+
+def test_it_adds_a_column_per_course_check_to_the_gradebook(tmp_path: Path) -> None:
+    path = tmp_path / "gradebook.csv"
+    points = catalog.parse_points([f"{NO_DENSE} = 3"])
+    files.write_csv(catalog.with_points(course_class(), points), path, points)
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    columns = list(reader.fieldnames or ())
+    builtins = 1 + len(NAMES)
+    assert columns[:builtins] == list(files.CSV_COLUMNS[:builtins])
+    assert columns[builtins:builtins + 2] == [f"check_{PARAMS}", f"check_{NO_DENSE}"]  # by name
+    assert columns[builtins + 2:] == list(files.CSV_COLUMNS[builtins:])
+    assert [(r[f"check_{PARAMS}"], r[f"check_{NO_DENSE}"]) for r in rows] == [
+        ("passed", "failed"), ("failed", "missing"), ("missing", "missing")]
+    built_in = sum(DEFAULT_POINTS.values())
+    assert (rows[0]["points"], rows[0]["max_points"]) == (str(int(built_in + 1)),
+                                                           str(int(built_in + 4)))
+
+
+def test_gradescope_has_a_test_per_course_check_after_the_built_in_ones(tmp_path: Path) -> None:
+    points = catalog.parse_points([f"{PARAMS} = 2.5"])
+    files.write_gradescope(course_class(), tmp_path, points)
+    result = json.loads((tmp_path / "alice" / "results.json").read_text())
+    tests = result["tests"]
+    assert [t["name"].split("[")[-1].rstrip("]") for t in tests] == [*NAMES, PARAMS, NO_DENSE]
+    params, no_dense = tests[-2:]
+    assert params["name"] == f"Test at most 20000 parameters [{PARAMS}]"
+    assert (params["number"], params["score"], params["max_score"]) == ("9", 2.5, 2.5)
+    assert (no_dense["status"], no_dense["score"], no_dense["max_score"]) == ("failed", 0.0, 1.0)
+    assert no_dense["output"] == f"{NO_DENSE} failed"
+    assert result["score"] == sum(t["score"] for t in tests) == sum(DEFAULT_POINTS.values()) + 2.5
+
+
+def test_the_class_table_has_an_outcome_column_per_course_check_after_the_built_in_ones() -> None:
+    page = table.class_table_html(course_class(), DEFAULT_POINTS)
+    head = page.split('<tr class="akida-sort">')[1].split("</tr>")[0]
+    checks = [part.split('"')[0] for part in head.split('data-check="')[1:]]
+    assert checks == [*NAMES, PARAMS, NO_DENSE]
+    assert f'title="{PARAMS}: Test at most 20000 parameters (1 points)"' in head
+    assert f'<th colspan="{len(NAMES) + 2}">Checks</th>' in page
+    rows = page.split("<tbody>")[1].split("</tbody>")[0].split("<tr ")[1:]
+    outcomes = [row.split('class="akida-outcome akida-')[1:] for row in rows]
+    assert [[cell.split('"')[0] for cell in row[-2:]] for row in outcomes] == [
+        ["passed", "failed"], ["failed", "missing"], ["missing", "missing"]]
+    assert ">21 / 22</td>" in rows[0]  # 20 built-in points + 1 of the 2 course checks
+
+
+def test_merging_keeps_course_checks_after_the_built_in_ones_and_the_later_shard_wins() -> None:
+    early = with_course_checks(alice(), **{PARAMS: "failed", NO_DENSE: "passed"})
+    late = {"student": "alice", "checks": {PARAMS: {"outcome": "passed", "message": "ok"},
+                                           "loads": {"outcome": "passed", "message": ""}},
+            "metrics": {}}
+    merged = files.merge([[early], [late]])[0]
+    assert list(merged["checks"]) == [*NAMES, PARAMS, NO_DENSE]
+    assert merged["checks"][PARAMS] == {"outcome": "passed", "message": "ok"}
+    assert merged["checks"][NO_DENSE]["outcome"] == "passed"
+
+
+def test_the_merge_command_carries_course_checks_into_every_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shards = course_class()
+    files.write_json(shards[:1], tmp_path / "a.json")
+    files.write_json(shards[1:], tmp_path / "b.json")
+    out = tmp_path / "out"
+    assert cli.main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                     "--json", str(out / "m.json"), "--csv", str(out / "g.csv"),
+                     "--html", str(out / "r.html"), "--gradescope", str(out / "gs"),
+                     "--points", f"{PARAMS}=4"]) == 0
+    assert "alice: 24 / 25 points" in capsys.readouterr().out
+    assert files.read_json(out / "m.json")[0]["checks"][PARAMS]["outcome"] == "passed"
+    assert f"check_{PARAMS}" in (out / "g.csv").read_text().splitlines()[0]
+    assert f'data-check="{PARAMS}"' in (out / "r.html").read_text()
+    tests = json.loads((out / "gs" / "bob" / "results.json").read_text())["tests"]
+    assert tests[-1]["name"].endswith(f"[{PARAMS}]") and tests[-1]["max_score"] == 4.0
+
+
+# ---------------------------------------------------------------- pytest-html
+
+
+def check_report(when: str, longrepr: object, **properties: object) -> pytest.TestReport:
+    """A stand-in for the TestReport pytest-html hands to its hooks."""
+    user_properties = [("akida_student", "alice"), ("akida_check", "hardware_quality"),
+                       *properties.items()]
+    fake = SimpleNamespace(when=when, longrepr=longrepr, user_properties=user_properties)
+    return cast(pytest.TestReport, fake)
+
+
+def log_cell(report: pytest.TestReport, data: list[str]) -> list[str]:
+    HtmlIntegration(list, DEFAULT_POINTS, 200.0).pytest_html_results_table_html(report, data)
+    return data
+
+
+def test_the_html_log_cell_shows_a_skip_reason_as_text_not_as_a_tuple() -> None:
+    skip = ("/x/plugin.py", 191, "Skipped: not measured: <no board>")
+    report = check_report("setup", skip)
+    cell = log_cell(report, [f"{skip!r}\n", "--- Captured stdout ---\nhi"])
+    assert cell == ["not measured: &lt;no board&gt;\n", "--- Captured stdout ---\nhi"]
+
+
+def test_the_html_log_cell_prefers_the_check_message_then_the_failure_text() -> None:
+    verdict = check_report("call", ("/x/plugin.py", 191, "Skipped: short"),
+                           akida_message="Quality 990 > 200")
+    assert log_cell(verdict, ["('/x/plugin.py', 191, 'Skipped: short')\n"]) == [
+        "Quality 990 &gt; 200\n"]
+    passed = check_report("call", None, akida_message="Quality 123")
+    assert log_cell(passed, [NO_LOG]) == ["Quality 123\n"]
+    error = check_report("teardown", "board <gone>", akida_message="Quality 123")
+    assert log_cell(error, ["board &lt;gone&gt;\n"]) == ["board &lt;gone&gt;\n"]
+
+
+def test_the_html_log_cell_of_other_tests_is_left_alone() -> None:
+    report = cast(pytest.TestReport, SimpleNamespace(when="call", longrepr=("f", 1, "Skipped: x"),
+                                                     user_properties=[]))
+    assert log_cell(report, ["('f', 1, 'Skipped: x')\n"]) == ["('f', 1, 'Skipped: x')\n"]
+
+
+def test_the_html_summary_puts_the_class_table_and_the_plot_above_the_results() -> None:
+    integration = HtmlIntegration(lambda: [alice(), carol()], DEFAULT_POINTS, 500.0)
+    prefix: list[str] = []
+    integration.pytest_html_results_summary(prefix, [], [], None)
+    assert len(prefix) == 2
+    assert 'id="akida-class-table"' in prefix[0] and ">20 / 20</td>" in prefix[0]
+    assert 'id="akida-quality-plot"' in prefix[1] and "pass line: quality 500" in prefix[1]
+    nobody: list[str] = []
+    HtmlIntegration(list, DEFAULT_POINTS, 500.0).pytest_html_results_summary(nobody, [], [], None)
+    assert nobody == []

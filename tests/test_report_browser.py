@@ -16,7 +16,8 @@ import pytest
 from board_double import PUBLISHED_FAIL, PUBLISHED_PASS
 from made_up import add_student, student_source
 
-from pytest_akida_grade import report
+from pytest_akida_grade.catalog import DEFAULT_POINTS, NAMES
+from pytest_akida_grade.report import plot, table
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -32,7 +33,7 @@ PASSED_GREEN = "rgb(218, 251, 225)"  # background of a passed outcome (#dafbe1)
 
 def record(student: str, outcomes: dict[str, str], **metrics: float | str) -> dict:
     checks = {name: {"outcome": outcomes.get(name, "passed"), "message": ""}
-              for name in report.CHECKS}
+              for name in NAMES}
     return {"student": student, "checks": checks, "metrics": metrics}
 
 
@@ -118,7 +119,9 @@ def check_class_table_and_plot(page: Page) -> None:
 def test_the_standalone_report_shows_the_class_table_and_the_plot(
         page: Page, tmp_path: Path) -> None:
     path = tmp_path / "grades.html"
-    path.write_text(report.standalone_html(RECORDS, report.DEFAULT_POINTS), encoding="utf-8")
+    page_html = table.standalone_html(RECORDS, DEFAULT_POINTS,
+                                      plot_svg=plot.quality_plot_svg(RECORDS))
+    path.write_text(page_html, encoding="utf-8")
     page.goto(path.as_uri())
     check_class_table_and_plot(page)
 
@@ -126,7 +129,9 @@ def test_the_standalone_report_shows_the_class_table_and_the_plot(
 def test_the_plot_without_hardware_figures_shows_a_visible_panel(
         page: Page, tmp_path: Path) -> None:
     path = tmp_path / "grades.html"
-    path.write_text(report.standalone_html(RECORDS[2:], report.DEFAULT_POINTS), encoding="utf-8")
+    page_html = table.standalone_html(RECORDS[2:], DEFAULT_POINTS,
+                                      plot_svg=plot.quality_plot_svg(RECORDS[2:]))
+    path.write_text(page_html, encoding="utf-8")
     page.goto(path.as_uri())
     assert_shown(page.locator("#akida-quality-plot"))
     assert_shown(page.get_by_text("No hardware figures yet", exact=True))

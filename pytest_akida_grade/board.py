@@ -1,0 +1,136 @@
+"""The only code that talks to an Akida board: open it, measure a converted model, share it.
+
+The calls follow the course's own measurement script and akida 2.19's documented API (user
+guide, "Performance measurement"). No figure is ever made up here: when the board does not
+report fps or power, `measure` raises `BoardError` instead of returning a guess. Tested through
+tests/board_double.py, which implements exactly the calls made here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import akida
+import filelock
+import numpy as np
+
+from pytest_akida_grade.catalog import IMAGE_SHAPE
+from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.quality import Measurement, argmax_accuracy
+
+
+class BoardError(Exception):
+    """The board is missing, busy, or did not report the figures a grade needs."""
+
+
+def open_device(index: int | None = None, *, devices: list[Any] | None = None) -> Any:
+    """The `index`-th (default first) board of `akida.devices()`, or a BoardError saying why not."""
+    found = list(akida.devices() if devices is None else devices)
+    listing = f"akida.devices() returned {[_describe(d) for d in found]}"
+    if not found:
+        raise BoardError(f"no Akida board found: {listing}. Check the board is plugged in and its "
+                         "driver is loaded (`akida devices` should list it), or grade from "
+                         "recorded figures with --akida-replay FILE.")
+    position = 0 if index is None else index
+    if not 0 <= position < len(found):
+        raise BoardError(f"no Akida board at index {position}: {listing}. "
+                         f"Use --akida-device=N with N from 0 to {len(found) - 1}.")
+    return found[position]
+
+
+def _describe(device: Any) -> str:
+    return str(getattr(device, "desc", device))
+
+
+def measure(model_path: Path, device: Any, x_test: np.ndarray, y_test: np.ndarray, *,
+            settle_s: float = 0.5, batch_size: int = 100) -> Measurement:
+    """Run the converted model on the board over `x_test` and collect akida's own figures.
+
+    Model loading/mapping errors are akida's and propagate unchanged (they are the
+    submission's fault); BoardError means the board could not give a measurement.
+    """
+    inputs = _board_inputs(x_test)
+    labels = np.asarray(y_test).reshape(-1)
+    if labels.shape[0] != inputs.shape[0]:
+        raise ValueError(f"{inputs.shape[0]} test images but {labels.shape[0]} labels")
+    soc = getattr(device, "soc", None)
+    if soc is None:
+        # Virtual devices (akida.AKD1000()) have no SoC, hence no power meter and no inference.
+        raise BoardError(f"{_describe(device)} has no SoC power meter: it is not a real board, "
+                         "so nothing can be measured on it.")
+    model = akida.Model(filename=str(model_path))
+    model.map(device)
+    soc.power_measurement_enabled = True
+    try:
+        # The sensor samples every ~141 ms; let it log events before the inference starts.
+        time.sleep(settle_s)
+        outputs = model.forward(inputs, batch_size=batch_size)
+        stats = model.statistics
+        fps, powers, energy = stats.fps, dict(stats.powers), stats.energy
+        floor = soc.power_meter.floor
+        memory = device.memory[0]
+    finally:
+        soc.power_measurement_enabled = False
+    if fps is None or "Avg" not in powers or energy is None:
+        raise BoardError(f"akida reported no fps/power for {model_path.name} (statistics: "
+                         f"fps={fps}, powers={powers}, energy={energy}); the inference was too "
+                         "short to be measured. Use more samples.")
+    return Measurement(
+        accuracy=argmax_accuracy(outputs, labels),
+        fps=float(fps),
+        avg_power_mw=float(powers["Avg"]),
+        floor_power_mw=float(floor),
+        energy_mj_per_frame=float(energy),
+        memory_bytes=int(memory),
+        min_power_mw=_optional_float(powers.get("Min")),
+        max_power_mw=_optional_float(powers.get("Max")),
+        std_power_mw=_optional_float(powers.get("Std")),
+        software_sequences=_off_chip_sequences(model),
+        model_sha256=file_sha256(model_path),
+    )
+
+
+def _board_inputs(x_test: np.ndarray) -> np.ndarray:
+    """MNIST as the board takes it: uint8 (N, 28, 28, 1)."""
+    x = np.asarray(x_test)
+    if x.dtype != np.uint8:
+        raise ValueError(f"the board takes uint8 pixels 0..255, got dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.shape[1:] != (*IMAGE_SHAPE, 1):
+        raise ValueError(f"expected images of shape (N, 28, 28[, 1]), got {np.shape(x_test)}")
+    return x
+
+
+def _off_chip_sequences(model: Any) -> int:
+    # Software and Hybrid sequences both make the host CPU do part of the work.
+    return sum(1 for seq in model.sequences if seq.backend != akida.BackendType.Hardware)
+
+
+def _optional_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class BoardLock:
+    """Inter-process lock so that only one pytest-xdist worker drives the board at a time."""
+
+    def __init__(self, path: Path, *, timeout: float | None = None) -> None:
+        self.path = Path(path)
+        self.timeout = timeout  # seconds; None waits for as long as it takes
+        self._lock = filelock.FileLock(str(self.path), timeout=-1 if timeout is None else timeout)
+
+    def __enter__(self) -> BoardLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            raise BoardError(f"the board is busy: lock {self.path} was held by another process "
+                             f"for more than {self.timeout:g} s") from None
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.release()

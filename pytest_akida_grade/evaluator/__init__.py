@@ -1,0 +1,1 @@
+"""The trusted side: every figure comes from a process that never imports a submission."""

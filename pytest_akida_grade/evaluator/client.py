@@ -1,0 +1,205 @@
+"""The pytest side of a warm evaluator (server.py): start it, send jobs, survive its crashes.
+
+One `Evaluator` per role and pytest process (xdist worker): jobs are sent one at a time. A job
+that crashes the server (a segfault in native code, the memory limit) costs that job only: the
+server is restarted and the job retried once; a second crash is that student's failure. A job
+over its deadline is stopped and fails; the next job gets a fresh server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
+LOG_TAIL = 1500
+TRACE_ENV = "AKIDA_GRADE_TRACE"  # a file: one JSON line per job (benchmarks read it)
+
+Progress = Callable[[str, str], None]  # (student, message)
+
+
+@dataclass(frozen=True)
+class Reply:
+    ok: dict[str, Any] | None = None
+    failure: str | None = None  # the submission's fault (for the student)
+    error: str | None = None  # ours (a grader error)
+    repeatable: bool = True  # False after a crash or a timeout: not worth caching
+
+
+class Evaluator:
+    def __init__(self, role: str, scratch: Path, memory_bytes: int, threads: int,
+                 progress: Progress) -> None:
+        self.role, self.scratch, self.memory_bytes = role, scratch, memory_bytes
+        self.threads, self.progress = threads, progress
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._log: IO[bytes] | None = None
+        self._jobs = 0
+
+    # ------------------------------------------------------------------ public
+
+    def call(self, kind: str, request: dict[str, Any], student: str, seconds: float,
+             timeout_source: str) -> Reply:
+        """Run one job; a crash is retried once in a fresh server."""
+        with self._lock:
+            first = self._attempt(kind, request, student, seconds, timeout_source)
+            if first.error != "crashed":
+                return first
+            second = self._attempt(kind, request, student, seconds, timeout_source)
+            if second.error != "crashed":
+                return second
+            return Reply(failure=f"the grader's evaluator crashed twice on this model "
+                                 f"({second.failure}); this is reported to you because it "
+                                 "happened only with your model", repeatable=False)
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    # ------------------------------------------------------------------ one attempt
+
+    def _attempt(self, kind: str, request: dict[str, Any], student: str, seconds: float,
+                 timeout_source: str) -> Reply:
+        try:
+            process = self._ensure_started()
+        except OSError as error:
+            return Reply(error=f"the grader's {self.role} could not start: {error}")
+        self._jobs += 1
+        job = self._jobs
+        started = time.monotonic()
+        assert process.stdin is not None
+        try:
+            process.stdin.write((json.dumps({"id": job, "kind": kind, **request}) + "\n").encode())
+            process.stdin.flush()
+        except OSError:
+            return self._crashed()
+        try:
+            reply = self._read(process, job, student, started + seconds)
+        except TimeoutError:
+            self._stop()
+            return Reply(failure=f"evaluating the model took more than {seconds:g} s (the limit "
+                                 f"set by {timeout_source}); it was stopped", repeatable=False)
+        if reply is None:
+            return self._crashed()
+        self._trace(kind, student, reply, time.monotonic() - started)
+        if "failure" in reply:
+            return Reply(failure=str(reply["failure"]))
+        if "error" in reply:
+            return Reply(error=f"{reply['error']}\n{reply.get('traceback', '')}")
+        return Reply(ok=reply.get("ok") or {})
+
+    def _read(self, process: subprocess.Popen[bytes], job: int, student: str,
+              deadline: float) -> dict[str, Any] | None:
+        """The job's reply, or None when the server died; TimeoutError past the deadline."""
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while True:
+            while b"\n" in self._buffer:
+                line, _, rest = self._buffer.partition(b"\n")
+                self._buffer = rest
+                message = _parse(line)
+                if message.get("id") != job:
+                    continue
+                if "progress" in message:
+                    self.progress(student, str(message["progress"]))
+                    continue
+                return message
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            readable, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if readable:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+
+    def _crashed(self) -> Reply:
+        code = self._process.poll() if self._process else None
+        tail = self._log_tail()
+        self._stop()
+        death = f"exit code {code}"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                death = f"signal {signal.Signals(-code).name}"
+        return Reply(error="crashed", failure=f"{death}{': ' + tail if tail else ''}",
+                     repeatable=False)
+
+    # ------------------------------------------------------------------ the process
+
+    def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        self._stop()
+        self._buffer = b""
+        self._log = (self.scratch / f"{self.role}-{os.getpid()}.log").open("ab")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        env.pop("PYTEST_ADDOPTS", None)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "pytest_akida_grade.evaluator.server",
+             "--memory", str(self.memory_bytes), "--threads", str(self.threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            cwd=self.scratch, env=env, start_new_session=True)
+        try:
+            ready = self._read(self._process, 0, self.role, time.monotonic() + START_SECONDS)
+        except TimeoutError:
+            ready = {"timeout": START_SECONDS}
+        if ready is None or "ok" not in ready:
+            tail = self._log_tail()
+            self._stop()
+            raise OSError(f"it did not start ({ready or 'it exited'}): {tail}")
+        return self._process
+
+    def _stop(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=30)
+            for stream in (self._process.stdin, self._process.stdout):
+                with contextlib.suppress(OSError):
+                    if stream is not None:
+                        stream.close()
+            self._process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _log_tail(self) -> str:
+        if self._log is None:
+            return ""
+        with contextlib.suppress(OSError), open(self._log.name, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 4 * LOG_TAIL))
+            return log.read().decode("utf-8", "replace").strip()[-LOG_TAIL:]
+        return ""
+
+    def _trace(self, kind: str, student: str, reply: dict[str, Any], seconds: float) -> None:
+        target = os.environ.get(TRACE_ENV)
+        if not target:
+            return
+        record = {"role": self.role, "kind": kind, "student": student, "pid": os.getpid(),
+                  "server_pid": self._process.pid if self._process else None,
+                  "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")}
+        with contextlib.suppress(OSError), open(target, "a") as trace:
+            trace.write(json.dumps(record) + "\n")
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}

@@ -1,0 +1,291 @@
+"""The assignment's TensorFlow / quantizeml / cnn2snn / akida calls, on a rebuilt model.
+
+Runs only in the trusted evaluator (server.py), never in the pytest process and never next to
+student code. Three jobs, each returning a typed result (results.py):
+- inspect: layer specs, the rules, and the untrained model quantized, converted and mapped on a
+  virtual AKD1000 (the Akida 1.0 fit does not depend on trained weights);
+- train: the default recipe (seeded Adam) on the training split, with validation figures;
+- grade: float / quantized / Akida accuracy on the test set, the mapping, the .fbz.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
+from pytest_akida_grade.data import Split
+from pytest_akida_grade.evaluator.rebuild import SubmissionError, rebuild
+from pytest_akida_grade.quality import argmax_accuracy
+from pytest_akida_grade.results import (
+    Built,
+    Declared,
+    Graded,
+    MappingFigures,
+    V1Truth,
+    Violation,
+)
+from pytest_akida_grade.rules import akida_v1, design_space, mapper
+
+Progress = Callable[[str], None]
+Array = np.ndarray[Any, Any]
+QUANTIZE_STOP = re.compile(r"'([^']+)' of type (\w+) is not supported to quantize")
+CONVERT_STOP = re.compile(r"Conversion stops\s+at layer (\S+)")
+FIT_SAMPLES = 64  # random images that calibrate the untrained model's quantization
+
+
+# ---------------------------------------------------------------------------- inspect
+
+
+def inspect(architecture: Path, weights: Path, weight_bits: Declared,
+            activation_bits: Declared, route: str, seed: int) -> Built:
+    """The fast checks' evidence: specs, every rule's violations, the Akida 1.0 truth."""
+    model = rebuild(architecture, weights)
+    layers = layer_specs(model)
+    scheme = (weight_bits, activation_bits)
+    declared = scheme in SUPPORTED_SCHEMES and all(type(b) is int for b in scheme)
+    bits = (int(scheme[0]), int(scheme[1])) if declared else (4, 4)  # type: ignore[arg-type]
+    violations = {
+        "layer_whitelist": design_space.layer_whitelist(layers),
+        "relu_bounded": design_space.relu_bounded(layers),
+        "quantization_scheme": design_space.quantization_scheme(weight_bits, activation_bits),
+        "v1_constraints": akida_v1.v1_static(layers),
+    }
+    return Built(layers=tuple(layers), params=int(model.count_params()),
+                 weight_bits=weight_bits, activation_bits=activation_bits,
+                 violations={check: tuple(Violation(v.rule, v.message, v.layer_index,
+                                                    v.layer_name, getattr(v, "documented", True))
+                                          for v in found) for check, found in violations.items()},
+                 v1=_v1_truth(model, layers, bits, declared, seed), route=route)
+
+
+def _v1_truth(model: Any, layers: list[dict[str, Any]], bits: tuple[int, int], declared: bool,
+              seed: int) -> V1Truth:
+    samples = np.random.default_rng(seed).integers(0, 256, (FIT_SAMPLES, 28, 28, 1))
+    try:
+        conversion = quantize_and_convert(model, bits[0], bits[1], samples.astype("uint8"))
+    except Exception as error:  # quantizeml/cnn2snn refusing the model is the verdict
+        message = f"{type(error).__name__}: {str(error).strip()}"
+        return V1Truth(bits, declared, conversion_error=mapper.explain_conversion_error(
+            message, layers))
+    return V1Truth(bits, declared, cut_at=conversion.cut_at,
+                   warnings=tuple(conversion.warnings[:20]),
+                   mapping=map_on_virtual_akd1000(conversion.akida, layers))
+
+
+def layer_specs(model: Any) -> list[dict[str, Any]]:
+    """The layers as plain data (docs/contracts.md) for the pure rules."""
+    return [{"index": index, "name": layer.name, "class_name": type(layer).__name__,
+             "config": _json_safe(layer.get_config()), "input_shape": _shape(layer.input_shape),
+             "output_shape": _shape(layer.output_shape)}
+            for index, layer in enumerate(model.layers)]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    if isinstance(value, np.ndarray | np.generic):  # ReLU stores max_value as a 0-d array
+        return value.tolist()
+    return repr(value)
+
+
+def _shape(shape: Any) -> list[Any]:
+    if isinstance(shape, list) and shape and isinstance(shape[0], tuple):
+        shape = shape[0]
+    return list(shape)[1:]
+
+
+# ---------------------------------------------------------------------------- quantize, convert
+
+
+@dataclass
+class Conversion:
+    quantized: Any = None  # the quantized Keras model
+    akida: Any = None  # the converted akida.Model
+    warnings: list[str] = field(default_factory=list)
+    cut_at: str | None = None  # where quantization/conversion silently stopped
+
+
+def quantize_and_convert(model: Any, weight_bits: int, activation_bits: int,
+                         samples: Array) -> Conversion:
+    """The assignment's quantize() (per-tensor, calibrated on `samples`) and convert() calls."""
+    from cnn2snn import AkidaVersion, convert, set_akida_version
+    from quantizeml.models import QuantizationParams, quantize
+
+    qparams = QuantizationParams(input_weight_bits=8, weight_bits=weight_bits,
+                                 activation_bits=activation_bits, per_tensor_activations=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantized = quantize(model, qparams=qparams, samples=samples.astype("float32"),
+                             num_samples=len(samples), batch_size=64, epochs=1)
+        with set_akida_version(AkidaVersion.v1):
+            converted = convert(quantized)
+    messages = [str(w.message) for w in caught]
+    return Conversion(quantized, converted, messages, find_cut(converted, messages))
+
+
+def find_cut(converted: Any, messages: list[str]) -> str | None:
+    """Where the pipeline silently stopped, when the Akida model does not output 10 classes."""
+    if int(np.prod(converted.output_shape)) == NUM_CLASSES:
+        return None
+    for message in messages:
+        if match := QUANTIZE_STOP.search(message):
+            return (f"quantization stopped at layer '{match.group(1)}' ({match.group(2)}): "
+                    "quantizeml cannot quantize it, so everything after it was left out")
+    for message in messages:
+        if match := CONVERT_STOP.search(message):
+            return (f"conversion stopped at layer '{match.group(1)}': cnn2snn ignored the "
+                    "rest of the model")
+    return f"the converted model outputs {list(converted.output_shape)} instead of 10 classes"
+
+
+def map_on_virtual_akd1000(converted: Any, layers: list[dict[str, Any]]) -> MappingFigures:
+    """Map onto a virtual AKD1000 in one hardware sequence: the hardware-fit truth."""
+    import akida
+
+    try:
+        converted.map(akida.AKD1000(), hw_only=True)
+    except Exception as error:  # the mapper's RuntimeError/ValueError is the verdict
+        return MappingFigures(error=mapper.explain_mapping_error(str(error).strip(), layers))
+    try:
+        return _mapping_figures(converted)
+    finally:
+        converted.map(None)  # back to the software engine for inference
+
+
+def _mapping_figures(converted: Any) -> MappingFigures:
+    import akida
+
+    nps = hardware = software = memory = 0
+    for sequence in converted.sequences:
+        if sequence.backend != akida.BackendType.Hardware:
+            software += 1
+            continue
+        hardware += 1
+        info = akida.get_program_memory_infos(sequence.program)
+        memory += sum(getattr(info, name) for name in (
+            "input_memory", "input_descriptor_memory", "output_memory", "program_memory",
+            "extra_program_memory", "program_descriptors_memory"))
+        nps += sum(len(layer.mapping.nps) for part in sequence.passes for layer in part.layers
+                   if layer.mapping is not None)
+    return MappingFigures(None, nps, hardware, software, memory)
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def train(architecture: Path, weights: Path, data: Split, out: Path, *, epochs: int,
+          batch_size: int, seed: int, progress: Progress) -> None:
+    """The default recipe: seeded Adam on sparse cross-entropy from logits; weights to `out`."""
+    import tf_keras as keras
+
+    model = rebuild(architecture, weights)
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(_images(data.x_fit), data.y_fit, epochs=epochs, batch_size=batch_size,
+              validation_data=(_images(data.x_val), data.y_val), verbose=0,
+              callbacks=[_epoch_progress(progress, epochs)])
+    save_weights(model, out)
+
+
+def save_weights(model: Any, out: Path) -> None:
+    with out.open("wb") as handle:
+        np.savez(handle, *[np.asarray(w) for w in model.get_weights()])
+
+
+def _epoch_progress(progress: Progress, epochs: int) -> Any:
+    import tf_keras as keras
+
+    class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            progress(f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+                     f"accuracy {logs.get('accuracy', float('nan')):.4f}, "
+                     f"val_accuracy {logs.get('val_accuracy', float('nan')):.4f}")
+
+    return EpochProgress()
+
+
+# ---------------------------------------------------------------------------- grade
+
+
+def grade(architecture: Path, weights: Path, data: Split, out: Path, *, bits: tuple[int, int],
+          attempts: int, calibration_samples: int, seed: int, training: str,
+          progress: Progress) -> Graded:
+    """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `out`."""
+    model = rebuild(architecture, weights)
+    float_accuracy = keras_accuracy(model, data.x_test, data.y_test)
+    progress(f"float accuracy {float_accuracy:.4f}")
+    conversion, attempt, scores = _best_conversion(model, bits, data, attempts,
+                                                   calibration_samples, seed, progress)
+    quantized = keras_accuracy(conversion.quantized, data.x_test, data.y_test)
+    akida = None if conversion.cut_at else akida_accuracy(conversion.akida, data.x_test,
+                                                          data.y_test)
+    mapping = map_on_virtual_akd1000(conversion.akida, layer_specs(model))
+    conversion.akida.save(str(out))
+    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=training,
+                  float_accuracy=float_accuracy, quantized_accuracy=quantized,
+                  akida_accuracy=akida, quantize_attempt=attempt,
+                  attempt_val_accuracies=tuple(scores), cut_at=conversion.cut_at,
+                  mapping=mapping, peak_rss_mb=peak_rss_mb())
+
+
+def _best_conversion(model: Any, bits: tuple[int, int], data: Split, attempts: int,
+                     calibration_samples: int, seed: int,
+                     progress: Progress) -> tuple[Conversion, int, list[float]]:
+    """Seeded attempts, each calibrated on its own sample of training images; best on
+    validation."""
+    best: Conversion | None = None
+    best_index, scores = 0, []
+    for attempt in range(attempts):
+        rng = np.random.default_rng(seed + attempt)
+        count = min(calibration_samples, len(data.x_fit))
+        samples = _images(data.x_fit[rng.choice(len(data.x_fit), count, replace=False)])
+        try:
+            conversion = quantize_and_convert(model, bits[0], bits[1], samples)
+        except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
+            raise SubmissionError(
+                f"quantization or conversion for Akida 1.0 failed (see v1_constraints): "
+                f"{type(error).__name__}: {error}") from None
+        if attempts == 1:  # nothing to choose: spare the validation pass
+            progress("quantized and converted (one attempt)")
+            return conversion, 0, scores
+        score = (akida_accuracy(conversion.akida, data.x_val, data.y_val) if not conversion.cut_at
+                 else keras_accuracy(conversion.quantized, data.x_val, data.y_val))
+        scores.append(score)
+        progress(f"quantization attempt {attempt + 1}: validation accuracy {score:.4f}")
+        if best is None or score > scores[best_index]:
+            best, best_index = conversion, attempt
+    assert best is not None
+    return best, best_index, scores
+
+
+def _images(x: Array) -> Array:
+    return x[..., np.newaxis] if x.ndim == 3 else x
+
+
+def keras_accuracy(model: Any, x: Array, y: Array, batch_size: int = 100) -> float:
+    return argmax_accuracy(model.predict(_images(x).astype("float32"), batch_size=batch_size,
+                                  verbose=0), y)
+
+
+def akida_accuracy(converted: Any, x: Array, y: Array) -> float:
+    """The akida software engine: the accuracy the chip computes, on the CPU."""
+    return argmax_accuracy(converted.predict(_images(x).astype("uint8")), y)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

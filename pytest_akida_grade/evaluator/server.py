@@ -1,0 +1,166 @@
+"""The warm trusted process: `python -m pytest_akida_grade.evaluator.server --memory BYTES`.
+
+It imports TensorFlow, quantizeml, cnn2snn and akida once and then serves one job after another
+(client.py sends them): inspect, train, grade. It never imports student code, so it can stay
+warm across students. Between jobs it drops every model and what TensorFlow keeps of them (a
+custom-gradient registry entry per quantized model would otherwise grow it by ~60 MB a student).
+
+Protocol: one JSON object per line on stdin; on the original stdout, `{"id", "progress"}` lines
+then one reply `{"id", "ok": result}` or `{"id", "failure": message}` (the submission's fault)
+or `{"id", "error": message, "traceback": ...}` (ours), with `rss_mb` and `seconds`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import functools
+import gc
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from pytest_akida_grade.data import Split, split
+from pytest_akida_grade.evaluator import pipeline
+from pytest_akida_grade.evaluator.rebuild import SubmissionError
+from pytest_akida_grade.results import to_json
+
+
+class Server:
+    def __init__(self, protocol: IO[str]) -> None:
+        self.protocol = protocol
+
+    def send(self, **message: Any) -> None:
+        self.protocol.write(json.dumps(message) + "\n")
+        self.protocol.flush()
+
+    def serve(self, requests: IO[str]) -> None:
+        for line in requests:
+            request = json.loads(line)
+            started = time.monotonic()
+            reply = self.handle(request)
+            housekeeping()
+            self.send(id=request["id"], **reply, rss_mb=rss_mb(),
+                      seconds=round(time.monotonic() - started, 3))
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        truncate_log()
+        try:
+            return {"ok": JOBS[request["kind"]](request, self.progress(request["id"]))}
+        except SubmissionError as error:
+            return {"failure": str(error)}
+        except Exception as error:  # our own failure: say so, with the traceback
+            return {"error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc()[-4000:]}
+
+    def progress(self, job: int) -> pipeline.Progress:
+        return lambda message: self.send(id=job, progress=message)
+
+
+def inspect(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
+    seed(request["seed"])
+    built = pipeline.inspect(Path(request["architecture"]), Path(request["weights"]),
+                             request["weight_bits"], request["activation_bits"],
+                             request["route"], request["seed"])
+    return to_json(built)
+
+
+def train(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
+    data = dataset(**request["data"])
+    pipeline.train(Path(request["architecture"]), Path(request["weights"]), data,
+                   Path(request["out"]), epochs=request["epochs"],
+                   batch_size=request["batch_size"], seed=request["seed"], progress=progress)
+    return {}
+
+
+def grade(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
+    seed(request["seed"])
+    data = dataset(**request["data"])
+    graded = pipeline.grade(
+        Path(request["architecture"]), Path(request["weights"]), data, Path(request["out"]),
+        bits=(request["bits"][0], request["bits"][1]), attempts=request["attempts"],
+        calibration_samples=request["calibration_samples"], seed=request["seed"],
+        training=request["training"], progress=progress)
+    return to_json(graded)
+
+
+JOBS = {"inspect": inspect, "train": train, "grade": grade}
+
+
+@functools.lru_cache(maxsize=2)
+def dataset(path: str, sha256: str, seed: int, validation_split: float, train_limit: int,
+            test_limit: int) -> Split:
+    """MNIST split as the grader configured it; kept between students (sha256 in the key)."""
+    return split(Path(path), seed=seed, validation_split=validation_split,
+                 train_limit=train_limit, test_limit=test_limit)
+
+
+def seed(value: int) -> None:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(value)
+
+
+def housekeeping() -> None:
+    """Forget every model of the last job so the process does not grow from one to the next."""
+    import tf_keras as keras
+    from tensorflow.python.framework import ops
+
+    keras.backend.clear_session()
+    registry = ops._gradient_registry._registry  # quantizeml's tf.custom_gradient, one a model
+    for name in [name for name in registry if name.startswith("CustomGradient-")]:
+        del registry[name]
+    gc.collect()
+    with contextlib.suppress(OSError):  # not glibc: the memory is reused, only not returned
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def truncate_log() -> None:
+    """stderr is a log file the client reads after a crash: keep only the current job's."""
+    try:
+        if os.path.isfile(f"/proc/self/fd/{sys.stderr.fileno()}"):
+            os.ftruncate(sys.stderr.fileno(), 0)
+    except OSError:
+        pass
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="pytest_akida_grade.evaluator.server")
+    parser.add_argument("--memory", type=int, required=True, help="address-space limit, bytes")
+    parser.add_argument("--threads", type=int, default=1, help="TensorFlow threads per pool")
+    args = parser.parse_args(argv)
+    resource.setrlimit(resource.RLIMIT_AS, (args.memory, args.memory))
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # Keras and quantizeml print progress bars: keep them off the protocol
+    sys.stdout = sys.stderr
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import akida  # noqa: F401  (imported once, here, not during the first student's job)
+    import cnn2snn  # noqa: F401
+    import quantizeml.models  # noqa: F401
+
+    server = Server(protocol)
+    server.send(id=0, ok={"ready": True, "pid": os.getpid()}, rss_mb=rss_mb(), seconds=0.0)
+    server.serve(sys.stdin)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main(sys.argv[1:]))

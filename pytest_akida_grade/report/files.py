@@ -1,0 +1,359 @@
+"""Grade files: JSON (write, read, validate), the CSV gradebook, Gradescope results.json, `merge`.
+
+Reads only student records (docs/contracts.md) and the catalog. Accuracies in records are fractions
+(0.9761); a value above 1 is taken to be a percentage already.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import keyword
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_akida_grade import catalog
+from pytest_akida_grade.catalog import MISSING, OUTCOMES, PERCENT, QUALITY_MAX
+from pytest_akida_grade.fileio import atomic_write_text
+
+Record = dict[str, Any]
+
+METRIC_COLUMNS = (
+    "float_accuracy",
+    "quantized_accuracy",
+    "akida_accuracy",
+    "hardware_accuracy",
+    "fps",
+    "avg_power_mw",
+    "energy_mj_per_frame",
+    "memory_bytes",
+    "quality",
+    "source",
+)
+# Check columns carry a prefix: two checks share their names with accuracy metrics.
+CSV_COLUMNS = (
+    "student",
+    *(f"check_{name}" for name in catalog.NAMES),
+    *METRIC_COLUMNS,
+    "points",
+    "max_points",
+)
+SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
+COURSE_PREFIX = "test_"  # a course check is named after its test function
+
+
+class ReportError(Exception):
+    """A grade file or setting is unusable; the message says which one and why."""
+
+
+# ---------------------------------------------------------------- figures shared with cli
+
+
+def format_number(value: float) -> str:
+    """Points as people write them: 20, 7.5."""
+    value = round(float(value), 6)  # an int sum (nothing earned) has no is_integer() on 3.11
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def format_quality(value: float) -> str:
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+
+
+def metric(record: Mapping[str, Any], key: str) -> float | None:
+    """A finite number from the record's metrics, else None."""
+    value = record.get("metrics", {}).get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _percent(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return value * PERCENT if value <= 1.0 else value
+
+
+def _source_label(record: Mapping[str, Any]) -> str:
+    source = record.get("metrics", {}).get("source")
+    return SOURCE_LABELS.get(str(source), str(source)) if source else "none"
+
+
+def _by_student(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(records, key=lambda r: str(r.get("student", "")))
+
+
+def course_checks(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The course checks found in any record, in catalog.record_checks order (by name)."""
+    found = {name for record in records for name in catalog.record_checks(record)}
+    return sorted(found - set(catalog.NAMES))
+
+
+def is_course_check(name: str) -> bool:
+    """A course's own test function: a Python identifier starting with test_."""
+    return name.startswith(COURSE_PREFIX) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write atomically (readers never see half a file); failures become a ReportError."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise ReportError(f"{Path(path)}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null: strict JSON readers (browsers, Gradescope) reject NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dump(data: Any) -> str:
+    return json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Write {"students": [...]} sorted by student."""
+    write_text(path, _dump({"students": _by_student(records)}))
+
+
+def _unknown_check(name: str) -> str:
+    return (f"unknown check {name!r}; valid checks: " + ", ".join(catalog.NAMES)
+            + f", or a course check named after its test function ({COURSE_PREFIX}...)")
+
+
+def _check_entries(checks: Mapping[str, Any], where: str) -> None:
+    for name, entry in checks.items():
+        if name not in catalog.BY_NAME and not is_course_check(name):
+            raise ReportError(f"{where}: {_unknown_check(name)}")
+        if not isinstance(entry, dict) or entry.get("outcome") not in OUTCOMES:
+            raise ReportError(f"{where}: check {name!r} needs an \"outcome\" of "
+                              + ", ".join(OUTCOMES))
+        if not isinstance(entry.get("message", ""), str | None):
+            raise ReportError(f"{where}: check {name!r}: \"message\" must be a string")
+
+
+def _check_record(item: Any, where: str) -> Record:
+    if not isinstance(item, dict):
+        raise ReportError(f"{where}: expected an object, got {type(item).__name__}")
+    student = item.get("student")
+    if not isinstance(student, str) or not student.strip():
+        raise ReportError(f"{where}: \"student\" must be a non-empty string")
+    where = f"{where} ({student})"
+    checks = item.get("checks")
+    if not isinstance(checks, dict):
+        raise ReportError(f"{where}: \"checks\" must be an object")
+    _check_entries(checks, where)
+    if not isinstance(item.get("metrics", {}), dict):
+        raise ReportError(f"{where}: \"metrics\" must be an object")
+    for key in ("points", "max_points"):
+        value = item.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ReportError(f"{where}: {key!r} must be a number")
+    return {**item, "metrics": dict(item.get("metrics", {}))}
+
+
+def _load(source: Path) -> Any:
+    try:
+        return json.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(f"{source}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{source}: cannot read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{source}: not valid JSON: {exc.msg} "
+                          f"(line {exc.lineno}, column {exc.colno})") from exc
+
+
+def read_json(path: str | os.PathLike[str]) -> list[Record]:
+    """Read and validate a file written by write_json."""
+    source = Path(path)
+    data = _load(source)
+    if not isinstance(data, dict) or not isinstance(data.get("students"), list):
+        raise ReportError(f"{source}: expected an object {{\"students\": [...]}}")
+    records = [_check_record(item, f"{source}: students[{i}]")
+               for i, item in enumerate(data["students"])]
+    seen: set[str] = set()
+    for record in records:
+        if record["student"] in seen:
+            raise ReportError(f"{source}: student {record['student']!r} appears twice")
+        seen.add(record["student"])
+    return records
+
+
+# ---------------------------------------------------------------- merge
+
+
+def _merge_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    # A later shard fills in and overrides figures, but an absent one (null, source "none")
+    # does not erase a figure an earlier shard measured.
+    merged = dict(old)
+    for key, value in new.items():
+        if value is None and key in merged:
+            continue
+        if key == "source" and value == "none" and merged.get("source") not in (None, "none"):
+            continue
+        merged[key] = value
+    return merged
+
+
+def _merge_pair(old: Mapping[str, Any], new: Mapping[str, Any]) -> Record:
+    checks = {**old.get("checks", {}), **new.get("checks", {})}
+    merged: Record = {**old, **new}
+    order = catalog.record_checks({"checks": checks})  # built-ins, then course checks by name
+    merged["checks"] = {name: checks[name] for name in order if name in checks}
+    merged["metrics"] = _merge_metrics(old.get("metrics", {}), new.get("metrics", {}))
+    merged.pop("points", None)  # stale once checks changed; with_points recomputes them
+    merged.pop("max_points", None)
+    return merged
+
+
+def merge(record_lists: Sequence[Iterable[Mapping[str, Any]]]) -> list[Record]:
+    """Union of shards by student; a later shard overrides an earlier one per check."""
+    merged: dict[str, Record] = {}
+    for records in record_lists:
+        for record in records:
+            name = str(record["student"])
+            fresh = copy.deepcopy(dict(record))
+            merged[name] = _merge_pair(merged[name], fresh) if name in merged else fresh
+    return [merged[name] for name in sorted(merged)]
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def csv_columns(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+    """CSV_COLUMNS with a check_<name> column per course check, after the built-in checks."""
+    split = 1 + len(catalog.NAMES)
+    course = tuple(f"check_{name}" for name in course_checks(records))
+    return (*CSV_COLUMNS[:split], *course, *CSV_COLUMNS[split:])
+
+
+def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str],
+              points: Mapping[str, float]) -> None:
+    """One row per student: check outcomes, metrics, points (see csv_columns)."""
+    records = _by_student(records)
+    checks = [*catalog.NAMES, *course_checks(records)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(csv_columns(records))
+    for record in records:
+        metrics = record.get("metrics", {})
+        earned, maximum = catalog.score(record, points)
+        writer.writerow([
+            record.get("student", ""),
+            *(catalog.outcome_of(record, name)[0] for name in checks),
+            *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
+            format_number(earned),
+            format_number(maximum),
+        ])
+    write_text(path, buffer.getvalue())
+
+
+# ---------------------------------------------------------------- Gradescope
+
+
+def _hardware_summary(record: Mapping[str, Any], quality_max: float) -> str:
+    quality = metric(record, "quality")
+    if quality is None:
+        return "No hardware figures: the quality was not measured."
+    parts = []
+    acc, fps = _percent(metric(record, "hardware_accuracy")), metric(record, "fps")
+    power, energy = metric(record, "avg_power_mw"), metric(record, "energy_mj_per_frame")
+    memory = metric(record, "memory_bytes")
+    if acc is not None:
+        parts.append(f"hardware accuracy {acc:.2f}%")
+    if fps:
+        parts.append(f"{fps:.1f} fps (latency {1000.0 / fps:.3f} ms)")
+    if power is not None:
+        parts.append(f"average power {power:.1f} mW")
+    if energy is not None:
+        parts.append(f"energy {energy:.3g} mJ/frame")
+    if memory is not None:
+        parts.append(f"memory {memory:,.0f} bytes")
+    verdict = "passes" if quality < quality_max else "does not pass"
+    return (f"Quality {format_quality(quality)} ({_source_label(record)}); {verdict} the line at "
+            f"{format_quality(quality_max)}.\n" + ", ".join(parts).capitalize() + ".")
+
+
+def _accuracy_summary(record: Mapping[str, Any]) -> str:
+    names = (("float", "float_accuracy"), ("quantized", "quantized_accuracy"),
+             ("Akida", "akida_accuracy"))
+    parts = [f"{label} {_percent(value):.2f}%" for label, key in names
+             if (value := metric(record, key)) is not None]
+    return ("Accuracy: " + ", ".join(parts) + ".") if parts else ""
+
+
+def _gradescope_output(outcome: str, message: str) -> str:
+    if outcome == "passed":
+        return message or "Passed."
+    if outcome == "skipped":
+        return f"Skipped, so it counts as failed: {message or 'an earlier step did not succeed.'}"
+    if outcome == MISSING:
+        return "Not run, so it counts as failed."
+    if outcome == "error":
+        return f"Error while grading: {message or 'no details.'}"
+    return message or "Failed."
+
+
+def _gradescope_test(record: Mapping[str, Any], name: str, number: int,
+                     points: Mapping[str, float]) -> dict[str, Any]:
+    outcome, message = catalog.outcome_of(record, name)
+    worth = catalog.points_of(points, name)
+    check = catalog.BY_NAME.get(name) or catalog.course_check(name)
+    return {
+        "name": f"{check.title} [{name}]",
+        "number": str(number),
+        "score": worth if outcome == "passed" else 0.0,
+        "max_score": worth,
+        "status": "passed" if outcome == "passed" else "failed",
+        "output": _gradescope_output(outcome, message),
+    }
+
+
+def gradescope_result(record: Mapping[str, Any], points: Mapping[str, float], *,
+                      quality_max: float = QUALITY_MAX) -> dict[str, Any]:
+    """One student's results.json in Gradescope's autograder format (course checks last)."""
+    tests = [_gradescope_test(record, name, number, points)
+             for number, name in enumerate(catalog.record_checks(record), start=1)]
+    earned, maximum = catalog.score(record, points)
+    lines = [f"{record.get('student', '')}: {format_number(earned)} / {format_number(maximum)} "
+             "points.", _accuracy_summary(record), _hardware_summary(record, quality_max)]
+    return {"score": earned, "output": "\n".join(line for line in lines if line), "tests": tests}
+
+
+def _safe_dirname(student: str) -> str:
+    if student in ("", ".", "..") or any(c in student for c in "/\\\0"):
+        raise ReportError(f"student name {student!r} cannot be a directory name")
+    return student
+
+
+def write_gradescope(records: Iterable[Mapping[str, Any]], directory: str | os.PathLike[str],
+                     points: Mapping[str, float], *, quality_max: float = QUALITY_MAX) -> None:
+    """DIRECTORY/<student>/results.json for every student."""
+    for record in _by_student(records):
+        folder = Path(directory) / _safe_dirname(str(record.get("student", "")))
+        result = gradescope_result(record, points, quality_max=quality_max)
+        write_text(folder / "results.json", _dump(result))

@@ -1,0 +1,182 @@
+"""How this machine confines a submission's process, chosen once per session.
+
+- bwrap: bubblewrap, read-only system and Python trees, the run's own input and scratch
+  directories only, tmpfs /tmp, no network, private PID/IPC/UTS namespaces, dies with us. As
+  root it then drops to a fresh unprivileged uid (so RLIMIT_NPROC counts only its processes and
+  no root-owned file is its own); as a normal user it runs in a user namespace.
+- uid: root without a working bubblewrap (a Docker container such as Gradescope's): a fresh
+  unprivileged uid and resource limits, no namespaces. It can read world-readable files.
+- off: resource limits only (a student on a laptop checking their own file).
+
+Whatever the mode, the child gets resource limits, an allow-listed environment and `python -I`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+Mode = Literal["bwrap", "uid", "off"]
+Setting = Literal["auto", "required", "off"]
+SETTINGS: tuple[Setting, ...] = ("auto", "required", "off")
+
+CODE_DIR = Path(__file__).resolve().parent  # student.py lives here
+UID_BASE = 1 << 30  # fresh uids far above any real account
+TMPFS_BYTES = 512 << 20  # the sandbox's /tmp: in memory, so bounded
+SYSTEM_TREES = ("/usr", "/etc", "/opt")  # read-only; /etc for the loader cache and locales
+MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+PROBE_SECONDS = 60.0
+
+
+class SandboxUnavailable(Exception):
+    """`--akida-sandbox=required` but this machine cannot confine a submission; says why."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    mode: Mode
+    why: str = ""  # why not bwrap (empty when bwrap)
+    hidden: tuple[Path, ...] = ()  # never visible inside bwrap (test-set copies, cache, classes)
+    python: str = sys.executable
+    root: bool = field(default_factory=lambda: os.geteuid() == 0)
+
+    def describe(self) -> str:
+        text = {"bwrap": "bubblewrap (namespaces, read-only system, own scratch only"
+                         + (", fresh unprivileged uid)" if self.root else ", user namespace)"),
+                "uid": "a fresh unprivileged uid with resource limits (no namespaces)",
+                "off": "off: resource limits only; submissions run as this user"}[self.mode]
+        return text + (f"; {self.why}" if self.why else "")
+
+
+def fresh_uid() -> int:
+    """An unused uid (and gid) for one run: its processes and files are its alone."""
+    return UID_BASE + secrets.randbelow(1 << 29)
+
+
+def choose(setting: Setting, hidden: tuple[Path, ...] = ()) -> Policy:
+    """The strongest mode that works here; `required` refuses to go below uid."""
+    if setting == "off":
+        return Policy("off", "turned off (--akida-sandbox=off)", hidden)
+    bwrap_problem = _bwrap_problem(hidden)
+    if bwrap_problem is None:
+        return Policy("bwrap", "", hidden)
+    uid_problem = _uid_problem() if os.geteuid() == 0 else "not root, so no other uid to use"
+    if uid_problem is None:
+        return Policy("uid", f"bubblewrap unavailable ({bwrap_problem})", hidden)
+    why = f"bubblewrap unavailable ({bwrap_problem}); no unprivileged uid ({uid_problem})"
+    if setting == "required":
+        raise SandboxUnavailable(
+            f"--akida-sandbox=required, but no sandbox works here: {why}. Install bubblewrap "
+            "(apt-get install bubblewrap) or grade as root, or use --akida-sandbox=auto.")
+    return Policy("off", why, hidden)
+
+
+# ---------------------------------------------------------------------------- bubblewrap
+
+
+def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: str,
+                  env: dict[str, str], argv: list[str]) -> list[str]:
+    """`binds`: (--ro-bind | --bind, host path, path inside) besides the system and Python."""
+    command = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    if policy.root:  # keep only what student.py needs to drop to its fresh uid
+        command += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        command += ["--unshare-user", "--disable-userns"]
+    command += _system_binds()
+    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    made: set[str] = {"/", "/tmp", "/proc", "/dev"}
+    for tree in python_trees(policy.python):
+        command += _bind("--ro-bind", tree, str(tree), made)
+    for kind, source, target in binds:
+        command += _bind(kind, source, target, made)
+    command += _masks(policy, made)
+    command += ["--chdir", workdir, "--clearenv"]
+    for key, value in sorted(env.items()):
+        command += ["--setenv", key, value]
+    return [*command, "--", *argv]
+
+
+def _system_binds() -> list[str]:
+    found: list[str] = []
+    for tree in SYSTEM_TREES:
+        if Path(tree).is_dir():
+            found += ["--ro-bind", tree, tree]
+    for link in MERGED_USR:
+        path = Path(link)
+        if path.is_symlink():
+            found += ["--symlink", os.readlink(path), link]
+        elif path.is_dir():
+            found += ["--ro-bind", link, link]
+    return found
+
+
+def python_trees(python: str) -> list[Path]:
+    """The interpreter's trees (a venv and the Python it was made from), outermost first."""
+    trees = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(),
+             Path(sys.exec_prefix).resolve(), Path(os.path.realpath(python)).parent.parent}
+    kept = [t for t in trees if not any(o != t and t.is_relative_to(o) for o in trees)]
+    return sorted(t for t in kept if not _under_system(t))
+
+
+def _under_system(path: Path) -> bool:
+    return any(path.is_relative_to(tree) for tree in SYSTEM_TREES)
+
+
+def _bind(kind: str, source: Path, target: str, made: set[str]) -> list[str]:
+    """A bind whose missing parent directories are created traversable (0755)."""
+    args: list[str] = []
+    for parent in reversed(Path(target).parents):
+        if str(parent) not in made and not _under_system(parent):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        made.add(str(parent))
+    made.add(target)
+    return [*args, kind, str(source), target]
+
+
+def _masks(policy: Policy, made: set[str]) -> list[str]:
+    """Cover what must stay unseen where it lies inside a tree that is bound (a data file in
+    site-packages, say): an empty tmpfs over a directory, /dev/null over a file."""
+    bound = [*map(Path, SYSTEM_TREES), *python_trees(policy.python)]
+    args: list[str] = []
+    for path in policy.hidden:
+        if not path.exists() or not any(path.is_relative_to(tree) for tree in bound):
+            continue
+        args += ["--tmpfs", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
+        made.add(str(path))
+    return args
+
+
+def _bwrap_problem(hidden: tuple[Path, ...]) -> str | None:
+    """None when bubblewrap can start our Python in the sandbox here; else why not."""
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed: apt-get install bubblewrap"
+    probe = Policy("bwrap", hidden=hidden)
+    argv = [probe.python, "-I", "-c", "import numpy, sys; sys.exit(0)"]
+    command = bwrap_command(probe, [], "/tmp", {"PATH": "/usr/bin:/bin"}, argv)
+    return _run_probe(command)
+
+
+def _uid_problem() -> str | None:
+    """None when a fresh uid can run our Python (its directories must be world-readable)."""
+    uid = fresh_uid()
+    return _run_probe([sys.executable, "-I", "-c", "import numpy"], user=uid)
+
+
+def _run_probe(command: list[str], user: int | None = None) -> str | None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_SECONDS,
+                              stdin=subprocess.DEVNULL, user=user, group=user,
+                              extra_groups=[] if user is not None else None, cwd="/")
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"{type(error).__name__}: {error}"
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    return last[:300]

@@ -1,0 +1,252 @@
+"""Runs INSIDE the sandbox: `python -I student.py REQUEST.json`. The only code that imports a
+submission. It imports nothing from this package (only the standard library, numpy and tf_keras)
+and hands over files, which the trusted side validates; nothing it says is believed.
+
+1. Confine itself before any student code runs: lower its resource limits, then (when started
+   as root inside bubblewrap) drop to the unprivileged uid the launcher chose.
+2. build: import the module, seed, call build_model(), load the weights file when there is one,
+   export out/build/{model.json, weights.npz, meta.json} and say "exported build".
+3. train (only when asked and the submission has its own train()): call train() on the training
+   split it was given, export out/train/weights.npz and say "exported train".
+
+The protocol is JSON lines on the original stdout; the student's prints go to stderr.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import resource
+import sys
+import traceback
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+LIMITS = {"memory": resource.RLIMIT_AS, "processes": resource.RLIMIT_NPROC,
+          "file_size": resource.RLIMIT_FSIZE, "cpu_seconds": resource.RLIMIT_CPU,
+          "open_files": resource.RLIMIT_NOFILE, "core": resource.RLIMIT_CORE}
+
+
+class Refusal(Exception):
+    """The submission is at fault; the message is for the student."""
+
+
+class Channel:
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def send(self, event: str, **payload: Any) -> None:
+        self.stream.write(json.dumps({"event": event, **payload}) + "\n")
+        self.stream.flush()
+
+    def progress(self, message: str) -> None:
+        self.send("progress", message=message)
+
+
+# ---------------------------------------------------------------------------- confinement
+
+
+def confine(limits: dict[str, int], uid: int | None) -> None:
+    """Lower every limit (no privilege needed), then give up root for good when we have it."""
+    for name, value in limits.items():
+        resource.setrlimit(LIMITS[name], (value, value))
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # clears every capability bwrap left us (CAP_SETUID...)
+
+
+def take_stdout() -> Channel:
+    """Keep the real stdout for the protocol; point fd 1 (and sys.stdout) at stderr."""
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return Channel(protocol)
+
+
+# ---------------------------------------------------------------------------- the submission
+
+
+def import_submission(path: Path) -> ModuleType:
+    """Import the student's module by path, under a name that cannot clash with anything."""
+    name = f"akida_submission_{path.stem}_{uuid.uuid4().hex[:8]}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise Refusal(f"{path.name} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise Refusal(f"{path.name} has a syntax error on line {error.lineno}: {error.msg}") \
+            from None
+    except BaseException as error:  # SystemExit included: a student's exit() is their failure
+        raise Refusal(f"importing {path.name} raised {student_traceback(error, path)}") from None
+    return module
+
+
+def student_traceback(error: BaseException, path: Path) -> str:
+    """The exception with only the frames in the student's file: no harness noise."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
+    where = "".join(f"\n  {path.name}, line {f.lineno}, in {f.name}: {f.line}" for f in frames)
+    return f"{type(error).__name__}: {error}{where}"
+
+
+def plain(value: Any) -> Any:
+    """A declared constant as JSON: numbers, strings, booleans and None as they are, a numpy
+    integer as an int, anything else as its repr (which the rules then refuse)."""
+    if isinstance(value, bool | str | float | int) or value is None:
+        return value if type(value) in (bool, str, float, int) or value is None else repr(value)
+    if hasattr(value, "__index__") and type(value).__name__ != "bool_":
+        return int(value.__index__())
+    return repr(value)[:200]
+
+
+def build_model(module: ModuleType, path: Path) -> Any:
+    import tf_keras as keras
+
+    build = getattr(module, "build_model", None)
+    if not callable(build):
+        raise Refusal(f"{path.name} has no build_model() function")
+    try:
+        model = build()
+    except BaseException as error:
+        raise Refusal(f"build_model() raised {student_traceback(error, path)}") from None
+    if not isinstance(model, keras.Model):
+        raise Refusal(not_a_model(model, "build_model()"))
+    return model
+
+
+def not_a_model(model: object, source: str) -> str:
+    if any(c.__module__.split(".")[0] == "keras" for c in type(model).__mro__):
+        return (f"{source} returned a Keras 3 model (from `import keras` or `tensorflow.keras`); "
+                "the Akida tools only accept tf_keras models: write `import tf_keras as keras`")
+    return (f"{source} returned {type(model).__name__}, not a tf_keras model "
+            "(did you forget `return model`?)")
+
+
+def load_weights(model: Any, weights: Path, shown_as: str) -> None:
+    try:
+        model.load_weights(str(weights))
+    except Exception as error:
+        if weights.name.endswith(".weights.h5") and _load_legacy_h5(model, weights):
+            return
+        raise Refusal(f"{shown_as} does not fit the model build_model() returns ({error}); save "
+                      "it with model.save_weights() from the same architecture, or delete it") \
+            from None
+
+
+def _load_legacy_h5(model: Any, weights: Path) -> bool:
+    """tf_keras reads `*.weights.h5` as the Keras 3 format; a renamed legacy .h5 is fine too."""
+    legacy = Path(os.environ.get("TMPDIR", "/tmp")) / f"legacy-{uuid.uuid4().hex}.h5"
+    legacy.write_bytes(weights.read_bytes())
+    try:
+        model.load_weights(str(legacy))
+    except Exception:
+        return False
+    finally:
+        legacy.unlink(missing_ok=True)
+    return True
+
+
+def route(request: dict[str, Any], module: ModuleType) -> str:
+    """The contract's order: a weights file beside the module, its train(), the default."""
+    if request.get("weights_file"):
+        return "weights file"
+    return "train()" if callable(getattr(module, "train", None)) else "default recipe"
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def export(directory: Path, model: Any, meta: dict[str, Any] | None = None) -> None:
+    """Architecture as JSON, weights as a plain .npz (no pickle), declarations as JSON."""
+    import numpy as np
+
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        architecture = model.to_json()
+    except Exception as error:
+        raise Refusal(
+            "the model's architecture cannot be exported with model.to_json() "
+            f"({type(error).__name__}: {error}); build it with keras.models.Sequential([...]) "
+            "or the functional API, from tf_keras' own layers") from None
+    (directory / "model.json").write_text(architecture)
+    with (directory / "weights.npz").open("wb") as handle:
+        np.savez(handle, *[np.asarray(w) for w in model.get_weights()])
+    if meta is not None:
+        (directory / "meta.json").write_text(json.dumps(meta))
+
+
+# ---------------------------------------------------------------------------- phases
+
+
+def build(request: dict[str, Any], channel: Channel, module: ModuleType) -> Any:
+    import tf_keras as keras
+
+    path = Path(request["module"])
+    if "train" in vars(module) and not callable(module.train):
+        raise Refusal("train is defined but is not a function: define "
+                      "train(model, x_train, y_train) or remove it")
+    keras.utils.set_random_seed(request["seed"])  # build_model() draws the initial weights
+    model = build_model(module, path)
+    if request.get("weights_file"):
+        load_weights(model, Path(request["weights_file"]), f"{path.stem}.weights.h5")
+    meta = {"weight_bits": plain(getattr(module, "WEIGHT_BITS", 4)),
+            "activation_bits": plain(getattr(module, "ACTIVATION_BITS", 4)),
+            "route": route(request, module)}
+    export(Path(request["out"]) / "build", model, meta)
+    channel.send("exported", phase="build")
+    return model
+
+
+def train(request: dict[str, Any], channel: Channel, module: ModuleType, model: Any) -> None:
+    import numpy as np
+    import tf_keras as keras
+
+    path = Path(request["module"])
+    with np.load(request["train_data"], allow_pickle=False) as data:
+        x, y = data["x"][..., np.newaxis].astype("float32"), data["y"]
+    channel.progress("calling the submission's train()")
+    try:
+        returned = module.train(model, x, y)
+    except BaseException as error:
+        raise Refusal(f"train() raised {student_traceback(error, path)}") from None
+    if isinstance(returned, keras.Model) and returned is not model:
+        try:
+            model.set_weights(returned.get_weights())
+        except Exception as error:
+            raise Refusal(f"train() returned a model whose weights do not fit the model "
+                          f"build_model() returns ({error}); return the model it was given") \
+                from None
+    export(Path(request["out"]) / "train", model)
+    channel.send("exported", phase="train")
+
+
+def run(request: dict[str, Any], channel: Channel) -> None:
+    module = import_submission(Path(request["module"]))
+    model = build(request, channel, module)
+    if "train" in request["phases"] and route(request, module) == "train()":
+        train(request, channel, module, model)
+
+
+def main(argv: list[str]) -> int:
+    request = json.loads(Path(argv[0]).read_text())
+    confine(request["limits"], request.get("uid"))
+    os.chdir(request["cwd"])  # only its new uid may enter its scratch
+    channel = take_stdout()
+    try:
+        run(request, channel)
+    except Refusal as error:
+        channel.send("failed", message=str(error))
+    except BaseException as error:  # our own code failed on this submission: say so plainly
+        channel.send("failed", message=f"the grading sandbox failed: {type(error).__name__}: "
+                                       f"{error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,243 @@
+"""Typed stage results -> a check's `Verdict`: its outcome and the message the student reads.
+
+Pure: no pytest, no TensorFlow, no files. The grader hands each check the results it needs
+(catalog.Check.stage); the messages name the layer, the rule and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pytest_akida_grade.quality import Measurement, Run, energy_budget_mj, format_measurement
+from pytest_akida_grade.results import (
+    FAILED,
+    PASSED,
+    SKIPPED,
+    Built,
+    Graded,
+    MappingFigures,
+    Stage,
+    V1Truth,
+    Verdict,
+    Violation,
+)
+
+NOT_LOADED = Verdict(SKIPPED, "not checked: the submission did not load (see its loads check)")
+MAPPED_ON = "static: mapped on a virtual AKD1000 (akida.get_program_memory_infos), not measured " \
+            "on a board"
+PASS_TEXT = {
+    "layer_whitelist": "every layer is in the assignment's design space",
+    "relu_bounded": "every ReLU has an upper bound and no layer hides an activation",
+}
+
+
+def _bullets(violations: tuple[Violation, ...] | list[Violation]) -> list[str]:
+    return [f"- {v.message}" for v in violations]
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+# ---------------------------------------------------------------------------- fast checks
+
+
+def loads(built: Stage[Built]) -> Verdict:
+    if not built.ok or built.result is None:
+        return Verdict(FAILED, f"the submission does not load: {built.failure}")
+    result = built.result
+    return Verdict(PASSED, "build_model() returned a tf_keras model with "
+                           f"{len(result.layers)} layers, {result.params} parameters",
+                   {"weight_bits": result.weight_bits, "activation_bits": result.activation_bits,
+                    "params": result.params})
+
+
+def _loaded(check: Callable[[Built], Verdict]) -> Callable[[Stage[Built]], Verdict]:
+    def verdict(built: Stage[Built]) -> Verdict:
+        return check(built.result) if built.ok and built.result is not None else NOT_LOADED
+
+    verdict.__name__ = check.__name__
+    return verdict
+
+
+def _rules(name: str) -> Callable[[Built], Verdict]:
+    def verdict(built: Built) -> Verdict:
+        found = built.violations.get(name, ())
+        return Verdict(FAILED, "\n".join(_bullets(found))) if found else \
+            Verdict(PASSED, PASS_TEXT[name])
+
+    verdict.__name__ = name
+    return verdict
+
+
+layer_whitelist = _loaded(_rules("layer_whitelist"))
+relu_bounded = _loaded(_rules("relu_bounded"))
+
+
+@_loaded
+def quantization_scheme(built: Built) -> Verdict:
+    found = built.violations.get("quantization_scheme", ())
+    if found:
+        return Verdict(FAILED, "\n".join(_bullets(found)))
+    return Verdict(PASSED, f"W{built.weight_bits}A{built.activation_bits} is supported by "
+                           "Akida 1.0")
+
+
+@_loaded
+def v1_constraints(built: Built) -> Verdict:
+    """Both kinds of evidence: the rules, and the toolchain on a virtual AKD1000."""
+    found = built.violations.get("v1_constraints", ())
+    documented = [v for v in found if v.documented]
+    measured = [v for v in found if not v.documented]
+    problem = toolchain_problem(built.v1)
+    mapping = built.v1.mapping
+    metrics = static_mapping_metrics(mapping) if problem is None and mapping else {}
+    bits = "" if built.v1.declared_bits_used else (
+        " (checked at W4A4: the declared precision is not supported, see quantization_scheme)")
+    if not found and problem is None:
+        nps = mapping.nps if mapping else None
+        return Verdict(PASSED, "documented Akida 1.0 rules: all satisfied; virtual AKD1000: "
+                               f"mapped in one hardware sequence on {nps} NPs{bits}", metrics)
+    if documented:
+        lines = ["Akida 1.0 hardware constraints (BrainChip's documented rules):",
+                 *_bullets(documented)]
+    else:
+        lines = ["Akida 1.0 hardware constraints (documented rules): all satisfied, but"]
+    if measured:
+        lines += ["limits of the AKD1000 found by mapping (not in BrainChip's constraints page):",
+                  *_bullets(measured)]
+    if problem is not None:
+        lines.append(f"virtual AKD1000 (quantize, convert, map){bits}: {problem}")
+    else:
+        lines.append("virtual AKD1000: the mapper accepted the model anyway; the rules above "
+                     "still apply to the real chip")
+    return Verdict(FAILED, "\n".join(lines), metrics)
+
+
+def toolchain_problem(truth: V1Truth) -> str | None:
+    if truth.conversion_error:
+        return f"the Akida tools refused the model: {truth.conversion_error}"
+    if truth.cut_at:
+        return (f"{truth.cut_at}. The converted model does not end with the 10 classes; "
+                "move or remove that layer")
+    mapping = truth.mapping
+    if mapping is not None and mapping.error:
+        return f"the mapper refused the model: {mapping.error}"
+    if mapping is not None and mapping.software_sequences:
+        return "part of the model cannot run on the chip (it was mapped to software)"
+    return None
+
+
+def static_mapping_metrics(mapping: MappingFigures) -> dict[str, Any]:
+    """NPs and program memory of the mapping on a virtual AKD1000: static, not measured."""
+    return {"nps": mapping.nps, "program_memory_bytes": mapping.program_memory_bytes,
+            "mapping_figures": MAPPED_ON}
+
+
+FAST: dict[str, Callable[[Stage[Built]], Verdict]] = {
+    "loads": loads, "layer_whitelist": layer_whitelist, "relu_bounded": relu_bounded,
+    "quantization_scheme": quantization_scheme, "v1_constraints": v1_constraints}
+
+
+# ---------------------------------------------------------------------------- accuracy
+
+
+def accuracy_metrics(graded: Graded) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "float_accuracy": graded.float_accuracy, "quantized_accuracy": graded.quantized_accuracy,
+        "akida_accuracy": graded.akida_accuracy, "quantize_attempt": graded.quantize_attempt,
+        "n_test": graded.n_test, "training": graded.training}
+    metrics = {name: value for name, value in metrics.items() if value is not None}
+    if not graded.mapping.error:
+        metrics.update(static_mapping_metrics(graded.mapping))
+    return metrics
+
+
+def quantized_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
+    if not stage.ok or stage.result is None:
+        return Verdict(FAILED, f"not graded: {stage.failure}")
+    graded = stage.result
+    text = (f"quantized Keras model: {_percent(graded.quantized_accuracy)} on {graded.n_test} "
+            f"test images (float {_percent(graded.float_accuracy)}, training: "
+            f"{graded.training}, quantization attempt {graded.quantize_attempt + 1})")
+    passed = graded.quantized_accuracy >= min_accuracy
+    if not passed:
+        text += f"; needs at least {_percent(min_accuracy)}"
+    if graded.cut_at:  # the layers after the cut ran in float: not the quantized model
+        passed = False
+        text += (f"; but this is not a fully quantized model: {graded.cut_at} "
+                 "(see v1_constraints)")
+    return Verdict(PASSED if passed else FAILED, text, accuracy_metrics(graded))
+
+
+def akida_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
+    if not stage.ok or stage.result is None:
+        return Verdict(FAILED, f"not graded: {stage.failure}")
+    graded = stage.result
+    if graded.akida_accuracy is None:
+        return Verdict(FAILED, f"the converted model cannot classify: {graded.cut_at}",
+                       accuracy_metrics(graded))
+    accuracy, quantized = graded.akida_accuracy, graded.quantized_accuracy
+    text = f"Akida model (software engine): {_percent(accuracy)} on {graded.n_test} test images"
+    gap = 100 * (quantized - accuracy)
+    if abs(gap) > 1.0:
+        text += (f"; {abs(gap):.2f} points {'below' if gap > 0 else 'above'} the quantized "
+                 f"Keras model ({_percent(quantized)}): the conversion changes what the "
+                 "model computes")
+    passed = accuracy >= min_accuracy
+    if not passed:
+        text += f"; needs at least {_percent(min_accuracy)}"
+    return Verdict(PASSED if passed else FAILED, text, accuracy_metrics(graded))
+
+
+# ---------------------------------------------------------------------------- hardware
+
+
+def hardware(run: Stage[Run], graded: Graded | None, student: str,
+             quality_max: float) -> tuple[Verdict, list[str]]:
+    """The verdict, and the assignment's printout of the run (for the terminal)."""
+    if not run.ok or run.result is None:
+        return Verdict(FAILED, run.failure or "not measured"), []
+    result = run.result
+    if result.measurement is None:
+        accuracy = graded.akida_accuracy if graded else None
+        memory = graded.mapping.program_memory_bytes if graded else None
+        budget = (energy_budget_mj(accuracy, memory, quality_max)
+                  if accuracy is not None and memory else None)
+        verdict = no_hardware(accuracy, memory, budget, quality_max)
+        if result.why:
+            verdict = Verdict(verdict.outcome, f"{result.why}. {verdict.message}",
+                              verdict.metrics)
+        return verdict, []
+    text = format_measurement(student, result.measurement,
+                              quantized_accuracy=graded.quantized_accuracy if graded else None,
+                              quality_max=quality_max)
+    return (hardware_quality(result.measurement, result.source, quality_max=quality_max,
+                             report=text), text.splitlines())
+
+
+def hardware_quality(measurement: Measurement, source: str, *, quality_max: float,
+                     report: str) -> Verdict:
+    """A measured or replayed run against the quality bar."""
+    quality = measurement.quality()
+    metrics = {**measurement.to_json(), "hardware_accuracy": measurement.accuracy,
+               "quality": quality, "source": source}
+    metrics.pop("accuracy", None)
+    passed = quality < quality_max
+    verdict = (f"Quality {quality:.1f} {'<' if passed else '>='} {quality_max:g} "
+               f"({'full credit' if passed else 'no full credit'}; {source} figures)")
+    return Verdict(PASSED if passed else FAILED, f"{verdict}\n{report}", metrics)
+
+
+def no_hardware(accuracy: float | None, memory_estimate: int | None, budget_mj: float | None,
+                quality_max: float) -> Verdict:
+    """Skip, and still tell the student the energy budget their figures leave."""
+    text = ("not measured: no board and no recording. Run with --akida-device on the lab board, "
+            "or --akida-replay FILE with recorded figures.")
+    if budget_mj is not None and accuracy is not None and memory_estimate:
+        text += (f" Estimate: with your software accuracy {_percent(accuracy)} and a static "
+                 f"memory estimate of {memory_estimate} bytes, Quality < {quality_max:g} needs "
+                 f"latency x power <= {budget_mj:.3f} mJ/frame (an estimate: the board's "
+                 "memory figure and accuracy decide)")
+    return Verdict(SKIPPED, text, {"source": "none", "energy_budget_mj": budget_mj})
