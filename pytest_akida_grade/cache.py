@@ -38,16 +38,24 @@ def cache_key(kind: str, **parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-@functools.cache
 def harness_fingerprint() -> dict[str, str]:
     """Versions of the toolchain and a hash of every file of this package (code and assets)."""
-    versions = {name: _version(name) for name in TOOLCHAIN}
+    return {**toolchain_versions(), "harness": __version__, "code": code_digest()}
+
+
+@functools.cache
+def toolchain_versions() -> dict[str, str]:
+    return {name: _version(name) for name in TOOLCHAIN}
+
+
+@functools.cache
+def code_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0")
             digest.update(path.read_bytes())
-    return {**versions, "harness": __version__, "code": digest.hexdigest()}
+    return digest.hexdigest()
 
 
 def _version(distribution: str) -> str:

@@ -223,10 +223,6 @@ class StudentFile(pytest.File):
             yield CheckItem.from_parent(self, name=check, submission=submission, check=check)
 
 
-class CheckFailure(Exception):
-    """A check's verdict: reported as its message alone, not as a traceback."""
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """While this student is judged, the next one's stages start (both cores busy)."""
@@ -254,8 +250,10 @@ class CheckItem(pytest.Item):
         grader.flush_progress()
         try:
             self.verdict = grader.verdict(self.submission, self.check)
+            return
         except HarnessError as error:
-            raise CheckFailure(str(error)) from None
+            problem = str(error)
+        pytest.fail(problem, pytrace=False)  # an error (not a failure): its message alone
 
     def runtest(self) -> None:
         verdict = self.verdict
@@ -269,13 +267,17 @@ class CheckItem(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str | Any:
-        """Setup errors (the grader's) and call failures (the student's): the message only."""
+        """A failed check is its message alone: the student's verdict, not a traceback."""
         if isinstance(excinfo.value, CheckFailure):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.submission.name}::{self.check}"
+
+
+class CheckFailure(Exception):
+    """A check's verdict: reported as its message alone (repr_failure), not as a traceback."""
 
 
 # ---------------------------------------------------------------------------- results
@@ -323,11 +325,12 @@ class Recorder:
         record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
 
     def _count(self, student: str, check: str) -> None:
+        """Under xdist, the controller says when a student is done (the log is interleaved)."""
         left = self.pending.get(student)
         if not left or check not in left:
             return
         left.discard(check)
-        if not left and not hasattr(self.config, "workerinput"):
+        if not left and self.config.pluginmanager.has_plugin("dsession"):
             self.graded += 1
             _write_line(self.config, f"[akida-grade] graded {self.graded} / {len(self.pending)} "
                                      f"students ({student} done)")

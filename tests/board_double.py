@@ -1,6 +1,6 @@
 """A test double of the Akida board, replaying the assignment's published hardware run.
 
-It implements EXACTLY the akida calls that `pytest_akida_grade.hardware` makes, and nothing more:
+It implements EXACTLY the akida calls that `pytest_akida_grade.board` makes, and nothing more:
 
 - ``akida.devices()`` and ``device.desc``                      (open_device)
 - ``akida.Model(filename=...)``, ``model.map(device)``,
@@ -9,7 +9,7 @@ It implements EXACTLY the akida calls that `pytest_akida_grade.hardware` makes, 
 - ``device.soc`` (None on a virtual device), ``device.soc.power_measurement_enabled``,
   ``device.soc.power_meter.floor``, ``device.memory[0]``          (measure)
 
-Install it with ``monkeypatch.setattr(hardware, "akida", board.akida)``. Every call is logged in
+Install it with ``monkeypatch.setattr(pytest_akida_grade.board, "akida", double.akida)``. Every call is logged in
 ``board.calls`` so tests can check the order (power measurement on before the run, off after).
 
 The figures are the published run of the assignment (a recording, not a model of the chip):

@@ -82,6 +82,27 @@ def test_values_of_different_types_do_not_collide() -> None:
     assert cache_key("trained", weights=None) != cache_key("trained", weights="None")
 
 
+def test_a_toolchain_upgrade_invalidates_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = cache_key("trained", **PARTS)
+    upgraded = {**cache_module.toolchain_versions(), "akida": "9.9.9"}
+    monkeypatch.setattr(cache_module, "toolchain_versions", lambda: upgraded)
+    assert cache_key("trained", **PARTS) != before
+
+
+def test_a_change_to_the_harness_code_invalidates_every_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    before = cache_key("trained", **PARTS)
+    monkeypatch.setattr(cache_module, "code_digest", lambda: "0" * 64)
+    assert cache_key("trained", **PARTS) != before
+
+
+def test_the_code_digest_covers_every_file_of_the_package() -> None:
+    digest = cache_module.code_digest()
+    assert len(digest) == 64
+    assert cache_module.PACKAGE.name == "pytest_akida_grade"
+    assert (cache_module.PACKAGE / "rules" / "akida_v1.py").is_file()
+
+
 def test_a_new_harness_version_invalidates_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     before = cache_key("trained", **PARTS)
     monkeypatch.setattr(cache_module, "__version__", "999.0.0")

@@ -1,4 +1,5 @@
-"""hardware.py: Quality math, measuring through the board double, replay/record files, the lock."""
+"""quality.py, board.py, replay.py: Quality math, measuring through the board double, replay/record
+files, the lock."""
 
 from __future__ import annotations
 
@@ -13,21 +14,17 @@ import numpy as np
 import pytest
 from board_double import Board
 
-from pytest_akida_grade import hardware
-from pytest_akida_grade.hardware import (
-    BoardError,
-    BoardLock,
+from pytest_akida_grade import board as hardware
+from pytest_akida_grade.board import BoardError, BoardLock, measure, open_device
+from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.quality import (
     Measurement,
     ReplayError,
     energy_budget_mj,
-    file_sha256,
     format_measurement,
-    load_replay,
-    measure,
-    open_device,
     quality,
-    write_record,
 )
+from pytest_akida_grade.replay import load_replay, write_record
 
 # The assignment's two published hardware runs.
 EXAMPLE_RUN = {"accuracy": 0.9672, "fps": 770.0, "avg_power_mw": 936.80, "memory_bytes": 247984}

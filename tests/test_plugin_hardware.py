@@ -18,9 +18,11 @@ import pytest
 from board_double import PUBLISHED_FAIL, PUBLISHED_PASS, PUBLISHED_RUN, Board
 from made_up import add_student, student_source
 
-from pytest_akida_grade import data, hardware
-from pytest_akida_grade.discovery import file_sha256
-from pytest_akida_grade.hardware import energy_budget_mj, load_replay
+from pytest_akida_grade import board, data
+from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.quality import energy_budget_mj
+from pytest_akida_grade.quality import quality as quality_formula
+from pytest_akida_grade.replay import load_replay
 
 ONLY_HARDWARE = ("-k", "hardware_quality")
 TEST_LIMIT = 500  # akida_test_limit of made_up.FAST_INI: the board runs on that many images
@@ -48,10 +50,10 @@ def assert_shown(result: pytest.RunResult, text: str) -> None:
 
 
 def install_board(monkeypatch: pytest.MonkeyPatch, labels: np.ndarray, **kwargs: Any) -> Board:
-    """The board double in place of akida, as the in-process pytest run's hardware.py sees it."""
-    board = Board(labels, **kwargs)
-    monkeypatch.setattr(hardware, "akida", board.akida)
-    return board
+    """The board double in place of akida, as the in-process pytest run's board.py sees it."""
+    double = Board(labels, **kwargs)
+    monkeypatch.setattr(board, "akida", double.akida)
+    return double
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +223,7 @@ def test_on_the_board_it_measures_the_converted_model_and_records_a_replayable_f
     assert calls[-1] == "power_measurement_enabled=False"
 
     accuracy = round(PUBLISHED_RUN["accuracy"] * TEST_LIMIT) / TEST_LIMIT  # scored on 500 labels
-    quality = hardware.quality(accuracy, PUBLISHED_RUN["fps"], PUBLISHED_RUN["powers"]["Avg"],
+    quality = quality_formula(accuracy, PUBLISHED_RUN["fps"], PUBLISHED_RUN["powers"]["Avg"],
                                PUBLISHED_RUN["memory_bytes"])
     result.stdout.fnmatch_lines([
         "*alice: Floor power: 894.26 mW",

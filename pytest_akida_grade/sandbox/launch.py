@@ -56,6 +56,7 @@ class Job:
     build_seconds: float  # until the build phase has handed over its files
     build_timeout_source: str
     memory_bytes: int
+    processes: int = 512  # threads count too: TensorFlow starts dozens
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _request(policy: Policy, job: Job, home: Path,
     limits = {"memory": job.memory_bytes, "file_size": 1 << 30, "open_files": 1024, "core": 0,
               "cpu_seconds": int(job.seconds * (os.cpu_count() or 1)) + 30}
     if policy.mode != "off":  # root ignores it, and a normal user's count includes their desktop
-        limits["processes"] = 512  # threads count too: TensorFlow starts dozens
+        limits["processes"] = job.processes
     request: dict[str, object] = {
         "module": str(inputs / f"{job.name}.py"), "phases": list(job.phases),
                "weights_file": str(inputs / f"{job.name}.weights.h5") if job.weights else None,
@@ -188,26 +189,37 @@ def _supervise(process: subprocess.Popen[bytes], job: Job, work: Path, staging: 
     started = time.monotonic()
     deadline = started + job.seconds
     next_scan = started + SCAN_SECONDS
-    while watch.stopped is None and (selector.get_map() or process.poll() is None):
+    while watch.stopped is None:
         now = time.monotonic()
         watch.stopped = _stop_reason(job, watch, now - started, cancelled)
         if watch.stopped is None and now >= next_scan:
             watch.stopped, next_scan = _scratch_problem(work), now + SCAN_SECONDS
-        if watch.stopped is not None:
+        exited = process.poll() is not None
+        if watch.stopped is not None or (exited and not selector.get_map()):
             break
+        # Once it has exited, only what is already written is read: a process it left behind
+        # may hold the pipes open (it is killed next).
+        wait = 0.0 if exited else min(POLL_SECONDS, max(0.0, deadline - now))
+        ready = selector.select(timeout=wait) if selector.get_map() else []
         if not selector.get_map():
-            time.sleep(min(POLL_SECONDS, max(0.0, deadline - now)))
-            continue
-        for key, _ in selector.select(timeout=min(POLL_SECONDS, max(0.0, deadline - now))):
-            chunk = os.read(key.fd, 65536)
-            if not chunk:
-                selector.unregister(key.fileobj)
-            elif key.data == "protocol":
-                _protocol(watch, chunk, job, work, staging, on_progress, on_export)
-            else:
-                _output(watch, chunk)
+            time.sleep(wait)
+        for key, _ in ready:
+            _read(selector, key, watch, job, work, staging, on_progress, on_export)
+        if exited and not ready:
+            break
     selector.close()
     return watch
+
+
+def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: _Watch, job: Job,
+          work: Path, staging: Path, on_progress: Progress, on_export: OnExport) -> None:
+    chunk = os.read(key.fd, 65536)
+    if not chunk:
+        selector.unregister(key.fileobj)
+    elif key.data == "protocol":
+        _protocol(watch, chunk, job, work, staging, on_progress, on_export)
+    else:
+        _output(watch, chunk)
 
 
 def _stop_reason(job: Job, watch: _Watch, elapsed: float,
@@ -358,7 +370,7 @@ def _kill_all(process: subprocess.Popen[bytes], uid: int | None) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     if uid is not None:  # a process in its own session escapes the group, never its uid
         with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["kill", "-s", "KILL", "--", "-1"], user=uid, group=uid,
+            subprocess.run(["kill", "-KILL", "-1"], user=uid, group=uid,
                            extra_groups=[], capture_output=True, timeout=30, check=False)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=30)

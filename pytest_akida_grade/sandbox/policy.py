@@ -90,7 +90,8 @@ def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: s
     else:
         command += ["--unshare-user", "--disable-userns"]
     command += _system_binds()
-    command += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMPFS_BYTES),
+                "--tmpfs", "/tmp"]
     made: set[str] = {"/", "/tmp", "/proc", "/dev"}
     for tree in python_trees(policy.python):
         command += _bind("--ro-bind", tree, str(tree), made)

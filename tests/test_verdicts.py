@@ -1,13 +1,22 @@
-"""The verdicts of checks.py over stage results: pure, no TensorFlow, no child process."""
+"""verdicts.py over typed stage results: pure, no TensorFlow, no child process."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from board_double import PUBLISHED_FAIL, PUBLISHED_PASS
 
-from pytest_akida_grade import checks, hardware
-from pytest_akida_grade.grading import Stage
+from pytest_akida_grade import quality
+from pytest_akida_grade import verdicts as checks
+from pytest_akida_grade.results import (
+    Built,
+    Graded,
+    Stage,
+    V1Truth,
+    Violation,
+    mapping_from_json,
+)
 
 LAYERS = [
     {"index": 0, "name": "rescaling", "class_name": "Rescaling",
@@ -30,16 +39,22 @@ MAPPED = {"error": None, "nps": 3, "hardware_sequences": 1, "software_sequences"
           "program_memory_bytes": 40000}
 
 
-def inspected(**v1: Any) -> Stage:
-    truth = {"bits": [4, 4], "declared_bits_used": True, "cut_at": None, "mapping": MAPPED}
-    return Stage(result={"weight_bits": 4, "activation_bits": 4, "layers": LAYERS,
-                         "params": 1000, "v1": {**truth, **v1}})
+def inspected(**v1: Any) -> Stage[Built]:
+    if isinstance(v1.get("mapping"), dict):
+        v1["mapping"] = mapping_from_json({**MAPPED, **v1["mapping"]})
+    truth = V1Truth(**{"bits": (4, 4), "declared_bits_used": True, "cut_at": None,
+                       "mapping": mapping_from_json(MAPPED), **v1})
+    return Stage(result=Built(layers=tuple(LAYERS), params=1000, weight_bits=4,
+                              activation_bits=4, violations={}, v1=truth,
+                              route="default recipe"))
 
 
-def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage:
-    return Stage(result={"float_accuracy": 0.98, "quantized_accuracy": quantized,
-                         "akida_accuracy": akida, "quantize_attempt": 0, "n_test": 10000,
-                         "training": "default recipe", "cut_at": None, "mapping": MAPPED})
+def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage[Graded]:
+    return Stage(result=Graded(n_train=54000, n_test=10000, training="default recipe",
+                               float_accuracy=0.98, quantized_accuracy=quantized,
+                               akida_accuracy=akida, quantize_attempt=0,
+                               attempt_val_accuracies=(), cut_at=None,
+                               mapping=mapping_from_json(MAPPED), peak_rss_mb=1000.0))
 
 
 def test_it_passes_a_model_that_satisfies_the_rules_and_maps():
@@ -94,28 +109,56 @@ def test_it_fails_the_quantized_accuracy_below_the_bar_and_names_the_bar():
 
 def test_it_fails_the_akida_accuracy_of_a_model_that_cannot_classify():
     stage = graded(akida=None)
-    stage.result["cut_at"] = "conversion stopped at layer 're_lu'"  # type: ignore[index]
+    assert stage.result is not None
+    stage = Stage(result=replace(stage.result, cut_at="conversion stopped at layer 're_lu'"))
     verdict = checks.akida_accuracy(stage, 0.95)
     assert verdict.outcome == checks.FAILED
     assert "conversion stopped at layer 're_lu'" in verdict.message
 
 
 def test_it_judges_the_published_runs_against_the_quality_bar():
-    passing = hardware.Measurement.from_json(PUBLISHED_PASS, where="the published run")
+    passing = quality.Measurement.from_json(PUBLISHED_PASS, where="the published run")
     verdict = checks.hardware_quality(passing, "replay", quality_max=200, report="figures")
     assert verdict.outcome == checks.PASSED
     assert verdict.message.startswith("Quality 122.8 < 200")
     assert verdict.metrics["source"] == "replay" and verdict.metrics["hardware_accuracy"] == 0.9761
-    failing = hardware.Measurement.from_json(PUBLISHED_FAIL, where="the published run")
+    failing = quality.Measurement.from_json(PUBLISHED_FAIL, where="the published run")
     verdict = checks.hardware_quality(failing, "device", quality_max=200, report="figures")
     assert verdict.outcome == checks.FAILED
     assert verdict.message.startswith("Quality 989.6 >= 200")
 
 
 def test_it_skips_without_a_board_and_gives_the_budget_as_an_estimate():
-    budget = hardware.energy_budget_mj(0.97, 40000, 200)
+    budget = quality.energy_budget_mj(0.97, 40000, 200)
     verdict = checks.no_hardware(0.97, 40000, budget, 200)
     assert verdict.outcome == checks.SKIPPED
     assert "--akida-device" in verdict.message and "--akida-replay" in verdict.message
     assert f"{budget:.3f} mJ/frame" in verdict.message and "estimate" in verdict.message
     assert verdict.metrics["source"] == "none"
+
+
+def test_it_shows_documented_rules_and_limits_found_by_mapping_apart() -> None:
+    documented = Violation("v1.pool", "layer 3 pools wrongly. Fix: pool 2x2.", 3, "pool")
+    measured = Violation("v1.cnp", "layer 5 has 512 input channels. Fix: fewer.", 5, "conv",
+                         documented=False)
+    stage = inspected(mapping={"error": "Filter size is too big to fit in a CNP"})
+    assert stage.result is not None
+    built = replace(stage.result, violations={"v1_constraints": (documented, measured)})
+    message = checks.v1_constraints(Stage(result=built)).message
+    lines = message.splitlines()
+    assert lines[0] == "Akida 1.0 hardware constraints (BrainChip's documented rules):"
+    assert lines[1] == "- layer 3 pools wrongly. Fix: pool 2x2."
+    assert "found by mapping (not in BrainChip's constraints page)" in lines[2]
+    assert lines[3] == "- layer 5 has 512 input channels. Fix: fewer."
+    assert lines[4].endswith("Filter size is too big to fit in a CNP")
+
+
+def test_it_keeps_the_documented_rules_satisfied_when_only_a_measured_limit_fires() -> None:
+    measured = Violation("v1.cnp", "layer 5 has 512 input channels.", 5, "conv",
+                         documented=False)
+    stage = inspected(mapping={"error": "Filter size is too big to fit in a CNP"})
+    assert stage.result is not None
+    built = replace(stage.result, violations={"v1_constraints": (measured,)})
+    message = checks.v1_constraints(Stage(result=built)).message
+    assert message.startswith("Akida 1.0 hardware constraints (documented rules): all "
+                              "satisfied, but\nlimits of the AKD1000 found by mapping")
