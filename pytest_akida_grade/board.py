@@ -45,7 +45,8 @@ def _describe(device: Any) -> str:
     return str(getattr(device, "desc", device))
 
 
-def measure(model_path: Path, device: Any, x_test: np.ndarray, y_test: np.ndarray, *,
+def measure(model_path: Path, device: Any, x_test: np.ndarray[Any, Any],
+            y_test: np.ndarray[Any, Any], *,
             settle_s: float = 0.5, batch_size: int = 100) -> Measurement:
     """Run the converted model on the board over `x_test` and collect akida's own figures.
 
@@ -93,7 +94,7 @@ def measure(model_path: Path, device: Any, x_test: np.ndarray, y_test: np.ndarra
     )
 
 
-def _board_inputs(x_test: np.ndarray) -> np.ndarray:
+def _board_inputs(x_test: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """MNIST as the board takes it: uint8 (N, 28, 28, 1)."""
     x = np.asarray(x_test)
     if x.dtype != np.uint8:

@@ -242,7 +242,7 @@ def _cached_or_built(
     return _source(target, label)
 
 
-def _write_npz_atomically(target: Path, **arrays: np.ndarray) -> None:
+def _write_npz_atomically(target: Path, **arrays: np.ndarray[Any, Any]) -> None:
     """Readers (other xdist workers too) see the old file or the whole new one, never half."""
     atomic_write(target, lambda handle: np.savez(handle, **arrays), mode=0o600)  # uncompressed
 
@@ -287,7 +287,8 @@ def _download_with_keras() -> Arrays:
     # Imported here only: TensorFlow takes seconds to import and is needed for nothing else here.
     from tf_keras.datasets import mnist
 
-    return mnist.load_data()
+    arrays: Arrays = mnist.load_data()
+    return arrays
 
 
 def _source(path: Path, origin: str) -> MnistSource:

@@ -17,7 +17,8 @@ import numpy as np
 
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
-Arrays = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Array = np.ndarray[Any, Any]
+Arrays = tuple[tuple[Array, Array], tuple[Array, Array]]  # keras' (train, test) splits
 # Everything a broken npz or pickle can raise while being read.
 READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
                zipfile.BadZipFile, zlib.error, pickle.UnpicklingError)
@@ -42,10 +43,13 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _pickle_globals() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    import importlib
+
+    try:  # numpy 2 (numpy < 2: numpy.core)
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    _reconstruct = multiarray._reconstruct
     return {
         # numpy 1 wrote numpy.core, numpy 2 writes numpy._core: same function.
         ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
@@ -81,7 +85,7 @@ def read_classic_pickle(path: Path, where: str) -> Arrays:
     return (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), (x_te, y_te)
 
 
-def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray:
+def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray[Any, Any]:
     pixels = int(np.prod(IMAGE_SHAPE))
     if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == pixels):
         shape = getattr(x, "shape", type(x).__name__)
@@ -96,10 +100,11 @@ def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray:
             f"{where}: values are not k/256 for whole k in 0-255, so they cannot be turned back "
             f"into the original uint8 pixels. {hint}"
         )
-    return levels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    images: np.ndarray[Any, Any] = levels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    return images
 
 
-def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray:
+def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray[Any, Any]:
     if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
         desc = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
         raise PickleError(f"{where}: {desc}, not a 1-d integer array. {hint}")

@@ -12,7 +12,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import warnings
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ log = logging.getLogger("pytest_akida_grade")
 GRADER = pytest.StashKey[Grader]()
 SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey["Recorder"]()
-POINTS = pytest.StashKey[dict[str, float]]()
+POINTS = pytest.StashKey[Mapping[str, float]]()
 SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
 
 
@@ -87,7 +88,7 @@ def _sandbox(settings: Settings, cache: Cache) -> sandbox_policy.Policy:
     hidden = (*data.test_set_copies(settings.mnist, cache.root),
               *(path.resolve() for path in settings.students))
     try:
-        return sandbox_policy.choose(settings.sandbox, hidden)  # type: ignore[arg-type]
+        return sandbox_policy.choose(settings.sandbox, hidden)
     except sandbox_policy.SandboxUnavailable as error:
         raise pytest.UsageError(str(error)) from None
 
@@ -96,7 +97,7 @@ def _cache_root(config: pytest.Config, settings: Settings) -> Path:
     if settings.cache_dir is not None:
         return settings.cache_dir
     if getattr(config, "cache", None) is not None:
-        return Path(config.cache.mkdir("akida-grade"))  # type: ignore[union-attr]
+        return Path(config.cache.mkdir("akida-grade"))
     return config.rootpath / ".pytest_cache" / "d" / "akida-grade"
 
 
@@ -119,7 +120,7 @@ def _group_students_under_xdist(config: pytest.Config) -> None:
 
 def _describe_sandbox_in_the_html_report(config: pytest.Config) -> None:
     with contextlib.suppress(ImportError):
-        from pytest_metadata.plugin import metadata_key
+        from pytest_metadata.plugin import metadata_key  # type: ignore[import-untyped]
 
         config.stash[metadata_key]["Akida sandbox"] = config.stash[SANDBOX].describe()
 
@@ -145,16 +146,31 @@ def _warn(config: pytest.Config, message: str) -> None:
         config.issue_config_time_warning(pytest.PytestWarning(message), stacklevel=2)
 
 
+class Progress(UserWarning):
+    """A progress line from an xdist worker: xdist carries warnings to the controller live."""
+
+
 def _progress(config: pytest.Config, student: str, message: str) -> None:
     """A line for the terminal; from an xdist worker it travels to the controller's."""
     log.info("%s: %s", student, message)
+    line = f"[akida-grade] {student}: {message}"
     if hasattr(config, "workerinput"):
-        worker = next((p for p in config.pluginmanager.get_plugins()
-                       if type(p).__name__ == "WorkerInteractor"), None)
-        if worker is not None:
-            worker.sendevent("akida_progress", student=student, message=message)
+        relayed = warnings.WarningMessage(Progress(line), Progress, __file__, 0)
+        config.hook.pytest_warning_recorded.call_historic(kwargs={
+            "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
         return
-    _write_line(config, f"[akida-grade] {student}: {message}")
+    _write_line(config, line)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None]:
+    """Progress lines were shown when they came: keep them out of the warnings summary."""
+    relayed = terminalreporter.stats.get("warnings", [])
+    terminalreporter.stats["warnings"] = [w for w in relayed if "[akida-grade] " not in
+                                          str(getattr(w, "message", ""))]
+    if not terminalreporter.stats["warnings"]:
+        del terminalreporter.stats["warnings"]
+    yield
 
 
 def _write_line(config: pytest.Config, line: str) -> None:
@@ -167,21 +183,13 @@ def _write_line(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_setupnodes(config: pytest.Config, specs: Any) -> None:
-    """The controller prints what its workers send (xdist calls `worker_<event>` on it)."""
-    dsession = config.pluginmanager.get_plugin("dsession")
-    if dsession is not None:
-        dsession.worker_akida_progress = \
-            lambda node, student, message: _write_line(config, f"[akida-grade] {student}: "
-                                                               f"{message}")
-
-
 # ---------------------------------------------------------------------------- collection
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Iterator[Any]:
+def pytest_collect_file(file_path: Path, parent: pytest.Collector
+                        ) -> Generator[None, list[pytest.Collector] | None,
+                                       list[pytest.Collector] | None]:
     """Submissions are graded, never imported: replace any Python module pytest made of one."""
     collected = yield
     settings = parent.config.stash.get(SETTINGS, None)
@@ -316,12 +324,12 @@ class Recorder:
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
-        record = self.records.setdefault(student, {"student": student, "checks": {},
-                                                   "metrics": {}})
+        record = self.records.setdefault(str(student), {"student": student, "checks": {},
+                                                        "metrics": {}})
         record["checks"][check] = {
             "outcome": outcome,
             "message": properties.get("akida_message") or _longrepr_text(report)}
-        metrics = properties.get("akida_metrics") or {}
+        metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
         record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
 
     def _count(self, student: str, check: str) -> None:
@@ -334,6 +342,12 @@ class Recorder:
             self.graded += 1
             _write_line(self.config, f"[akida-grade] graded {self.graded} / {len(self.pending)} "
                                      f"students ({student} done)")
+
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
+        """On the xdist controller: a worker's progress line, printed as it arrives."""
+        if issubclass(warning_message.category, Progress) and \
+                not hasattr(self.config, "workerinput"):
+            _write_line(self.config, str(warning_message.message))
 
     def sorted_records(self) -> list[dict[str, Any]]:
         return [self.records[name] for name in sorted(self.records)]

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 
-class SettingsError(pytest.UsageError):
-    """A bad option value; the message names the option and where the value came from."""
+def _bad_value(message: str) -> pytest.UsageError:
+    """A bad option value: a usage error naming the option and where the value came from."""
+    return pytest.UsageError(message)
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,9 @@ OPTIONS: tuple[Option, ...] = (
            "sandbox works: grading for credit), off (a student checking their own file).",
            _sandbox, "auto", flag="--akida-sandbox", env="AKIDA_GRADE_SANDBOX",
            cli_kwargs={"metavar": "auto|required|off"}),
-    Option("memory_limit", "Memory (address space) each submission's process may use, e.g. 4G "
-           "(default 4G); the trusted evaluator gets twice that.", _bytes, 4 << 30,
-           env="AKIDA_GRADE_MEMORY_LIMIT"),
+    Option("memory_limit", "Address space each submission's process may use, e.g. 6G (default "
+           "6G: TensorFlow alone reserves about 2G of it, training MNIST about 3.3G); the "
+           "trusted evaluator gets twice that.", _bytes, 6 << 30, env="AKIDA_GRADE_MEMORY_LIMIT"),
     Option("shard", "Grade only part I of N of the class (I/N, e.g. 2/4): students are split by "
            "a stable hash of their name, the same on every machine; merge the parts' --akida-json "
            "files with `python -m pytest_akida_grade merge`.", _shard, None,
@@ -221,7 +222,7 @@ class Settings:
     train_limit: int
     test_limit: int
     points: list[str]
-    sandbox: str
+    sandbox: Literal["auto", "required", "off"]
     memory_limit: int
     shard: tuple[int, int] | None
 
@@ -233,8 +234,10 @@ def add_options(parser: pytest.Parser) -> None:
             kwargs = {"dest": f"akida_{option.name}", "default": None, **option.cli_kwargs}
             group.addoption(option.flag, help=option.help, **kwargs)
         if option.ini:
-            kind = "linelist" if option.name in ("points", "students") else "string"
-            parser.addini(option.ini_key, option.help, type=kind)
+            if option.name in ("points", "students"):
+                parser.addini(option.ini_key, option.help, type="linelist")
+            else:
+                parser.addini(option.ini_key, option.help, type="string")
 
 
 def _validated(option: Option, raw: str, where: str) -> Any:
@@ -242,7 +245,7 @@ def _validated(option: Option, raw: str, where: str) -> Any:
         return option.parse(raw)
     except (ValueError, TypeError) as error:
         message = f"invalid {option.ini_key} value {raw!r} from {where}: {error}"
-        raise SettingsError(message) from None
+        raise _bad_value(message) from None
 
 
 def _resolve(config: pytest.Config, option: Option) -> Any:
@@ -250,7 +253,8 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
     if option.name == "students":
         base = config.inipath.parent if config.inipath else config.rootpath
         ini_dirs = [base / p for p in config.getini("akida_students")]
-        return [p for value in cli or [] for p in _validated(option, value, option.flag)] + ini_dirs
+        flag = option.flag or ""
+        return [p for value in cli or [] for p in _validated(option, value, flag)] + ini_dirs
     if option.name == "points":
         return list(config.getini("akida_points"))
     if cli is not None:

@@ -9,7 +9,7 @@ It implements EXACTLY the akida calls that `pytest_akida_grade.board` makes, and
 - ``device.soc`` (None on a virtual device), ``device.soc.power_measurement_enabled``,
   ``device.soc.power_meter.floor``, ``device.memory[0]``          (measure)
 
-Install it with ``monkeypatch.setattr(pytest_akida_grade.board, "akida", double.akida)``. Every call is logged in
+Install it with ``monkeypatch.setattr(board, "akida", double.akida)``. Every call is logged in
 ``board.calls`` so tests can check the order (power measurement on before the run, off after).
 
 The figures are the published run of the assignment (a recording, not a model of the chip):

@@ -34,7 +34,7 @@ akida_test_limit = 500
 akida_calibration_samples = 128
 akida_min_accuracy = 0.5
 akida_timeout = 40
-akida_memory_limit = 2G
+akida_memory_limit = 6G
 akida_sandbox = required
 """
 TRAIN = """
@@ -106,9 +106,16 @@ def attackers(root: Path, mnist: Path) -> dict[str, str]:
             """),
         "lambda_": student_source(GOOD_LAYERS.replace(
             "    keras.layers.Flatten(),",
-            f"    keras.layers.Lambda(lambda x: (open({pwned!r}, 'w').write('x'), x)[1]),\n"
-            "    keras.layers.Flatten(),")),
-        "hog": "hog = bytearray(3 << 30)\n",
+            "    keras.layers.Lambda(lambda x: (touch(), x)[1]),\n    keras.layers.Flatten(),"),
+            extra=f"""
+def touch():
+    for path in ({pwned!r}, "pwned"):  # the host's path, then its own scratch
+        try:
+            open(path, "w").write("x")
+        except OSError:
+            pass
+"""),
+        "hog": "hog = bytearray(8 << 30)\n",
         "peeker": _with(f"""
             import glob, os, sys
             places = [{str(mnist)!r}, os.path.expanduser("~/.keras/datasets/mnist.npz")]

@@ -249,7 +249,7 @@ def _best_conversion(model: Any, bits: tuple[int, int], data: Split, attempts: i
     """Seeded attempts, each calibrated on its own sample of training images; best on
     validation."""
     best: Conversion | None = None
-    best_index, scores = 0, []
+    best_index, scores = 0, list[float]()
     for attempt in range(attempts):
         rng = np.random.default_rng(seed + attempt)
         count = min(calibration_samples, len(data.x_fit))
