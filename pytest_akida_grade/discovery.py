@@ -53,12 +53,16 @@ def is_submission(path: Path, student_dirs: list[Path]) -> bool:
     return False
 
 
-def find_submissions(directory: Path) -> list[Submission]:
-    return [
-        Submission(p.stem, p)
-        for p in sorted(directory.iterdir())
-        if p.is_file() and is_submission_name(p)
-    ]
+def find_class(entries: list[Path], shard: tuple[int, int] | None = None) -> list[Submission]:
+    """Every submission of these students directories (or files), in shard `I/N` when given."""
+    found: dict[str, Submission] = {}
+    for entry in entries:
+        paths = sorted(entry.iterdir()) if entry.is_dir() else [entry]
+        for path in paths:
+            if path.is_file() and is_submission_name(path):
+                found.setdefault(path.stem, Submission(path.stem, path.resolve()))
+    return [s for name, s in sorted(found.items())
+            if shard is None or shard_of(name, shard[1]) == shard[0]]
 
 
 def shard_of(name: str, count: int) -> int:

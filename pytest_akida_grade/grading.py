@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import queue
 import tempfile
 import threading
@@ -21,9 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_akida_grade import catalog, data, replay, verdicts
-from pytest_akida_grade.cache import Cache, Entry, cache_key
-from pytest_akida_grade.discovery import Submission
-from pytest_akida_grade.evaluator.client import Evaluator, Reply
+from pytest_akida_grade.cache import Cache, cache_key
+from pytest_akida_grade.discovery import Submission, find_class
+from pytest_akida_grade.evaluator.client import Evaluator
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.quality import ReplayError, Run
 from pytest_akida_grade.results import (
@@ -34,6 +35,7 @@ from pytest_akida_grade.results import (
     Stage,
     Verdict,
     built_from_json,
+    declarations_from_json,
     graded_from_json,
     to_json,
     with_model,
@@ -44,7 +46,6 @@ from pytest_akida_grade.settings import Settings
 
 T = TypeVar("T")
 Progress = Callable[[str, str], None]  # (student, message)
-ROUTES = ("weights file", "train()", "default recipe")
 TIMEOUT = "akida_timeout / --akida-timeout"
 GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
 
@@ -64,11 +65,16 @@ class Grader:
         self._stop = threading.Event()
         self._unwanted: set[str] = set()
         self._messages: queue.Queue[tuple[str, str]] = queue.Queue()
-        self._mnist: data.MnistSource | str | None = None
-        self._fit_files: dict[str, Path] = {}
-        memory = 2 * settings.memory_limit  # a trusted process, but a model can be huge
+        self.data = data.Dataset(
+            settings.mnist, cache.root or scratch / "mnist", seed=settings.seed,
+            validation_split=settings.validation_split, train_limit=settings.train_limit,
+            test_limit=settings.test_limit)
+        # Trusted processes, but a model can be huge: bounded too. The evaluator's jobs are small
+        # and mostly serial (one thread: as fast, and the same figures under any -n); training
+        # uses every core it is given.
+        memory, cores = 2 * settings.memory_limit, len(os.sched_getaffinity(0))
         self.evaluator = Evaluator("evaluator", scratch, memory, 1, self._report)
-        self.trainer = Evaluator("trainer", scratch, memory, max(1, _cores()), self._report)
+        self.trainer = Evaluator("trainer", scratch, memory, max(1, cores), self._report)
         self._runs_on_board: dict[str, Stage[Run]] = {}
         self._board: Any = None  # the opened device, or the recording (student -> figures)
 
@@ -117,6 +123,27 @@ class Grader:
             self._runs_on_board[str(submission.path)] = self._hardware(submission)
         return self._runs_on_board[str(submission.path)]
 
+    def class_list(self) -> list[Submission]:
+        """Every submission of the configured students directories, in this shard."""
+        return find_class(self.settings.students, self.settings.shard)
+
+    def device(self) -> Any:
+        """The opened board (once per process); HarnessError saying why there is none."""
+        from pytest_akida_grade import board
+
+        if self._board is None:
+            try:
+                self._board = board.open_device(self.settings.device)
+            except board.BoardError as error:
+                raise HarnessError(str(error)) from None
+        return self._board
+
+    def board_lock(self) -> Any:
+        """Only one process (xdist worker) drives the board at a time."""
+        from pytest_akida_grade import board
+
+        return board.BoardLock(Path(tempfile.gettempdir()) / "akida-grade-board.lock")
+
     def flush_progress(self) -> None:
         while True:
             try:
@@ -163,40 +190,15 @@ class Grader:
     # ------------------------------------------------------------------ data
 
     def mnist(self) -> data.MnistSource:
-        """The validated MNIST file, resolved once per session (an error too: said once)."""
-        with self._lock:
-            if self._mnist is None:
-                try:
-                    self._mnist = data.resolve_mnist(
-                        self.settings.mnist, self.cache.root or self.scratch / "mnist",
-                        explicit_origin="--akida-mnist / AKIDA_GRADE_MNIST / akida_mnist")
-                except data.MnistError as error:
-                    self._mnist = str(error)
-            if isinstance(self._mnist, str):
-                raise HarnessError(self._mnist)
-            return self._mnist
+        """The validated MNIST file; HarnessError (the same one each time) when there is none."""
+        try:
+            return self.data.source()
+        except data.MnistError as error:
+            raise HarnessError(str(error)) from None
 
     def _data_request(self) -> dict[str, Any]:
-        s, source = self.settings, self.mnist()
-        return {"path": str(source.path), "sha256": source.sha256, "seed": s.seed,
-                "validation_split": s.validation_split, "train_limit": s.train_limit,
-                "test_limit": s.test_limit}
-
-    def _fit_file(self) -> Path:
-        """The training split a student's train() may see (never validation, never test)."""
-        request = self._data_request()
-        key = cache_key("fit", **request)
-        with self._lock:
-            if key not in self._fit_files:
-                directory = self.scratch / "data"
-                directory.mkdir(mode=0o711, exist_ok=True)
-                target = directory / f"fit-{key[:16]}.npz"
-                split = data.split(Path(request["path"]), seed=request["seed"],
-                                   validation_split=request["validation_split"],
-                                   train_limit=request["train_limit"])
-                data.write_fit_split(split, target)
-                self._fit_files[key] = target
-            return self._fit_files[key]
+        self.mnist()
+        return self.data.request()
 
     # ------------------------------------------------------------------ the sandbox
 
@@ -211,7 +213,7 @@ class Grader:
             job = launch.Job(
                 submission.name, submission.path, weights if weights.is_file() else None,
                 ("build", "train") if train else ("build",), s.seed,
-                self._fit_file() if train else None,
+                self.data.fit_file(self.scratch / "data") if train else None,
                 s.grade_timeout if train else s.timeout, GRADE_TIMEOUT if train else TIMEOUT,
                 s.timeout, TIMEOUT, s.memory_limit)
             staging = Path(tempfile.mkdtemp(prefix=f"{submission.name}-", dir=self._staging()))
@@ -243,9 +245,13 @@ class Grader:
 
     def _build(self, submission: Submission) -> Stage[Built]:
         key = cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
-        hit = self.cache.load("build", key)
-        if hit is not None:
-            return _stage_from(hit, built_from_json)
+        with self.cache.lock("build", key):
+            hit = self.cache.load("build", key)
+            if hit is not None:
+                return hit.stage(built_from_json)
+            return self._built(submission, key)
+
+    def _built(self, submission: Submission, key: str) -> Stage[Built]:
         exported = self._handed_over(submission, "build", self._will_train(submission))
         if exported.result is None:
             stage: Stage[Built] = Stage(failure=exported.failure,
@@ -269,13 +275,14 @@ class Grader:
 
     def _inspect(self, submission: Submission, export: Path) -> Stage[Built]:
         try:
-            meta = _meta(export / "meta.json", submission)
-        except ValueError as error:
-            return Stage(failure=str(error))
+            meta = declarations_from_json(json.loads((export / "meta.json").read_bytes()),
+                                          submission.weights_path.is_file())
+        except (ValueError, ResultError) as error:
+            return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
         reply = self.evaluator.call("inspect", {
             "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
             "seed": self.settings.seed, **meta}, submission.name, self.settings.timeout, TIMEOUT)
-        return _stage(reply, built_from_json, submission)
+        return reply.stage(built_from_json, submission.name)
 
     def _build_files(self, submission: Submission) -> Path:
         """The build's model.json and weights.npz: from the cache, or from the child."""
@@ -307,15 +314,20 @@ class Grader:
             return Stage(failure="the submission did not load (see the loads check)"
                          + (f": {why}" if why else ""))
         keys = self._keys(submission)
-        hit = self.cache.load("grade", keys["grade"])
-        if hit is not None:
-            stage = _stage_from(hit, graded_from_json)
-            return Stage(result=with_model(stage.result, str(hit.file("model.fbz")))) \
-                if stage.result else stage
-        trained = self._trained(submission, built.result, keys["trained"])
+        with self.cache.lock("grade", keys["grade"]):
+            hit = self.cache.load("grade", keys["grade"])
+            if hit is not None:
+                stage = hit.stage(graded_from_json)
+                return Stage(result=with_model(stage.result, str(hit.file("model.fbz")))) \
+                    if stage.result else stage
+            return self._graded(submission, built.result, keys)
+
+    def _graded(self, submission: Submission, built: Built,
+                keys: dict[str, str]) -> Stage[Graded]:
+        trained = self._trained(submission, built, keys["trained"])
         if trained.result is None:
             return Stage(failure=trained.failure, repeatable=trained.repeatable)
-        return self._evaluate(submission, built.result, trained.result, keys["grade"])
+        return self._evaluate(submission, built, trained.result, keys["grade"])
 
     def _trained(self, submission: Submission, built: Built,
                  key: str) -> Stage[tuple[Path, str]]:
@@ -337,7 +349,7 @@ class Grader:
                 "data": self._data_request(), "out": str(weights), "epochs": s.epochs,
                 "batch_size": s.batch_size, "seed": s.seed}, submission.name, s.grade_timeout,
                 GRADE_TIMEOUT)
-            failed = _stage(reply, lambda result: result, submission)
+            failed = reply.stage(lambda result: result, submission.name)
             if not failed.ok:
                 return Stage(failure=failed.failure, repeatable=failed.repeatable)
         else:
@@ -357,7 +369,7 @@ class Grader:
             "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
             GRADE_TIMEOUT)
-        stage = _stage(reply, graded_from_json, submission)
+        stage = reply.stage(graded_from_json, submission.name)
         if stage.result is None:
             return stage
         entry = self.cache.store("grade", key, to_json(stage.result), {"model.fbz": out})
@@ -376,20 +388,15 @@ class Grader:
     def _measure(self, submission: Submission) -> Stage[Run]:
         from pytest_akida_grade import board
 
-        if self._board is None:
-            try:
-                self._board = board.open_device(self.settings.device)
-            except board.BoardError as error:
-                raise HarnessError(str(error)) from None
+        device = self.device()
         graded = self.grade(submission)
         if not graded.ok or graded.result is None:
             return Stage(failure=f"not measured: {graded.failure}")
-        split = data.split(self.mnist().path, seed=self.settings.seed,
-                           validation_split=self.settings.validation_split,
-                           test_limit=self.settings.test_limit)
+        self.mnist()
+        split = self.data.split()
         try:
-            with board.BoardLock(Path(tempfile.gettempdir()) / "akida-grade-board.lock"):
-                measurement = board.measure(Path(graded.result.model_path), self._board,
+            with self.board_lock():
+                measurement = board.measure(Path(graded.result.model_path), device,
                                             split.x_test, split.y_test)
         except board.BoardError as error:
             raise HarnessError(str(error)) from None
@@ -401,33 +408,21 @@ class Grader:
 
     def _replayed(self, submission: Submission) -> Stage[Run]:
         assert self.settings.replay is not None
-        if self._board is None:
-            try:
+        try:
+            if self._board is None:
                 self._board = replay.load_replay(self.settings.replay)
-            except ReplayError as error:
-                raise HarnessError(str(error)) from None
-        measurement = self._board.get(submission.name)
-        if measurement is None:
-            return Stage(result=Run("none", why=f"{self.settings.replay} has no figures for "
-                                                f"{submission.name}"))
-        if measurement.model_sha256:
-            graded = self.grade(submission)
-            model = graded.result.model_path if graded.result else None
-            if model is None or file_sha256(Path(model)) != measurement.model_sha256:
-                raise HarnessError(
-                    f"the figures for {submission.name} in {self.settings.replay} were recorded "
-                    "for another model: the converted model's sha256 no longer matches. "
-                    "Re-measure on the board (--akida-device --akida-record FILE).")
-        return Stage(result=Run("replay", measurement))
+            return Stage(result=replay.replayed(self._board, self.settings.replay,
+                                                submission.name, lambda: self._model_sha256(
+                                                    submission)))
+        except ReplayError as error:
+            raise HarnessError(str(error)) from None
+
+    def _model_sha256(self, submission: Submission) -> str | None:
+        graded = self.grade(submission)
+        return file_sha256(Path(graded.result.model_path)) if graded.result else None
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
 
 
 def _pair(files: Path, weights: Path) -> Path:
@@ -436,44 +431,3 @@ def _pair(files: Path, weights: Path) -> Path:
     (directory / "model.json").write_bytes((files / "model.json").read_bytes())
     (directory / "weights.npz").write_bytes(weights.read_bytes())
     return directory
-
-
-def _meta(path: Path, submission: Submission) -> dict[str, Any]:
-    """What the child declared, checked: bits are plain values, the route one of the three."""
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"the sandbox handed over unreadable declarations ({error})") from None
-    plain = (int, float, str, bool, type(None))
-    if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
-            isinstance(meta.get(k), plain) for k in ("weight_bits", "activation_bits")):
-        raise ValueError("the sandbox handed over malformed declarations")
-    route = "weights file" if submission.weights_path.is_file() else (
-        "default recipe" if meta["route"] == "weights file" else meta["route"])
-    return {"weight_bits": meta["weight_bits"], "activation_bits": meta["activation_bits"],
-            "route": route}
-
-
-def _stage(reply: Reply, parse: Callable[[Any], T], submission: Submission) -> Stage[T]:
-    if reply.error is not None:
-        raise HarnessError(f"the grader failed on {submission.name}: {reply.error}")
-    if reply.failure is not None:
-        return Stage(failure=reply.failure, repeatable=reply.repeatable)
-    try:
-        return Stage(result=parse(reply.ok))
-    except ResultError as error:
-        raise HarnessError(f"the grader's evaluator answered badly: {error}") from None
-
-
-def _stage_from(entry: Entry, parse: Callable[[Any], T]) -> Stage[T]:
-    """A cached stage; an entry of another shape is the cache's problem: compute again."""
-    result = entry.result
-    if "failure" in result and "result" in result:  # a build entry: result or failure
-        if result["failure"] is not None:
-            return Stage(failure=str(result["failure"]))
-        result = result["result"]
-    try:
-        return Stage(result=parse(result))
-    except ResultError as error:
-        raise HarnessError(f"cache entry {entry.directory} is unusable ({error}); delete it "
-                           "(make clean-cache)") from None

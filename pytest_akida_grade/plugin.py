@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, data
+from pytest_akida_grade import catalog, course, data
 from pytest_akida_grade.cache import Cache
 from pytest_akida_grade.discovery import Submission, is_submission, shard_of
 from pytest_akida_grade.grading import Grader
@@ -29,7 +29,7 @@ from pytest_akida_grade.sandbox import policy as sandbox_policy
 from pytest_akida_grade.settings import Settings, add_options, settings_from_config
 
 log = logging.getLogger("pytest_akida_grade")
-GRADER = pytest.StashKey[Grader]()
+GRADER = course.GRADER
 SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey["Recorder"]()
 POINTS = pytest.StashKey[Mapping[str, float]]()
@@ -64,6 +64,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                   progress=lambda student, text: _progress(config, student, text))
     config.stash[RECORDER] = Recorder(config)
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
+    config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
     _add_student_dirs(config)
     _group_students_under_xdist(config)

@@ -7,12 +7,13 @@ is an error naming the file, the student and the field. No akida here.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import filelock
 
 from pytest_akida_grade.fileio import atomic_write_text
-from pytest_akida_grade.quality import Measurement, ReplayError
+from pytest_akida_grade.quality import Measurement, ReplayError, Run
 
 
 def load_replay(path: Path) -> dict[str, Measurement]:
@@ -44,3 +45,18 @@ def write_record(path: Path, measurements: dict[str, Measurement]) -> None:
         merged.update(measurements)
         payload = {student: m.to_json() for student, m in sorted(merged.items())}
         atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def replayed(recording: dict[str, Measurement], source: Path, student: str,
+             model_sha256: Callable[[], str | None]) -> Run:
+    """The student's recorded figures, if any; ReplayError when they were recorded for another
+    model (`model_sha256()` is the converted model's, computed only when the recording has one)."""
+    measurement = recording.get(student)
+    if measurement is None:
+        return Run("none", why=f"{source} has no figures for {student}")
+    if measurement.model_sha256 and model_sha256() != measurement.model_sha256:
+        raise ReplayError(
+            f"the figures for {student} in {source} were recorded for another model: the "
+            "converted model's sha256 no longer matches. Re-measure on the board "
+            "(--akida-device --akida-record FILE).")
+    return Run("replay", measurement)

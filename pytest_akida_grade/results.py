@@ -217,3 +217,19 @@ def graded_from_json(data: Any, where: str = "grade result") -> Graded:
 
 def with_model(graded: Graded, model_path: str, training: str | None = None) -> Graded:
     return replace(graded, model_path=model_path, training=training or graded.training)
+
+
+ROUTES = ("weights file", "train()", "default recipe")
+
+
+def declarations_from_json(meta: Any, has_weights_file: bool) -> Json:
+    """What a sandbox declared (meta.json), checked: plain bits, one of the three routes. The
+    weights file's presence is known on our side: it decides that route, whatever was said."""
+    plain = (int, float, str, bool, type(None))
+    if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
+            isinstance(meta.get(key), plain) for key in ("weight_bits", "activation_bits")):
+        raise ResultError("the sandbox handed over malformed declarations")
+    route = "weights file" if has_weights_file else (
+        "default recipe" if meta["route"] == "weights file" else meta["route"])
+    return {"weight_bits": meta["weight_bits"], "activation_bits": meta["activation_bits"],
+            "route": route}

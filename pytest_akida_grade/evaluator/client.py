@@ -20,13 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from pytest_akida_grade.results import HarnessError, ResultError, Stage
 
 START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
 LOG_TAIL = 1500
 TRACE_ENV = "AKIDA_GRADE_TRACE"  # a file: one JSON line per job (benchmarks read it)
 
 Progress = Callable[[str, str], None]  # (student, message)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,17 @@ class Reply:
     failure: str | None = None  # the submission's fault (for the student)
     error: str | None = None  # ours (a grader error)
     repeatable: bool = True  # False after a crash or a timeout: not worth caching
+
+    def stage(self, parse: Callable[[Any], T], student: str) -> Stage[T]:
+        """The job's typed result or the student's failure; HarnessError when it was ours."""
+        if self.error is not None:
+            raise HarnessError(f"the grader failed on {student}: {self.error}")
+        if self.failure is not None:
+            return Stage(failure=self.failure, repeatable=self.repeatable)
+        try:
+            return Stage(result=parse(self.ok))
+        except ResultError as error:
+            raise HarnessError(f"the grader's evaluator answered badly: {error}") from None
 
 
 class Evaluator:

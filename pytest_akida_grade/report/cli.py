@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pytest_akida_grade import catalog
+from pytest_akida_grade.quality import QUALITY_MAX
 from pytest_akida_grade.report import files, plot, table
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     defaults = ", ".join(f"{k}={format_number(v)}" for k, v in catalog.DEFAULT_POINTS.items())
     merge_cmd.add_argument("--points", action="extend", nargs="+", default=[],
                            metavar="CHECK=PTS", help=f"points per check (default: {defaults})")
-    merge_cmd.add_argument("--quality-max", type=float, default=catalog.QUALITY_MAX,
+    merge_cmd.add_argument("--quality-max", type=float, default=QUALITY_MAX,
                            help="full credit below this quality (default: %(default)s)")
     return parser
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_akida_grade import catalog
-from pytest_akida_grade.catalog import MISSING, OUTCOMES, PERCENT, QUALITY_MAX
+from pytest_akida_grade.catalog import MISSING, OUTCOMES
 from pytest_akida_grade.fileio import atomic_write_text
+from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
 Record = dict[str, Any]
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from pytest_akida_grade.catalog import PERCENT, QUALITY_MAX
-from pytest_akida_grade.quality import energy_budget_mj
+from pytest_akida_grade.quality import PERCENT, QUALITY_MAX, energy_budget_mj
 
 _W, _H = 760, 440
 _LEFT, _RIGHT, _TOP, _BOTTOM = 78, 24, 44, 62

@@ -14,7 +14,8 @@ from importlib import resources
 from typing import Any
 
 from pytest_akida_grade import catalog
-from pytest_akida_grade.catalog import MISSING, PERCENT, QUALITY_MAX
+from pytest_akida_grade.catalog import MISSING
+from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
 _PACKAGE = "pytest_akida_grade.report"  # holds resources/
 _MINUS, _TIMES = "\u2212", "\u00d7"

@@ -15,7 +15,6 @@ import os
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -25,10 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_akida_grade.sandbox.handover import EXPORTS, snapshot
 from pytest_akida_grade.sandbox.policy import CODE_DIR, Policy, bwrap_command, fresh_uid
 
-EXPORTS = {"build": {"model.json": 8 << 20, "weights.npz": 512 << 20, "meta.json": 64 << 10},
-           "train": {"weights.npz": 512 << 20}}
 PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
 LINE_BYTES = 64 << 10
 OUTPUT_BYTES = 64 << 20  # what the student prints (Keras progress bars included)
@@ -275,7 +273,7 @@ def _event(watch: _Watch, line: bytes, job: Job, work: Path, staging: Path,
     elif kind == "exported" and event.get("phase") in job.phases \
             and event.get("phase") not in watch.exported and watch.failure is None:
         phase = str(event["phase"])
-        problem = _snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
+        problem = snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
         if problem:
             watch.failure = problem
             return
@@ -305,59 +303,6 @@ def _scratch_problem(work: Path) -> str | None:
         if size > SCRATCH_BYTES or entries > SCRATCH_ENTRIES:
             return (f"wrote more than {SCRATCH_BYTES >> 30} GB or {SCRATCH_ENTRIES} files to "
                     "its scratch directory; it was stopped")
-    return None
-
-
-# ---------------------------------------------------------------------------- hand-over
-
-
-def _snapshot(source: Path, target: Path, caps: dict[str, int]) -> str | None:
-    """Copy the phase's files out of the child's reach; None, or what is wrong with them."""
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        directory = _open_dir(source)
-    except OSError:
-        return f"the sandbox exported no {source.name} files (out/{source.name} is missing)"
-    try:
-        for name, cap in caps.items():
-            problem = _copy_capped(directory, name, target / name, cap)
-            if problem:
-                return problem
-    finally:
-        os.close(directory)
-    return None
-
-
-def _open_dir(path: Path) -> int:
-    """Open each component without following a symlink the child may have planted."""
-    fd = os.open(path.parents[1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for part in path.parts[-2:]:
-            new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = new
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _copy_capped(directory: int, name: str, target: Path, cap: int) -> str | None:
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-    except OSError:
-        return f"the sandbox exported no {name}"
-    with os.fdopen(fd, "rb") as source:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return f"the exported {name} is not a regular file"
-        data_left = cap + 1
-        with target.open("wb") as out:
-            while data_left > 0 and (chunk := source.read(min(1 << 20, data_left))):
-                out.write(chunk)
-                data_left -= len(chunk)
-    if data_left <= 0:
-        return f"the exported {name} is larger than {cap >> 20} MB"
-    os.chmod(target, 0o600)
     return None
 
 
