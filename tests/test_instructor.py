@@ -1,0 +1,167 @@
+"""The instructor's toolbox: course checks as fixtures, shards, progress under xdist, one MNIST
+error a session, errors told apart from failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from made_up import TEMPLATE_LAYERS, add_student, student_source
+
+from pytest_akida_grade import data
+from pytest_akida_grade.discovery import shard_of
+
+FAST = ("-k", "not accuracy and not hardware_quality")
+SEPARABLE = student_source().replace(
+    'keras.layers.Conv2D(16, 3, padding="same"),\n        keras.layers.ReLU(max_value=3.0),\n'
+    '        keras.layers.Flatten()',
+    'keras.layers.SeparableConv2D(16, 3, padding="same"),\n'
+    '        keras.layers.ReLU(max_value=3.0),\n        keras.layers.Flatten()')
+COURSE = '''
+def test_at_most_20000_parameters(akida_student):
+    assert akida_student.params <= 20_000, f"{akida_student.params} parameters"
+
+
+def test_at_least_one_separable_convolution(akida_student):
+    kinds = [layer["class_name"] for layer in akida_student.layers]
+    assert "SeparableConv2D" in kinds, "no SeparableConv2D"
+'''
+
+
+def records(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["student"]: r for r in json.loads(path.read_text())["students"]}
+
+
+# ---------------------------------------------------------------------------- course checks
+
+
+def test_a_course_check_runs_once_per_student_and_joins_their_record(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", student_source())
+    add_student(grading, "bob", SEPARABLE)
+    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    result = grading.runpytest(*FAST, "--akida-json=grades.json", "--akida-csv=book.csv", "-v",
+                               "-o", "akida_points=test_at_least_one_separable_convolution = 3")
+    result.stdout.fnmatch_lines([
+        "*test_course.py::test_at_most_20000_parameters[[]alice[]] PASSED*",
+        "*test_course.py::test_at_least_one_separable_convolution[[]alice[]] FAILED*",
+        "*test_course.py::test_at_least_one_separable_convolution[[]bob[]] PASSED*"])
+    graded = records(grading.path / "grades.json")
+    alice, bob = graded["alice"]["checks"], graded["bob"]["checks"]
+    assert alice["test_at_least_one_separable_convolution"]["outcome"] == "failed"
+    assert "no SeparableConv2D" in alice["test_at_least_one_separable_convolution"]["message"]
+    assert bob["test_at_least_one_separable_convolution"]["outcome"] == "passed"
+    assert alice["test_at_most_20000_parameters"]["outcome"] == "passed"
+    assert "quantized_accuracy" not in graded["alice"]["metrics"]  # the fast fields never train
+    rows = {row["student"]: row for row in csv.DictReader((grading.path / "book.csv").open())}
+    assert rows["bob"]["check_test_at_least_one_separable_convolution"] == "passed"
+    assert float(rows["alice"]["max_points"]) == 1 + 1 + 1 + 1 + 2 + 2 + 2 + 10 + 3 + 1
+
+
+def test_k_selects_a_students_course_checks_too(grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", student_source())
+    add_student(grading, "bob", student_source())
+    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    result = grading.runpytest("--collect-only", "-q", "-k", "alice and separable")
+    result.stdout.fnmatch_lines(["*test_course.py::test_at_least_one_separable_convolution"
+                                 "[[]alice[]]", "*1/20 tests collected*"])
+
+
+def test_a_course_check_on_a_submission_that_does_not_load_is_skipped(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "carol", "raise ValueError('not today')\n")
+    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    result = grading.runpytest("-k", "test_at_most", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*the submission did not load*"])
+
+
+def test_without_a_board_akida_device_is_skipped_saying_how_to_measure(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", student_source())
+    (grading.path / "students" / "test_board.py").write_text(
+        "def test_board_is_there(akida_device):\n    assert akida_device is not None\n")
+    result = grading.runpytest("-k", "test_board_is_there", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*not measured: no board. Run with --akida-device*"])
+
+
+# ---------------------------------------------------------------------------- shards
+
+
+def test_shards_are_disjoint_complete_and_merge_into_the_gradebook_of_one_run(
+        grading: pytest.Pytester) -> None:
+    names = ["alice", "bob", "carol", "dave", "erin"]
+    for name in names:
+        add_student(grading, name, student_source() if name != "dave" else
+                    student_source(TEMPLATE_LAYERS))
+    whole = grading.runpytest(*FAST, "--akida-json=whole.json", "--akida-csv=whole.csv")
+    assert whole.ret == 1  # dave's template fails v1_constraints: a grade, not a crash
+    parts = []
+    for index in (1, 2):
+        grading.runpytest(*FAST, f"--akida-shard={index}/2", f"--akida-json=part{index}.json")
+        parts.append(set(records(grading.path / f"part{index}.json")))
+    assert parts[0].isdisjoint(parts[1]) and parts[0] | parts[1] == set(names)
+    assert parts[0] == {n for n in names if shard_of(n, 2) == 1}
+    merged = subprocess.run([sys.executable, "-m", "pytest_akida_grade", "merge", "part1.json",
+                             "part2.json", "--csv", "merged.csv"], cwd=grading.path,
+                            capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    assert (grading.path / "merged.csv").read_text() == (grading.path / "whole.csv").read_text()
+
+
+def test_a_bad_shard_is_a_usage_error_naming_the_option(grading: pytest.Pytester) -> None:
+    result = grading.runpytest("--akida-shard=3/2", "--collect-only")
+    result.stderr.fnmatch_lines(["*invalid akida_shard value '3/2' from the command line*I/N*"])
+
+
+# ---------------------------------------------------------------------------- progress
+
+
+def test_under_xdist_epochs_and_a_live_count_reach_the_controllers_terminal(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", student_source() + "\n# a source no other test trains\n")
+    add_student(grading, "bob", "raise ValueError('not today')\n")
+    result = grading.runpytest_subprocess("-n", "2", "-k", "loads or accuracy")
+    lines = result.stdout.lines
+    assert any(re.search(r"\[akida-grade\] alice: epoch 1/1: loss \d", line) for line in lines)
+    assert any("[akida-grade] graded 2 / 2 students" in line for line in lines)
+    assert "warnings summary" not in result.stdout.str()
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_an_unavailable_mnist_is_resolved_once_a_session_and_said_once(
+        grading: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+    real = data.resolve_mnist
+
+    def counted(*args: Any, **kwargs: Any) -> data.MnistSource:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data, "resolve_mnist", counted)
+    add_student(grading, "alice", student_source())
+    add_student(grading, "bob", student_source())
+    (grading.path / "mnist.npz").write_bytes(b"not an npz")
+    result = grading.runpytest("-k", "accuracy", "--akida-mnist=mnist.npz")
+    result.assert_outcomes(errors=4)
+    assert len(calls) == 1
+    result.stdout.fnmatch_lines(["*alice: 0/2 checks passed; error: quantized_accuracy, "
+                                 "akida_accuracy"])
+
+
+def test_the_summary_tells_grader_errors_from_the_students_failures(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "dave", student_source(TEMPLATE_LAYERS))
+    result = grading.runpytest("-k", "v1_constraints or hardware_quality",
+                               "--akida-replay=nowhere.json")
+    result.stdout.fnmatch_lines(["dave: 0/2 checks passed; failed: v1_constraints; "
+                                 "error: hardware_quality"])
