@@ -102,6 +102,11 @@ class Grader:
             self.progress(submission.name, line)
         return verdict
 
+    def warm_up(self) -> None:
+        """Start the trusted processes now (their imports take seconds), beside the children."""
+        for process in (self.evaluator, self.trainer):
+            self._pool.submit(process.start)
+
     def prefetch(self, submission: Submission) -> None:
         """Start this student's stages in the background (the next student's, typically)."""
         self._future("build", submission, self._build)
@@ -243,8 +248,11 @@ class Grader:
 
     # ------------------------------------------------------------------ build
 
+    def _build_key(self, submission: Submission) -> str:
+        return cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
+
     def _build(self, submission: Submission) -> Stage[Built]:
-        key = cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
+        key = self._build_key(submission)
         with self.cache.lock("build", key):
             hit = self.cache.load("build", key)
             if hit is not None:
@@ -279,15 +287,15 @@ class Grader:
                                           submission.weights_path.is_file())
         except (ValueError, ResultError) as error:
             return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
-        reply = self.evaluator.call("inspect", {
+        inspector = self.trainer if not self.trainer.busy() else self.evaluator
+        reply = inspector.call("inspect", {
             "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
             "seed": self.settings.seed, **meta}, submission.name, self.settings.timeout, TIMEOUT)
         return reply.stage(built_from_json, submission.name)
 
     def _build_files(self, submission: Submission) -> Path:
         """The build's model.json and weights.npz: from the cache, or from the child."""
-        key = cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
-        hit = self.cache.load("build", key)
+        hit = self.cache.load("build", self._build_key(submission))
         if hit is not None and hit.file("model.json").is_file():
             return hit.directory
         exported = self._handed_over(submission, "build", False)
@@ -308,40 +316,61 @@ class Grader:
         return {"trained": trained, "grade": grade}
 
     def _grade(self, submission: Submission) -> Stage[Graded]:
-        built = self.build(submission)
-        if not built.ok or built.result is None:  # the first line of why: loads has all of it
-            why = (built.failure or "").strip().split("\n", 1)[0]
-            return Stage(failure="the submission did not load (see the loads check)"
-                         + (f": {why}" if why else ""))
+        """Starts with the child's hand-over, not after the evaluator's inspection of it: both
+        run side by side; a submission that fails its build is not graded all the same."""
+        declared = self._declared(submission)
+        if declared.result is None:
+            return _not_loaded(self.build(submission))
         keys = self._keys(submission)
         with self.cache.lock("grade", keys["grade"]):
             hit = self.cache.load("grade", keys["grade"])
             if hit is not None:
                 stage = hit.stage(graded_from_json)
-                return Stage(result=with_model(stage.result, str(hit.file("model.fbz")))) \
+                stage = Stage(result=with_model(stage.result, str(hit.file("model.fbz")))) \
                     if stage.result else stage
-            return self._graded(submission, built.result, keys)
+            else:
+                stage = self._graded(submission, declared.result, keys)
+        built = self.build(submission)
+        return stage if built.ok else _not_loaded(built)
 
-    def _graded(self, submission: Submission, built: Built,
+    def _declared(self, submission: Submission) -> Stage[dict[str, Any]]:
+        """The route and the bits: from the cached build, else from the child's hand-over."""
+        hit = self.cache.load("build", self._build_key(submission))
+        if hit is not None:
+            built = hit.stage(built_from_json).result
+            return Stage(result={"route": built.route, "weight_bits": built.weight_bits,
+                                 "activation_bits": built.activation_bits}) if built else \
+                Stage(failure="the build failed")
+        exported = self._handed_over(submission, "build", self._will_train(submission))
+        if exported.result is None:
+            return Stage(failure=exported.failure)
+        try:
+            return Stage(result=declarations_from_json(
+                json.loads((exported.result / "meta.json").read_bytes()),
+                submission.weights_path.is_file()))
+        except (ValueError, ResultError) as error:
+            return Stage(failure=str(error))
+
+    def _graded(self, submission: Submission, declared: dict[str, Any],
                 keys: dict[str, str]) -> Stage[Graded]:
-        trained = self._trained(submission, built, keys["trained"])
+        trained = self._trained(submission, declared["route"], keys["trained"])
         if trained.result is None:
             return Stage(failure=trained.failure, repeatable=trained.repeatable)
-        return self._evaluate(submission, built, trained.result, keys["grade"])
+        return self._evaluate(submission, declared, trained.result, keys["grade"])
 
-    def _trained(self, submission: Submission, built: Built,
+    def _trained(self, submission: Submission, route: str,
                  key: str) -> Stage[tuple[Path, str]]:
         """(a directory with model.json and weights.npz, the training route)."""
         hit = self.cache.load("trained", key)
         if hit is not None:
-            return Stage(result=(hit.directory, f"{built.route} (cached)"))
+            return Stage(result=(hit.directory, f"{route} (cached)"))
         files = self._build_files(submission)
-        if built.route == "train()":
+        if route == "train()":
             exported = self._handed_over(submission, "train", True)
             if exported.result is None:
                 return Stage(failure=exported.failure, repeatable=exported.repeatable)
             weights = exported.result / "weights.npz"
-        elif built.route == "default recipe":
+        elif route == "default recipe":
             weights = Path(tempfile.mkdtemp(dir=self._staging())) / "weights.npz"
             s = self.settings
             reply = self.trainer.call("train", {
@@ -354,18 +383,18 @@ class Grader:
                 return Stage(failure=failed.failure, repeatable=failed.repeatable)
         else:
             weights = files / "weights.npz"
-        entry = self.cache.store("trained", key, {"route": built.route},
+        entry = self.cache.store("trained", key, {"route": route},
                                  {"model.json": files / "model.json", "weights.npz": weights})
-        return Stage(result=(entry.directory if entry else _pair(files, weights), built.route))
+        return Stage(result=(entry.directory if entry else _pair(files, weights), route))
 
-    def _evaluate(self, submission: Submission, built: Built, trained: tuple[Path, str],
-                  key: str) -> Stage[Graded]:
+    def _evaluate(self, submission: Submission, declared: dict[str, Any],
+                  trained: tuple[Path, str], key: str) -> Stage[Graded]:
         s, (directory, training) = self.settings, trained
         out = Path(tempfile.mkdtemp(dir=self._staging())) / "model.fbz"
         reply = self.evaluator.call("grade", {
             "architecture": str(directory / "model.json"),
             "weights": str(directory / "weights.npz"), "data": self._data_request(),
-            "out": str(out), "bits": [built.weight_bits, built.activation_bits],
+            "out": str(out), "bits": [declared["weight_bits"], declared["activation_bits"]],
             "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
             GRADE_TIMEOUT)
@@ -423,6 +452,13 @@ class Grader:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _not_loaded(built: Stage[Built]) -> Stage[Graded]:
+    """Not graded because it did not build; the first line of why (loads has all of it)."""
+    why = (built.failure or "").strip().split("\n", 1)[0]
+    return Stage(failure="the submission did not load (see the loads check)"
+                 + (f": {why}" if why else ""))
 
 
 def _pair(files: Path, weights: Path) -> Path:

@@ -220,6 +220,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     grader.wanted_grades = {str(item.path) for item in session.items
                             if isinstance(item, CheckItem) and item.check in catalog.ACCURACY}
+    if any((isinstance(item, CheckItem) and item.check != "hardware_quality") or
+           "akida_student" in getattr(item, "fixturenames", ()) for item in session.items):
+        grader.warm_up()
     session.config.stash[RECORDER].expect(session.items)
 
 

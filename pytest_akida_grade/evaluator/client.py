@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import HarnessError, ResultError, Stage
 
 START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
 LOG_TAIL = 1500
-TRACE_ENV = "AKIDA_GRADE_TRACE"  # a file: one JSON line per job (benchmarks read it)
 
 Progress = Callable[[str, str], None]  # (student, message)
 T = TypeVar("T")
@@ -77,6 +77,14 @@ class Evaluator:
             return Reply(failure=f"the grader's evaluator crashed twice on this model "
                                  f"({second.failure}); this is reported to you because it "
                                  "happened only with your model", repeatable=False)
+
+    def start(self) -> None:
+        """Start the server now rather than at the first job (its imports take seconds)."""
+        with self._lock, contextlib.suppress(OSError):  # the first job will say why
+            self._ensure_started()
+
+    def busy(self) -> bool:
+        return self._lock.locked()
 
     def close(self) -> None:
         with self._lock:
@@ -201,14 +209,9 @@ class Evaluator:
         return ""
 
     def _trace(self, kind: str, student: str, reply: dict[str, Any], seconds: float) -> None:
-        target = os.environ.get(TRACE_ENV)
-        if not target:
-            return
-        record = {"role": self.role, "kind": kind, "student": student, "pid": os.getpid(),
-                  "server_pid": self._process.pid if self._process else None,
-                  "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")}
-        with contextlib.suppress(OSError), open(target, "a") as trace:
-            trace.write(json.dumps(record) + "\n")
+        trace({"role": self.role, "kind": kind, "student": student, "pid": os.getpid(),
+               "server_pid": self._process.pid if self._process else None,
+               "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")})
 
 
 def _parse(line: bytes) -> dict[str, Any]:

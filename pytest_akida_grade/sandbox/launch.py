@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.sandbox.handover import EXPORTS, snapshot
 from pytest_akida_grade.sandbox.policy import CODE_DIR, Policy, bwrap_command, fresh_uid
 
@@ -74,6 +75,7 @@ class _Watch:
     protocol: bytearray = field(default_factory=bytearray)
     protocol_bytes: int = 0
     output_bytes: int = 0
+    peak_rss_mb: float = 0.0  # as the child says (the benchmarks' trace only)
     tail: bytes = b""
 
 
@@ -101,8 +103,10 @@ def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: Pro
         try:
             watch = _supervise(process, job, work, staging, on_progress, on_export, cancelled)
         finally:
-            _kill_all(process, uid)
-        return _end(watch, process.returncode, job)
+            code = _kill_all(process, uid)
+        trace({"role": "sandbox", "student": job.name, "phases": list(job.phases),
+               "peak_rss_mb": watch.peak_rss_mb, "pid": os.getpid()})
+        return _end(watch, code, job)
     finally:
         shutil.rmtree(home, ignore_errors=True)  # fd-based: safe from the child's symlinks
 
@@ -273,6 +277,8 @@ def _event(watch: _Watch, line: bytes, job: Job, work: Path, staging: Path,
     elif kind == "exported" and event.get("phase") in job.phases \
             and event.get("phase") not in watch.exported and watch.failure is None:
         phase = str(event["phase"])
+        with contextlib.suppress(TypeError, ValueError):
+            watch.peak_rss_mb = max(watch.peak_rss_mb, float(event.get("peak_rss_mb", 0.0)))
         problem = snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
         if problem:
             watch.failure = problem
@@ -309,19 +315,22 @@ def _scratch_problem(work: Path) -> str | None:
 # ---------------------------------------------------------------------------- the end
 
 
-def _kill_all(process: subprocess.Popen[bytes], uid: int | None) -> None:
-    """Nothing it started may outlive the run: its group, its PID namespace, its uid."""
+def _kill_all(process: subprocess.Popen[bytes], uid: int | None) -> int | None:
+    """Nothing it started may outlive the run: its group, its PID namespace, its uid.
+    Returns its exit code."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     if uid is not None:  # a process in its own session escapes the group, never its uid
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(["kill", "-KILL", "-1"], user=uid, group=uid,
                            extra_groups=[], capture_output=True, timeout=30, check=False)
+    code = None
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=30)
+        code = process.wait(timeout=30)
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+    return code
 
 
 def _end(watch: _Watch, code: int | None, job: Job) -> RunEnd:
