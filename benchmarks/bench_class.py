@@ -94,6 +94,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
     from pytest_akida_grade import data
     from pytest_akida_grade.evaluator.client import Evaluator
     from pytest_akida_grade.sandbox import launch, policy
+    from pytest_akida_grade.sandbox.watch import Job
 
     scratch = Path(tempfile.mkdtemp(prefix="akida-bench-"))
     os.chmod(scratch, 0o711)
@@ -101,7 +102,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
     staging.mkdir(exist_ok=True)
     module = work / "growth.py"
     module.write_text(bench.STUDENT.read_text())
-    job = launch.Job("growth", module, weights, ("build",), 0, None, 300, "bench", 300, "bench",
+    job = Job("growth", module, weights, ("build",), 0, None, 300, "bench", 300, "bench",
                      6 << 30)
     launch.run(policy.choose("auto"), job, scratch, staging, lambda m: None, lambda p, d: None)
     export = staging / "build"

@@ -8,6 +8,7 @@ tests/board_double.py, which implements exactly the calls made here.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -135,3 +136,28 @@ class BoardLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._lock.release()
+
+
+class Bench:
+    """The session's board: opened once, driven by one process at a time (xdist workers)."""
+
+    def __init__(self, index: int | None, lock_path: Path | None = None) -> None:
+        self.index = index
+        self.lock_path = lock_path or Path(tempfile.gettempdir()) / "akida-grade-board.lock"
+        self._device: Any = None
+
+    def device(self) -> Any:
+        """The opened board; BoardError saying why there is none."""
+        if self._device is None:
+            self._device = open_device(self.index)
+        return self._device
+
+    def lock(self) -> BoardLock:
+        return BoardLock(self.lock_path)
+
+    def measure(self, model_path: Path, x_test: np.ndarray[Any, Any],
+                y_test: np.ndarray[Any, Any]) -> Measurement:
+        """`measure` under the lock."""
+        device = self.device()
+        with self.lock():
+            return measure(model_path, device, x_test, y_test)

@@ -110,6 +110,19 @@ class Cache:
         locks.mkdir(exist_ok=True)
         return filelock.FileLock(str(locks / f"{kind}-{key[:32]}.lock"))
 
+    def busy(self, kind: str, key: str) -> bool:
+        """Whether another process holds the entry's lock (is computing it) right now."""
+        if self.root is None:
+            return False
+        probe = filelock.FileLock(str(self.root / "locks" / f"{kind}-{key[:32]}.lock"),
+                                  timeout=0)
+        try:
+            probe.acquire()
+        except (filelock.Timeout, OSError):
+            return True
+        probe.release()
+        return False
+
     def make_private(self) -> None:
         """Only the grader's user may read or write it (a sandbox's uid never)."""
         if self.root is not None:

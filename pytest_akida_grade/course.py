@@ -124,6 +124,15 @@ def akida_device(request: pytest.FixtureRequest) -> Iterator[Any]:
     grader = grader_of(request.config)
     if not grader.settings.use_device:
         pytest.skip("not measured: no board. Run with --akida-device on the lab board.")
-    device = _harness(grader.device)
-    with grader.board_lock():
-        yield device
+    from pytest_akida_grade import board
+
+    bench = grader.bench()
+    try:
+        device = bench.device()
+    except board.BoardError as error:
+        problem = str(error)
+    else:
+        with bench.lock():
+            yield device
+        return
+    pytest.fail(problem, pytrace=False)

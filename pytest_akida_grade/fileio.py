@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -44,7 +45,7 @@ def trace(record: dict[str, object]) -> None:
     target = os.environ.get(TRACE_ENV)
     if target:
         with contextlib.suppress(OSError), open(target, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps({**record, "at": round(time.time(), 3)}) + "\n")
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

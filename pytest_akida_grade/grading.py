@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from pytest_akida_grade import catalog, data, replay, verdicts
 from pytest_akida_grade.cache import Cache, cache_key
 from pytest_akida_grade.discovery import Submission, find_class
-from pytest_akida_grade.evaluator.client import Evaluator
+from pytest_akida_grade.evaluator.client import Pool
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.quality import ReplayError, Run
 from pytest_akida_grade.results import (
@@ -42,6 +42,7 @@ from pytest_akida_grade.results import (
 )
 from pytest_akida_grade.sandbox import launch
 from pytest_akida_grade.sandbox.policy import Policy
+from pytest_akida_grade.sandbox.watch import Job
 from pytest_akida_grade.settings import Settings
 
 T = TypeVar("T")
@@ -58,9 +59,15 @@ class Grader:
         self.settings, self.cache, self.scratch, self.policy = settings, cache, scratch, policy
         self.progress = progress
         self.wanted_grades: set[str] = set()  # submissions with an accuracy check selected
-        self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="akida-grade")
+        self.following: dict[str, Submission] = {}  # the student after each, in run order
+        self.current = ""  # the student pytest is judging now: its jobs go first
+        # Stages wait on other stages and on sandbox runs: two pools, each wider than the
+        # look-ahead ever needs, so a waiting thread never holds the place of what it waits for.
+        self._pool = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="akida-stage")
+        self.children = launch.Children(
+            policy, scratch, lambda name, message: self._report(name, message),
+            lambda key: self._stop.is_set() or key in self._unwanted)
         self._stages: dict[tuple[str, str], concurrent.futures.Future[Any]] = {}
-        self._runs: dict[str, launch.Handle] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._unwanted: set[str] = set()
@@ -69,20 +76,21 @@ class Grader:
             settings.mnist, cache.root or scratch / "mnist", seed=settings.seed,
             validation_split=settings.validation_split, train_limit=settings.train_limit,
             test_limit=settings.test_limit)
-        # Trusted processes, but a model can be huge: bounded too. The evaluator's jobs are small
-        # and mostly serial (one thread: as fast, and the same figures under any -n); training
-        # uses every core it is given.
-        memory, cores = 2 * settings.memory_limit, len(os.sched_getaffinity(0))
-        self.evaluator = Evaluator("evaluator", scratch, memory, 1, self._report)
-        self.trainer = Evaluator("trainer", scratch, memory, max(1, cores), self._report)
+        # As many warm trusted processes as this worker's share of the cores, one thread each:
+        # their jobs are mostly serial, one thread is as fast and the same figures under any -n.
+        # Trusted, but a model can be huge: their memory is bounded too.
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        share = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+        self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self._report)
         self._runs_on_board: dict[str, Stage[Run]] = {}
+        self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._board: Any = None  # the opened device, or the recording (student -> figures)
 
     def close(self) -> None:
         self._stop.set()  # a child still working for nobody is stopped, not waited for
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self.evaluator.close()
-        self.trainer.close()
+        self.children.close()
+        self.trusted.close()
 
     # ------------------------------------------------------------------ the plugin's API
 
@@ -102,10 +110,20 @@ class Grader:
             self.progress(submission.name, line)
         return verdict
 
-    def warm_up(self) -> None:
-        """Start the trusted processes now (their imports take seconds), beside the children."""
-        for process in (self.evaluator, self.trainer):
-            self._pool.submit(process.start)
+    def judge(self, submission: Submission) -> None:
+        """pytest is at this student: start its stages (if not yet) and the next few's (enough
+        to keep every trusted process busy; the student being judged goes first)."""
+        self.current = str(submission.path)
+        self.prefetch(submission)
+        following = self.following.get(str(submission.path))
+        for _ in range(2 * len(self.trusted.processes)):
+            if following is None:
+                break
+            self.prefetch(following)
+            following = self.following.get(str(following.path))
+
+    def _urgency(self, submission: Submission) -> Callable[[], int]:
+        return lambda: 0 if str(submission.path) == self.current else 1
 
     def prefetch(self, submission: Submission) -> None:
         """Start this student's stages in the background (the next student's, typically)."""
@@ -132,22 +150,13 @@ class Grader:
         """Every submission of the configured students directories, in this shard."""
         return find_class(self.settings.students, self.settings.shard)
 
-    def device(self) -> Any:
-        """The opened board (once per process); HarnessError saying why there is none."""
+    def bench(self) -> Any:
+        """The session's board (board.Bench: opened once, used under its lock)."""
         from pytest_akida_grade import board
 
-        if self._board is None:
-            try:
-                self._board = board.open_device(self.settings.device)
-            except board.BoardError as error:
-                raise HarnessError(str(error)) from None
+        if not isinstance(self._board, board.Bench):
+            self._board = board.Bench(self.settings.device)
         return self._board
-
-    def board_lock(self) -> Any:
-        """Only one process (xdist worker) drives the board at a time."""
-        from pytest_akida_grade import board
-
-        return board.BoardLock(Path(tempfile.gettempdir()) / "akida-grade-board.lock")
 
     def flush_progress(self) -> None:
         while True:
@@ -207,49 +216,27 @@ class Grader:
 
     # ------------------------------------------------------------------ the sandbox
 
-    def _run(self, submission: Submission, train: bool) -> launch.Handle:
-        """The student's sandboxed child, started once (with its train phase when needed)."""
-        with self._lock:
-            handle = self._runs.get(str(submission.path))
-            if handle is not None and (not train or "train" in handle.phases):
-                return handle
-            s = self.settings
-            weights = submission.weights_path
-            job = launch.Job(
-                submission.name, submission.path, weights if weights.is_file() else None,
-                ("build", "train") if train else ("build",), s.seed,
-                self.data.fit_file(self.scratch / "data") if train else None,
-                s.grade_timeout if train else s.timeout, GRADE_TIMEOUT if train else TIMEOUT,
-                s.timeout, TIMEOUT, s.memory_limit)
-            staging = Path(tempfile.mkdtemp(prefix=f"{submission.name}-", dir=self._staging()))
-            handle = launch.start(
-                self._pool, self.policy, job, self._sandboxes(), staging,
-                lambda message: self._report(submission.name, message),
-                lambda: self._stop.is_set() or str(submission.path) in self._unwanted)
-            self._runs[str(submission.path)] = handle
-            return handle
-
-    def _sandboxes(self) -> Path:
-        directory = self.scratch / "sandboxes"
-        directory.mkdir(mode=0o711, exist_ok=True)
-        return directory
-
-    def _staging(self) -> Path:
-        directory = self.scratch / "exports"
-        directory.mkdir(mode=0o700, exist_ok=True)
-        return directory
+    def _job(self, submission: Submission, train: bool) -> Job:
+        s, weights = self.settings, submission.weights_path
+        return Job(
+            submission.name, submission.path, weights if weights.is_file() else None,
+            ("build", "train") if train else ("build",), s.seed,
+            self.data.fit_file(self.scratch / "data") if train else None,
+            s.grade_timeout if train else s.timeout, GRADE_TIMEOUT if train else TIMEOUT,
+            s.timeout, TIMEOUT, s.memory_limit)
 
     def _handed_over(self, submission: Submission, phase: str, train: bool) -> Stage[Path]:
-        outcome = self._run(submission, train).phases[phase].result()
-        if isinstance(outcome, Path):
-            return Stage(result=outcome)
-        return Stage(failure=outcome.failure or f"the submission's {phase} phase handed over "
-                                                "nothing", repeatable=outcome.repeatable)
+        return self.children.handed_over(str(submission.path), phase, train,
+                                         lambda: self._job(submission, train))
 
     # ------------------------------------------------------------------ build
 
     def _build_key(self, submission: Submission) -> str:
-        return cache_key("build", **submission.fingerprint(), seed=self.settings.seed)
+        """A pre-trained model's Akida 1.0 truth is calibrated as its grade: on the data too."""
+        s, pretrained = self.settings, submission.weights_path.is_file()
+        calibration = {"data": self.mnist().sha256, "samples": s.calibration_samples,
+                       "split": s.validation_split, "limit": s.train_limit} if pretrained else {}
+        return cache_key("build", **submission.fingerprint(), seed=s.seed, **calibration)
 
     def _build(self, submission: Submission) -> Stage[Built]:
         key = self._build_key(submission)
@@ -260,6 +247,7 @@ class Grader:
             return self._built(submission, key)
 
     def _built(self, submission: Submission, key: str) -> Stage[Built]:
+        self.trusted.start()  # a miss: the trusted processes start beside the child
         exported = self._handed_over(submission, "build", self._will_train(submission))
         if exported.result is None:
             stage: Stage[Built] = Stage(failure=exported.failure,
@@ -287,11 +275,49 @@ class Grader:
                                           submission.weights_path.is_file())
         except (ValueError, ResultError) as error:
             return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
-        inspector = self.trainer if not self.trainer.busy() else self.evaluator
-        reply = inspector.call("inspect", {
-            "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
-            "seed": self.settings.seed, **meta}, submission.name, self.settings.timeout, TIMEOUT)
+        files = {"architecture": str(export / "model.json"),
+                 "weights": str(export / "weights.npz"), "seed": self.settings.seed, **meta}
+        if meta["route"] != "weights file":
+            reply = self.trusted.call("inspect", files, submission.name, self.settings.timeout,
+                                      TIMEOUT, self._urgency(submission))
+            return reply.stage(built_from_json, submission.name)
+        if str(submission.path) in self.wanted_grades:
+            return self._inspect_and_grade(submission, files)
+        calibration = {"data": self._data_request(), "samples": self.settings.calibration_samples}
+        reply = self.trusted.call("inspect", {**files, "calibration": calibration},
+                                  submission.name, self.settings.timeout, TIMEOUT,
+                                  self._urgency(submission))
         return reply.stage(built_from_json, submission.name)
+
+    def _inspect_and_grade(self, submission: Submission, files: dict[str, Any]) -> Stage[Built]:
+        """A pre-trained model wanted graded: one job, one conversion for both stages; the grade
+        is stored (cache, or memory without one) for the grade stage to find."""
+        s, keys = self.settings, self._keys(submission)
+        with self.cache.lock("grade", keys["grade"]):
+            if self.cache.load("grade", keys["grade"]) is not None:  # another worker's
+                reply = self.trusted.call(
+                    "inspect", {**files, "calibration": {"data": self._data_request(),
+                                                         "samples": s.calibration_samples}},
+                    submission.name, s.timeout, TIMEOUT, self._urgency(submission))
+                return reply.stage(built_from_json, submission.name)
+            out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
+            reply = self.trusted.call("inspect+grade", {
+                **files, "data": self._data_request(), "out": str(out),
+                "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
+                "training": "weights file"}, submission.name, s.timeout + s.grade_timeout,
+                GRADE_TIMEOUT, self._urgency(submission))
+            both = reply.stage(lambda result: result, submission.name)
+            if both.result is None:
+                return Stage(failure=both.failure, repeatable=both.repeatable)
+            if both.result["graded"] is not None:
+                graded = graded_from_json(both.result["graded"])
+                entry = self.cache.store("grade", keys["grade"], to_json(graded),
+                                         {"model.fbz": out})
+                self._fused[str(submission.path)] = Stage(result=with_model(
+                    graded, str(entry.file("model.fbz") if entry else out)))
+            else:
+                self._fused[str(submission.path)] = Stage(failure=both.result["grade_failure"])
+            return Stage(result=built_from_json(both.result["built"]))
 
     def _build_files(self, submission: Submission) -> Path:
         """The build's model.json and weights.npz: from the cache, or from the child."""
@@ -321,6 +347,13 @@ class Grader:
         declared = self._declared(submission)
         if declared.result is None:
             return _not_loaded(self.build(submission))
+        if declared.result["route"] == "weights file":  # the build's job grades it too
+            built = self.build(submission)
+            fused = self._fused.get(str(submission.path))
+            if not built.ok:
+                return _not_loaded(built)
+            if fused is not None:
+                return fused
         keys = self._keys(submission)
         with self.cache.lock("grade", keys["grade"]):
             hit = self.cache.load("grade", keys["grade"])
@@ -335,7 +368,11 @@ class Grader:
 
     def _declared(self, submission: Submission) -> Stage[dict[str, Any]]:
         """The route and the bits: from the cached build, else from the child's hand-over."""
-        hit = self.cache.load("build", self._build_key(submission))
+        key = self._build_key(submission)
+        if not self.children.started(str(submission.path)) and self.cache.busy("build", key):
+            with self.cache.lock("build", key):  # another worker builds it: wait for its entry
+                pass
+        hit = self.cache.load("build", key)
         if hit is not None:
             built = hit.stage(built_from_json).result
             return Stage(result={"route": built.route, "weight_bits": built.weight_bits,
@@ -353,6 +390,7 @@ class Grader:
 
     def _graded(self, submission: Submission, declared: dict[str, Any],
                 keys: dict[str, str]) -> Stage[Graded]:
+        self.trusted.start()
         trained = self._trained(submission, declared["route"], keys["trained"])
         if trained.result is None:
             return Stage(failure=trained.failure, repeatable=trained.repeatable)
@@ -371,13 +409,13 @@ class Grader:
                 return Stage(failure=exported.failure, repeatable=exported.repeatable)
             weights = exported.result / "weights.npz"
         elif route == "default recipe":
-            weights = Path(tempfile.mkdtemp(dir=self._staging())) / "weights.npz"
+            weights = Path(tempfile.mkdtemp(dir=self.children.staging())) / "weights.npz"
             s = self.settings
-            reply = self.trainer.call("train", {
+            reply = self.trusted.call("train", {
                 "architecture": str(files / "model.json"), "weights": str(files / "weights.npz"),
                 "data": self._data_request(), "out": str(weights), "epochs": s.epochs,
                 "batch_size": s.batch_size, "seed": s.seed}, submission.name, s.grade_timeout,
-                GRADE_TIMEOUT)
+                GRADE_TIMEOUT, self._urgency(submission))
             failed = reply.stage(lambda result: result, submission.name)
             if not failed.ok:
                 return Stage(failure=failed.failure, repeatable=failed.repeatable)
@@ -390,14 +428,14 @@ class Grader:
     def _evaluate(self, submission: Submission, declared: dict[str, Any],
                   trained: tuple[Path, str], key: str) -> Stage[Graded]:
         s, (directory, training) = self.settings, trained
-        out = Path(tempfile.mkdtemp(dir=self._staging())) / "model.fbz"
-        reply = self.evaluator.call("grade", {
+        out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
+        reply = self.trusted.call("grade", {
             "architecture": str(directory / "model.json"),
             "weights": str(directory / "weights.npz"), "data": self._data_request(),
             "out": str(out), "bits": [declared["weight_bits"], declared["activation_bits"]],
             "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
-            GRADE_TIMEOUT)
+            GRADE_TIMEOUT, self._urgency(submission))
         stage = reply.stage(graded_from_json, submission.name)
         if stage.result is None:
             return stage
@@ -417,16 +455,18 @@ class Grader:
     def _measure(self, submission: Submission) -> Stage[Run]:
         from pytest_akida_grade import board
 
-        device = self.device()
+        try:
+            self.bench().device()
+        except board.BoardError as error:
+            raise HarnessError(str(error)) from None
         graded = self.grade(submission)
         if not graded.ok or graded.result is None:
             return Stage(failure=f"not measured: {graded.failure}")
         self.mnist()
         split = self.data.split()
         try:
-            with self.board_lock():
-                measurement = board.measure(Path(graded.result.model_path), device,
-                                            split.x_test, split.y_test)
+            measurement = self.bench().measure(Path(graded.result.model_path), split.x_test,
+                                               split.y_test)
         except board.BoardError as error:
             raise HarnessError(str(error)) from None
         except (RuntimeError, ValueError) as error:  # akida's mapper: the model does not fit

@@ -8,6 +8,7 @@ Nothing in this process imports student code or TensorFlow.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -220,9 +221,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     grader.wanted_grades = {str(item.path) for item in session.items
                             if isinstance(item, CheckItem) and item.check in catalog.ACCURACY}
-    if any((isinstance(item, CheckItem) and item.check != "hardware_quality") or
-           "akida_student" in getattr(item, "fixturenames", ()) for item in session.items):
-        grader.warm_up()
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
+        # Alone, this process grades the class in collection order: it may look ahead. Under
+        # several workers the next student may be another worker's (xdist decides late).
+        order = list(dict.fromkeys(i.submission for i in session.items
+                                   if isinstance(i, CheckItem)))
+        grader.following = {str(a.path): b for a, b in itertools.pairwise(order)}
     session.config.stash[RECORDER].expect(session.items)
 
 
@@ -237,13 +241,21 @@ class StudentFile(pytest.File):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """While this student is judged, the next one's stages start (both cores busy)."""
+    """While this student is judged, the next ones' stages start (every core busy)."""
     grader = item.config.stash.get(GRADER, None)
     if grader is None or not isinstance(item, CheckItem):
         return
-    grader.prefetch(item.submission)
+    grader.judge(item.submission)
     if isinstance(nextitem, CheckItem) and nextitem.submission != item.submission:
-        grader.prefetch(nextitem.submission)
+        grader.prefetch(nextitem.submission)  # this worker's next, as xdist told it
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per two cores. Each worker grades with as many warm trusted
+    processes as its share of the cores (grading.py) plus the sandboxed children beside them,
+    so one worker alone keeps two cores busy; more would only split the same cores."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 class CheckItem(pytest.Item):

@@ -17,6 +17,7 @@ from made_up import student_source
 from pytest_akida_grade.evaluator.client import Evaluator
 from pytest_akida_grade.results import built_from_json
 from pytest_akida_grade.sandbox import launch, policy
+from pytest_akida_grade.sandbox.watch import Job
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module.write_text(student_source())
     scratch = Path(tempfile.mkdtemp(prefix="akida-test-"))
     os.chmod(scratch, 0o711)
-    job = launch.Job("alice", module, None, ("build",), 0, None, 120, "test", 120, "test",
+    job = Job("alice", module, None, ("build",), 0, None, 120, "test", 120, "test",
                      6 << 30)
     end = launch.run(policy.choose("auto"), job, scratch, root, lambda message: None,
                      lambda phase, path: None)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pytest_akida_grade import catalog
+from pytest_akida_grade.results import Violation
 from pytest_akida_grade.rules import akida_v1, design_space, specs
-from pytest_akida_grade.rules.specs import Violation
 
 # ------------------------------------------------------------------------------- spec builders
 
@@ -209,7 +209,8 @@ def test_it_fails_a_model_without_the_final_classifier() -> None:
 
 
 def test_it_fails_a_rescaling_that_is_not_the_first_layer() -> None:
-    violation = only(design_space.layer_whitelist(model(conv(), relu(), rescaling(), flatten(), dense())))
+    specs = model(conv(), relu(), rescaling(), flatten(), dense())
+    violation = only(design_space.layer_whitelist(specs))
     assert_names_layer(violation, 2, "rescaling")
     assert "first layer" in violation.message
 
@@ -259,7 +260,8 @@ def test_it_fails_a_softmax_on_the_classifier() -> None:
 
 
 def test_it_accepts_bounded_plain_relus() -> None:
-    assert design_space.relu_bounded(model(conv(), relu(6), sep(), relu(1.5), flatten(), dense())) == []
+    specs = model(conv(), relu(6), sep(), relu(1.5), flatten(), dense())
+    assert design_space.relu_bounded(specs) == []
 
 
 # ------------------------------------------------------------------------ quantization scheme
@@ -478,3 +480,105 @@ def test_it_does_not_crash_on_unknown_or_malformed_layers() -> None:
                   other("Reshape", target_shape=[784]), flatten(), dense())
     assert akida_v1.v1_static(specs)[0].rule == "v1.input_conv"
     assert akida_v1.v1_static([]) != []
+
+
+def test_every_documented_rule_says_it_is_documented() -> None:
+    found = akida_v1.v1_static(template(sep(32, kernel=1), relu()))
+    assert found and all(v.documented for v in found)
+    assert akida_v1.v1_static(template()) == akida_v1.v1_static(template(), weight_bits=4)
+
+
+# ---------------------------------------------- Akida 1.0: limits found by mapping (issue 13)
+
+
+def assert_found_by_mapping(violation: Violation) -> None:
+    assert violation.documented is False
+    assert "found by mapping, not in BrainChip's constraints page" in violation.message
+
+
+def test_it_fails_a_one_filter_convolution_on_a_one_channel_input() -> None:
+    specs = model(rescaling(), conv(1), relu(), conv(16, strides=2), relu(), flatten(), dense())
+    violation = only(akida_v1.v1_static(specs), "v1.one_filter_conv")
+    assert_names_layer(violation, 1, "conv2d")
+    assert_found_by_mapping(violation)
+    assert "DepthwiseConv2D" in violation.message and "at least 2 filters" in violation.message
+    assert "the first layer must stay a Conv2D" in violation.message
+
+
+def test_it_fails_a_one_filter_convolution_after_a_one_channel_layer() -> None:
+    specs = model(rescaling(), conv(2), relu(), conv(1), relu(), conv(1, kernel=1), relu(),
+                  flatten(), dense())
+    violation = only(akida_v1.v1_static(specs), "v1.one_filter_conv")
+    assert_names_layer(violation, 5, "conv2d_2")
+    assert "first layer" not in violation.message
+
+
+def test_a_one_filter_1x1_input_convolution_fails_the_kernel_rule_and_the_filter_rule() -> None:
+    specs = model(rescaling(), conv(1, kernel=1), relu(), conv(16), relu(), flatten(), dense())
+    found = akida_v1.v1_static(specs)
+    assert [v.rule for v in found] == ["v1.input_conv", "v1.one_filter_conv"]
+    assert "its kernel is 1x1" in found[0].message and found[0].documented
+    assert "at least 2 filters" in found[1].message
+
+
+def test_it_accepts_one_filter_on_two_channels_and_two_filters_on_one() -> None:
+    specs = model(rescaling(), conv(2), relu(), conv(1), relu(), conv(2), relu(), flatten(),
+                  dense())
+    assert akida_v1.v1_static(specs) == []
+
+
+def test_a_one_filter_separable_convolution_on_one_channel_is_not_rewritten() -> None:
+    specs = model(rescaling(), conv(2), relu(), conv(1), relu(), sep(1), relu(), flatten(),
+                  dense())
+    assert akida_v1.v1_static(specs) == []
+
+
+def wide(channels: int, kernel: int, cls: str = "Conv2D") -> list[dict]:
+    """A convolution reading `channels` inputs (from a 1x1 convolution) on a small map."""
+    return model(rescaling(), conv(16, strides=3), relu(), conv(channels, kernel=1), relu(),
+                 conv(16, kernel=kernel, cls=cls), relu(), flatten(), dense())
+
+
+CNP_CAPS = [(bits, kernel, cap) for bits, caps in specs.CNP_MAX_INPUT_CHANNELS.items()
+            for kernel, cap in caps.items()]
+
+
+@pytest.mark.parametrize(("bits", "kernel", "cap"), CNP_CAPS,
+                         ids=[f"W{b}-{k}x{k}-cap-{c}" for b, k, c in CNP_CAPS])
+def test_it_fails_a_convolution_with_more_input_channels_than_a_cnp_holds(
+        bits: int, kernel: int, cap: int) -> None:
+    assert akida_v1.v1_static(wide(cap, kernel), weight_bits=bits) == []
+    violation = only(akida_v1.v1_static(wide(cap + 1, kernel), weight_bits=bits),
+                     "v1.cnp_input_channels")
+    assert_names_layer(violation, 5, "conv2d_2")
+    assert_found_by_mapping(violation)
+    assert f"reads {cap + 1} input channels with a {kernel}x{kernel} kernel" in violation.message
+    assert f"at {bits}-bit weights" in violation.message and f"at most {cap}" in violation.message
+
+
+def test_the_cnp_channel_limit_depends_on_the_weight_bits() -> None:
+    specs = wide(512, 3)
+    violation = only(akida_v1.v1_static(specs, weight_bits=4), "v1.cnp_input_channels")
+    assert "2-bit weights (W2A4 allows 896 here)" in violation.message
+    assert "SeparableConv2D" in violation.message
+    assert akida_v1.v1_static(specs, weight_bits=2) == []
+
+
+def test_it_does_not_suggest_fixes_that_would_not_map() -> None:
+    message = only(akida_v1.v1_static(wide(900, 7), weight_bits=4)).message
+    assert "2-bit" not in message and "SeparableConv2D" not in message
+    assert "at most 149 input channels" in message
+
+
+def test_a_separable_convolution_is_exempt_from_the_cnp_channel_limit() -> None:
+    assert akida_v1.v1_static(wide(512, 7, cls="SeparableConv2D"), weight_bits=4) == []
+
+
+@pytest.mark.parametrize("bits", [1, 3, 8, "4", None])
+def test_it_reports_no_channel_limit_at_weight_bits_nobody_measured(bits: Any) -> None:
+    assert akida_v1.v1_static(wide(2048, 3), weight_bits=bits) == []
+
+
+def test_the_channel_limit_does_not_apply_to_the_input_convolution() -> None:
+    specs = model(conv(16), relu(), flatten(), dense(), input_shape=(28, 28, 600))
+    assert {v.rule for v in akida_v1.v1_static(specs)} == {"v1.input_conv"}

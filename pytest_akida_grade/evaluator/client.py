@@ -1,6 +1,6 @@
 """The pytest side of a warm evaluator (server.py): start it, send jobs, survive its crashes.
 
-One `Evaluator` per role and pytest process (xdist worker): jobs are sent one at a time. A job
+A `Pool` of identical `Evaluator`s per pytest process (xdist worker), one job at a time each. A job
 that crashes the server (a segfault in native code, the memory limit) costs that job only: the
 server is restarted and the job retried once; a second crash is that student's failure. A job
 over its deadline is stopped and fails; the next job gets a fresh server.
@@ -9,6 +9,7 @@ over its deadline is stopped and fails; the next job gets a fresh server.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import select
@@ -82,9 +83,6 @@ class Evaluator:
         """Start the server now rather than at the first job (its imports take seconds)."""
         with self._lock, contextlib.suppress(OSError):  # the first job will say why
             self._ensure_started()
-
-    def busy(self) -> bool:
-        return self._lock.locked()
 
     def close(self) -> None:
         with self._lock:
@@ -212,6 +210,55 @@ class Evaluator:
         trace({"role": self.role, "kind": kind, "student": student, "pid": os.getpid(),
                "server_pid": self._process.pid if self._process else None,
                "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")})
+
+
+class Pool:
+    """A few warm trusted processes; a job goes to the first free one, the most urgent job first
+    (the student being judged before the ones prefetched), in arrival order otherwise.
+
+    They are identical (same threads), so a figure never depends on which one computed it."""
+
+    def __init__(self, size: int, scratch: Path, memory_bytes: int, progress: Progress) -> None:
+        self.processes = [Evaluator(f"trusted-{index}", scratch, memory_bytes, 1, progress)
+                          for index in range(size)]
+        self._free = list(self.processes)
+        self._waiting: dict[int, Callable[[], int]] = {}  # ticket -> its urgency, 0 = most
+        self._tickets = itertools.count()
+        self._changed = threading.Condition()
+        self._started = threading.Event()
+
+    def start(self) -> None:
+        """Start them now, in the background (their imports take seconds): once a session."""
+        if not self._started.is_set():
+            self._started.set()
+            for process in self.processes:
+                threading.Thread(target=process.start, daemon=True).start()
+
+    def call(self, kind: str, request: dict[str, Any], student: str, seconds: float,
+             timeout_source: str, urgency: Callable[[], int] = lambda: 0) -> Reply:
+        self.start()
+        process = self._acquire(urgency)
+        try:
+            return process.call(kind, request, student, seconds, timeout_source)
+        finally:
+            with self._changed:
+                self._free.append(process)
+                self._changed.notify_all()
+
+    def _acquire(self, urgency: Callable[[], int]) -> Evaluator:
+        with self._changed:
+            ticket = next(self._tickets)
+            self._waiting[ticket] = urgency
+            while not self._free or ticket != min(
+                    self._waiting, key=lambda t: (self._waiting[t](), t)):
+                self._changed.wait(timeout=0.5)  # urgencies change as pytest moves on
+            del self._waiting[ticket]
+            self._changed.notify_all()
+            return self._free.pop(0)
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.close()
 
 
 def _parse(line: bytes) -> dict[str, Any]:

@@ -24,14 +24,7 @@ from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator.rebuild import SubmissionError, rebuild
 from pytest_akida_grade.quality import argmax_accuracy
-from pytest_akida_grade.results import (
-    Built,
-    Declared,
-    Graded,
-    MappingFigures,
-    V1Truth,
-    Violation,
-)
+from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth
 from pytest_akida_grade.rules import akida_v1, design_space, mapper
 
 Progress = Callable[[str], None]
@@ -45,36 +38,86 @@ FIT_SAMPLES = 64  # random images that calibrate the untrained model's quantizat
 
 
 def inspect(architecture: Path, weights: Path, weight_bits: Declared,
-            activation_bits: Declared, route: str, seed: int) -> Built:
-    """The fast checks' evidence: specs, every rule's violations, the Akida 1.0 truth."""
+            activation_bits: Declared, route: str, seed: int,
+            samples: Array | None = None) -> Built:
+    """The fast checks' evidence: specs, every rule's violations, the Akida 1.0 truth.
+
+    `samples` calibrate the quantization (a pre-trained model: the grade's own first
+    calibration); without them, seeded random images do (an untrained model)."""
     model = rebuild(architecture, weights)
-    layers = layer_specs(model)
+    bits, declared = checked_bits(weight_bits, activation_bits)
+    if samples is None:
+        random = np.random.default_rng(seed).integers(0, 256, (FIT_SAMPLES, 28, 28, 1))
+        samples = random.astype("uint8")
+    return _built(model, weight_bits, activation_bits, route, bits,
+                  _v1_truth(model, bits, declared, _converted(model, bits, samples)))
+
+
+def inspect_and_grade(architecture: Path, weights: Path, data: Split, out: Path, *,
+                      weight_bits: Declared, activation_bits: Declared, route: str, attempts: int,
+                      calibration_samples: int, seed: int, training: str,
+                      progress: Progress) -> tuple[Built, Graded | str]:
+    """Both for a pre-trained model: the Akida 1.0 truth is the grade's first conversion, made
+    once. The same figures as `inspect` with the same samples, then `grade`."""
+    model = rebuild(architecture, weights)
+    bits, declared = checked_bits(weight_bits, activation_bits)
+    samples = first_calibration(data, calibration_samples, seed)
+    first = _converted(model, bits, samples)
+    built = _built(model, weight_bits, activation_bits, route, bits,
+                   _v1_truth(model, bits, declared, first))
+    shared = first if declared and not isinstance(first, str) else None
+    try:
+        return built, _grade(model, data, out, bits=(weight_bits, activation_bits),
+                             attempts=attempts, calibration_samples=calibration_samples,
+                             seed=seed, training=training, progress=progress, first=shared)
+    except SubmissionError as error:
+        return built, str(error)
+
+
+def checked_bits(weight_bits: Declared, activation_bits: Declared) -> tuple[tuple[int, int], bool]:
+    """The precision the Akida 1.0 truth is checked at: the declared one when supported."""
     scheme = (weight_bits, activation_bits)
     declared = scheme in SUPPORTED_SCHEMES and all(type(b) is int for b in scheme)
-    bits = (int(scheme[0]), int(scheme[1])) if declared else (4, 4)  # type: ignore[arg-type]
+    return ((int(scheme[0]), int(scheme[1])) if declared else (4, 4)), declared  # type: ignore[arg-type]
+
+
+def first_calibration(data: Split, calibration_samples: int, seed: int) -> Array:
+    """The grade's first attempt's calibration images (a seeded sample of the training split)."""
+    rng = np.random.default_rng(seed)
+    count = min(calibration_samples, len(data.x_fit))
+    return _images(data.x_fit[rng.choice(len(data.x_fit), count, replace=False)])
+
+
+def _built(model: Any, weight_bits: Declared, activation_bits: Declared, route: str,
+           bits: tuple[int, int], truth: V1Truth) -> Built:
+    """The rules' verdicts (Akida 1.0's at the precision the truth was checked at)."""
+    layers = layer_specs(model)
     violations = {
         "layer_whitelist": design_space.layer_whitelist(layers),
         "relu_bounded": design_space.relu_bounded(layers),
         "quantization_scheme": design_space.quantization_scheme(weight_bits, activation_bits),
-        "v1_constraints": akida_v1.v1_static(layers),
+        "v1_constraints": akida_v1.v1_static(layers, weight_bits=bits[0]),
     }
     return Built(layers=tuple(layers), params=int(model.count_params()),
                  weight_bits=weight_bits, activation_bits=activation_bits,
-                 violations={check: tuple(Violation(v.rule, v.message, v.layer_index,
-                                                    v.layer_name, getattr(v, "documented", True))
-                                          for v in found) for check, found in violations.items()},
-                 v1=_v1_truth(model, layers, bits, declared, seed), route=route)
+                 violations={check: tuple(found) for check, found in violations.items()},
+                 v1=truth, route=route)
 
 
-def _v1_truth(model: Any, layers: list[dict[str, Any]], bits: tuple[int, int], declared: bool,
-              seed: int) -> V1Truth:
-    samples = np.random.default_rng(seed).integers(0, 256, (FIT_SAMPLES, 28, 28, 1))
+def _converted(model: Any, bits: tuple[int, int], samples: Array) -> Conversion | str:
+    """The conversion, or quantizeml's / cnn2snn's refusal in their words."""
     try:
-        conversion = quantize_and_convert(model, bits[0], bits[1], samples.astype("uint8"))
+        return quantize_and_convert(model, bits[0], bits[1], samples)
     except Exception as error:  # quantizeml/cnn2snn refusing the model is the verdict
-        message = f"{type(error).__name__}: {str(error).strip()}"
+        return f"{type(error).__name__}: {str(error).strip()}"
+
+
+def _v1_truth(model: Any, bits: tuple[int, int], declared: bool,
+              conversion: Conversion | str) -> V1Truth:
+    layers = layer_specs(model)
+    if isinstance(conversion, str):
         return V1Truth(bits, declared, conversion_error=mapper.explain_conversion_error(
-            message, layers))
+            conversion, layers))
     return V1Truth(bits, declared, cut_at=conversion.cut_at,
                    warnings=tuple(conversion.warnings[:20]),
                    mapping=map_on_virtual_akd1000(conversion.akida, layers))
@@ -222,15 +265,22 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 # ---------------------------------------------------------------------------- grade
 
 
-def grade(architecture: Path, weights: Path, data: Split, out: Path, *, bits: tuple[int, int],
-          attempts: int, calibration_samples: int, seed: int, training: str,
-          progress: Progress) -> Graded:
+def grade(architecture: Path, weights: Path, data: Split, out: Path, *,
+          bits: tuple[Declared, Declared], attempts: int, calibration_samples: int, seed: int,
+          training: str, progress: Progress) -> Graded:
     """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `out`."""
-    model = rebuild(architecture, weights)
+    return _grade(rebuild(architecture, weights), data, out, bits=bits, attempts=attempts,
+                  calibration_samples=calibration_samples, seed=seed, training=training,
+                  progress=progress, first=None)
+
+
+def _grade(model: Any, data: Split, out: Path, *, bits: tuple[Declared, Declared],
+           attempts: int, calibration_samples: int, seed: int, training: str,
+           progress: Progress, first: Conversion | None) -> Graded:
     float_accuracy = keras_accuracy(model, data.x_test, data.y_test)
     progress(f"float accuracy {float_accuracy:.4f}")
     conversion, attempt, scores = _best_conversion(model, bits, data, attempts,
-                                                   calibration_samples, seed, progress)
+                                                   calibration_samples, seed, progress, first)
     quantized = keras_accuracy(conversion.quantized, data.x_test, data.y_test)
     akida = None if conversion.cut_at else akida_accuracy(conversion.akida, data.x_test,
                                                           data.y_test)
@@ -243,19 +293,18 @@ def grade(architecture: Path, weights: Path, data: Split, out: Path, *, bits: tu
                   mapping=mapping, peak_rss_mb=peak_rss_mb())
 
 
-def _best_conversion(model: Any, bits: tuple[int, int], data: Split, attempts: int,
-                     calibration_samples: int, seed: int,
-                     progress: Progress) -> tuple[Conversion, int, list[float]]:
+def _best_conversion(model: Any, bits: tuple[Declared, Declared], data: Split, attempts: int,
+                     calibration_samples: int, seed: int, progress: Progress,
+                     first: Conversion | None) -> tuple[Conversion, int, list[float]]:
     """Seeded attempts, each calibrated on its own sample of training images; best on
-    validation."""
+    validation. `first`: attempt 0's conversion, already made (inspect_and_grade)."""
     best: Conversion | None = None
     best_index, scores = 0, list[float]()
     for attempt in range(attempts):
-        rng = np.random.default_rng(seed + attempt)
-        count = min(calibration_samples, len(data.x_fit))
-        samples = _images(data.x_fit[rng.choice(len(data.x_fit), count, replace=False)])
+        samples = first_calibration(data, calibration_samples, seed + attempt)
         try:
-            conversion = quantize_and_convert(model, bits[0], bits[1], samples)
+            conversion = first if attempt == 0 and first is not None else \
+                quantize_and_convert(model, bits[0], bits[1], samples)  # type: ignore[arg-type]
         except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
             raise SubmissionError(
                 f"quantization or conversion for Akida 1.0 failed (see v1_constraints): "

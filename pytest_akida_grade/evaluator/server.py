@@ -1,7 +1,8 @@
 """The warm trusted process: `python -m pytest_akida_grade.evaluator.server --memory BYTES`.
 
 It imports TensorFlow, quantizeml, cnn2snn and akida once and then serves one job after another
-(client.py sends them): inspect, train, grade. It never imports student code, so it can stay
+(client.py sends them): inspect, train, grade, and inspect+grade (a pre-trained model: one
+conversion serves both). It never imports student code, so it can stay
 warm across students. Between jobs it drops every model and what TensorFlow keeps of them (a
 custom-gradient registry entry per quantized model would otherwise grow it by ~60 MB a student).
 
@@ -65,10 +66,27 @@ class Server:
 
 def inspect(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
     seed(request["seed"])
+    samples = None
+    if request.get("calibration"):  # a pre-trained model: the grade's first calibration
+        data = dataset(**request["calibration"]["data"])
+        samples = pipeline.first_calibration(data, request["calibration"]["samples"],
+                                             request["seed"])
     built = pipeline.inspect(Path(request["architecture"]), Path(request["weights"]),
                              request["weight_bits"], request["activation_bits"],
-                             request["route"], request["seed"])
+                             request["route"], request["seed"], samples)
     return to_json(built)
+
+
+def inspect_and_grade(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
+    seed(request["seed"])
+    built, graded = pipeline.inspect_and_grade(
+        Path(request["architecture"]), Path(request["weights"]), dataset(**request["data"]),
+        Path(request["out"]), weight_bits=request["weight_bits"],
+        activation_bits=request["activation_bits"], route=request["route"],
+        attempts=request["attempts"], calibration_samples=request["calibration_samples"],
+        seed=request["seed"], training=request["training"], progress=progress)
+    return {"built": to_json(built), "graded": None if isinstance(graded, str)
+            else to_json(graded), "grade_failure": graded if isinstance(graded, str) else None}
 
 
 def train(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
@@ -90,7 +108,7 @@ def grade(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any
     return to_json(graded)
 
 
-JOBS = {"inspect": inspect, "train": train, "grade": grade}
+JOBS = {"inspect": inspect, "train": train, "grade": grade, "inspect+grade": inspect_and_grade}
 
 
 @functools.lru_cache(maxsize=2)

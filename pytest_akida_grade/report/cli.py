@@ -1,4 +1,6 @@
-"""`python -m pytest_akida_grade merge FILE.json ...`: merge grade files and write the reports.
+"""`python -m pytest_akida_grade COMMAND`: merge grade files and write the reports (`merge`), build
+a Gradescope autograder (`gradescope-autograder`), write one student's results.json
+(`gradescope-results`, which the autograder's run_autograder calls).
 
 Errors go to stderr with exit status 2.
 """
@@ -6,6 +8,7 @@ Errors go to stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Mapping
@@ -13,15 +16,16 @@ from typing import Any
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.quality import QUALITY_MAX
-from pytest_akida_grade.report import files, plot, table
+from pytest_akida_grade.report import autograder, files, plot, table
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG,
-                                     description="Combine and export Akida grade files.")
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Combine and export Akida grade files; build a Gradescope "
+        "autograder.")
     commands = parser.add_subparsers(dest="command", required=True)
     merge_cmd = commands.add_parser(
         "merge", help="merge --akida-json files (e.g. from shards) and write grade files",
@@ -37,7 +41,46 @@ def _parser() -> argparse.ArgumentParser:
                            metavar="CHECK=PTS", help=f"points per check (default: {defaults})")
     merge_cmd.add_argument("--quality-max", type=float, default=QUALITY_MAX,
                            help="full credit below this quality (default: %(default)s)")
+    _add_autograder_parser(commands)
+    _add_results_parser(commands)
     return parser
+
+
+def _add_autograder_parser(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "gradescope-autograder", help="write a Gradescope autograder zip (setup.sh, "
+        "run_autograder, the settings)",
+        description="Write the zip for Gradescope's 'Zip file upload': setup.sh installs "
+        "Python 3.11 and the stack pinned to this environment's versions, run_autograder grades "
+        "/autograder/submission/<name>.py with these settings. Settings are checked first: on "
+        "an error nothing is written.")
+    cmd.add_argument("out", metavar="OUT.zip", help="the zip to write")
+    cmd.add_argument("--ini", metavar="FILE", help="settings: the akida_* keys and addopts of "
+                     "a pytest ini file ([pytest]) or a pyproject.toml")
+    cmd.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a setting (akida_timeout=60; akida_points=loads = 2, once a line); "
+                     "after --ini's")
+    cmd.add_argument("--pytest-args", action="append", default=[], metavar="ARGS",
+                     help="pytest arguments for run_autograder, appended to addopts "
+                     "(e.g. --pytest-args=\"-k 'not hardware_quality'\")")
+    cmd.add_argument("--replay", metavar="FILE", help="a board recording (--akida-record) to "
+                     "bundle and replay: students are its names, the submissions' file stems")
+
+
+def _add_results_parser(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "gradescope-results", help="write one student's Gradescope results.json",
+        description="Write Gradescope's results.json from an --akida-json file holding exactly "
+        "one student.")
+    cmd.add_argument("grades", metavar="GRADES.json", help="an --akida-json file, one student")
+    cmd.add_argument("out", metavar="OUT.json", help="the results.json to write")
+    cmd.add_argument("--ini", metavar="FILE",
+                     help="take akida_points and akida_quality_max from this ini file")
+    cmd.add_argument("--points", action="extend", nargs="+", default=[], metavar="CHECK=PTS",
+                     help="points per check, after --ini's")
+    cmd.add_argument("--quality-max", type=float, default=None,
+                     help=f"full credit below this quality (default: --ini's, else "
+                     f"{format_number(QUALITY_MAX)})")
 
 
 def _summary_line(record: Mapping[str, Any]) -> str:
@@ -73,15 +116,53 @@ def _merge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _autograder_command(args: argparse.Namespace) -> int:
+    settings = autograder.autograder_settings(ini=args.ini, options=args.option,
+                                              pytest_args=args.pytest_args, replay=args.replay)
+    for note in settings.notes:
+        print(f"{PROG} gradescope-autograder: note: {note}", file=sys.stderr)
+    names = autograder.write_autograder(args.out, settings)
+    print(f"wrote {args.out}: " + ", ".join(names))
+    return 0
+
+
+def _single_record(path: str) -> dict[str, Any]:
+    records = files.read_json(path)
+    if len(records) != 1:
+        names = ", ".join(str(r["student"]) for r in records) or "none"
+        raise ReportError(f"{path}: holds {len(records)} students ({names}); gradescope-results "
+                          "needs exactly one (grade one submission per run)")
+    return records[0]
+
+
+def _results_command(args: argparse.Namespace) -> int:
+    lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
+    if args.quality_max is not None:
+        quality_max = args.quality_max
+    if quality_max is not None and (not math.isfinite(quality_max) or quality_max <= 0):
+        raise ReportError(f"--quality-max: {quality_max} must be a positive number")
+    points = catalog.parse_points([*lines, *args.points], where="points")
+    record = _single_record(args.grades)
+    result = files.gradescope_result(record, points, quality_max=quality_max or QUALITY_MAX)
+    files.write_text(args.out, json.dumps(result, indent=2, ensure_ascii=False,
+                                          allow_nan=False) + "\n")
+    print(f"{args.out}: {_summary_line(catalog.with_points([record], points)[0])}")
+    return 0
+
+
+COMMANDS = {"merge": _merge_command, "gradescope-autograder": _autograder_command,
+            "gradescope-results": _results_command}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pytest_akida_grade merge ...`; errors go to stderr with exit status 2."""
+    """`python -m pytest_akida_grade COMMAND ...`; errors go to stderr with exit status 2."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse has printed its message already
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        return _merge_command(args)
-    except (ReportError, catalog.PointsError) as exc:
+        return COMMANDS[args.command](args)
+    except (ReportError, autograder.AutograderError, catalog.PointsError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,10 @@ from how cnn2snn/quantizeml turn Keras layers into Akida v1 layers. cnn2snn fuse
 Akida layer (a "block" below); the first Conv2D becomes the InputConvolutional layer. Before
 fusing, quantizeml's sanitize() swaps ReLU -> MaxPool into MaxPool -> ReLU, swaps MaxPool -> BN
 into BN -> MaxPool, then folds a BN directly after a conv into its weights.
+
+Two rules are not on BrainChip's page but were found by mapping (their Violations say so and
+carry documented=False): a Conv2D with one filter on a one-channel input, which quantizeml turns
+into a DepthwiseConv2D, and a Conv2D with more input channels than one CNP holds.
 """
 
 from __future__ import annotations
@@ -17,18 +21,20 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pytest_akida_grade.results import Violation, in_layer_order
 from pytest_akida_grade.rules.specs import (
     BOUNDED_RELU_EXAMPLE,
+    CNP_MAX_INPUT_CHANNELS,
+    FOUND_BY_MAPPING,
+    SEPARABLE_INPUT_CHANNELS_MAPPED,
     Layer,
     Specs,
-    Violation,
     cfg,
     cls,
     describe,
-    in_layer_order,
+    input_channels,
     pair,
     size_text,
-    violation,
 )
 
 CONV = ("Conv2D", "SeparableConv2D")
@@ -94,20 +100,37 @@ def _first_neural(layers: Specs) -> Layer | None:
     return next((layer for layer in layers if cls(layer) in (*CONV, "Dense")), None)
 
 
-def v1_static(layers: Specs) -> list[Violation]:
-    """All static Akida 1.0 (AKD1000) rules, violations in layer order."""
+def v1_static(layers: Specs, *, weight_bits: int = 4) -> list[Violation]:
+    """All static Akida 1.0 (AKD1000) rules, violations in layer order.
+
+    `weight_bits` is the precision the model is quantized at: some limits depend on it.
+    """
     blocks, orphans = _fuse(layers)
     found: list[Violation] = []
     for rule in V1_RULES:
-        found += rule(layers, blocks, orphans)
+        if isinstance(rule, _WithBits):
+            found += rule.check(layers, blocks, orphans, weight_bits)
+        else:
+            found += rule(layers, blocks, orphans)
     return in_layer_order(found)
 
 
 def _v1(layer: Layer | None, rule: str, message: str) -> Violation:
-    return violation(f"v1.{rule}", layer, message)
+    return Violation.at(f"v1.{rule}", layer, message)
+
+
+def _measured(layer: Layer, rule: str, message: str) -> Violation:
+    return Violation.at(f"v1.{rule}", layer, message, documented=False)
 
 
 Rule = Callable[[Specs, list[_Block], Specs], list[Violation]]
+
+
+@dataclass(frozen=True)
+class _WithBits:
+    """A rule that also needs the weight bits."""
+
+    check: Callable[[Specs, list[_Block], Specs, int], list[Violation]]
 
 
 def _input_conv(layers: Specs, blocks: list[_Block], _: Specs) -> list[Violation]:
@@ -408,8 +431,73 @@ def _flat_size(flatten: Layer) -> int | None:
     return None
 
 
-V1_RULES: tuple[Rule, ...] = (
+# ------------------------------------------------ limits found by mapping (documented=False)
+
+
+def _one_filter_conv(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+    """A Conv2D with 1 filter on 1 channel becomes a DepthwiseConv2D, which v1 cannot run.
+
+    quantizeml's sanitize() rewrites a Conv2D whose input channels == groups == filters as a
+    DepthwiseConv2D (conv_to_dw.py). Measured: quantizing fails for a first layer with 1 filter
+    (2 filters map), converting fails mid-network for 1 filter on 1 channel (1 filter on 2
+    channels and 2 filters on 1 channel map), at every kernel size and supported scheme.
+    """
+    return [_measured(block.conv, "one_filter_conv", _one_filter_message(block))
+            for block in blocks
+            if cls(block.conv) == "Conv2D" and cfg(block.conv).get("filters") == 1
+            and cfg(block.conv).get("groups", 1) in (None, 1)
+            and input_channels(block.conv) == 1]
+
+
+def _one_filter_message(block: _Block) -> str:
+    first = (" (and the first layer must stay a Conv2D to read the image)"
+             if block.is_input else "")
+    return (f"{describe(block.conv)} has 1 filter on a 1-channel input. quantizeml turns such a "
+            "Conv2D into a DepthwiseConv2D, which Akida 1.0 cannot run" + first + ", so "
+            f"quantizing or converting the model fails ({FOUND_BY_MAPPING}). Fix: give it at "
+            "least 2 filters (filters=2 or more).")
+
+
+def _cnp_input_channels(_: Specs, blocks: list[_Block], __: Specs,
+                        weight_bits: int) -> list[Violation]:
+    """A Conv2D after the first layer holds its weights in one CNP: input channels are capped.
+
+    The caps per weight bits and kernel are in specs.CNP_MAX_INPUT_CHANNELS (measured there);
+    other bit widths are not measured, so nothing is reported for them.
+    """
+    limits = CNP_MAX_INPUT_CHANNELS.get(weight_bits) if type(weight_bits) is int else None
+    if limits is None:
+        return []
+    found = []
+    for block in blocks:
+        conv, channels = block.conv, input_channels(block.conv)
+        kernel = pair(cfg(conv).get("kernel_size"))
+        if cls(conv) != "Conv2D" or block.is_input or channels is None or kernel is None:
+            continue
+        if len(set(kernel)) == 1 and kernel[0] in limits and channels > limits[kernel[0]]:
+            found.append(_measured(conv, "cnp_input_channels",
+                                   _cnp_message(conv, channels, kernel[0], weight_bits)))
+    return found
+
+
+def _cnp_message(conv: Layer, channels: int, kernel: int, weight_bits: int) -> str:
+    limit = CNP_MAX_INPUT_CHANNELS[weight_bits][kernel]
+    fixes = [f"at most {limit} input channels (fewer filters in the convolution before it)"]
+    two_bits = CNP_MAX_INPUT_CHANNELS[2][kernel]
+    if weight_bits > 2 and channels <= two_bits:
+        fixes.append(f"2-bit weights (W2A4 allows {two_bits} here)")
+    if channels <= SEPARABLE_INPUT_CHANNELS_MAPPED:
+        fixes.append(f"a SeparableConv2D (kernel 3, 5 or 7), which maps with up to "
+                     f"{SEPARABLE_INPUT_CHANNELS_MAPPED} input channels")
+    return (f"{describe(conv)} reads {channels} input channels with a {kernel}x{kernel} kernel, "
+            f"but at {weight_bits}-bit weights one Akida 1.0 convolution NP (CNP) holds the "
+            f"weights of at most {limit} input channels for this kernel ({FOUND_BY_MAPPING}; "
+            "the mapper says \"Filter size is too big to fit in a CNP\"). Fix: use "
+            + ", or ".join(fixes) + ".")
+
+
+V1_RULES: tuple[Rule | _WithBits, ...] = (
     _input_conv, _input_pool, _conv_params, _separable_params, _pool_params, _pool_padding,
     _pool_after_conv, _pool_before_classifier, _batchnorm_position, _relu_per_block,
-    _dense_input_size,
+    _dense_input_size, _one_filter_conv, _WithBits(_cnp_input_channels),
 )

@@ -11,17 +11,15 @@ import operator
 from typing import SupportsIndex
 
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
+from pytest_akida_grade.results import Violation, in_layer_order
 from pytest_akida_grade.rules.specs import (
     BOUNDED_RELU_EXAMPLE,
     Layer,
     Specs,
-    Violation,
     cfg,
     cls,
     describe,
-    in_layer_order,
     is_number,
-    violation,
 )
 
 CHECK_LAYER_WHITELIST = "layer_whitelist"
@@ -81,7 +79,7 @@ def _whitelist_violation(layer: Layer, position: int, body: Specs) -> Violation 
         problem = _dense_problem(layer, position, body)
     else:
         problem = f"{kind} is not an allowed layer. {ALLOWED_TEXT} Fix: {_replacement(layer)}."
-    return violation(CHECK_LAYER_WHITELIST, layer, f"{describe(layer)}: {problem}") if problem \
+    return Violation.at(CHECK_LAYER_WHITELIST, layer, f"{describe(layer)}: {problem}") if problem \
         else None
 
 
@@ -126,7 +124,7 @@ def _stray_input_layers(layers: Specs) -> list[Violation | None]:
     leading = next((i for i, layer in enumerate(layers) if cls(layer) != "InputLayer"),
                    len(layers))
     return [
-        violation(CHECK_LAYER_WHITELIST, layer,
+        Violation.at(CHECK_LAYER_WHITELIST, layer,
                    f"{describe(layer)}: an InputLayer is only allowed as the model's input. "
                    "Fix: remove it.")
         for layer in layers[leading:] if cls(layer) == "InputLayer"
@@ -162,7 +160,7 @@ def _relu_cap_problem(layer: Layer) -> Violation | None:
     cap = cfg(layer).get("max_value")
     if isinstance(cap, int | float) and is_number(cap) and math.isfinite(cap) and cap > 0:
         return None
-    return violation(
+    return Violation.at(
         CHECK_RELU_BOUNDED, layer,
         f"{describe(layer)} has max_value={cap!r}, but Akida 1.0 only supports a ReLU with a "
         f"finite, positive upper bound (its outputs are quantized between 0 and that bound). "
@@ -175,7 +173,7 @@ def _relu_shape_problem(layer: Layer) -> Violation | None:
     slope, threshold = config.get("negative_slope", 0), config.get("threshold", 0)
     if slope in (0, None) and threshold in (0, None):
         return None
-    return violation(
+    return Violation.at(
         CHECK_RELU_BOUNDED, layer,
         f"{describe(layer)} has negative_slope={slope!r} and threshold={threshold!r}, but Akida "
         "1.0's ReLU is a plain clipped ReLU, min(max(x, 0), max_value): quantizeml requires "
@@ -202,7 +200,7 @@ def _inner_activation_problem(layer: Layer) -> Violation | None:
     else:
         fix = (f"Akida 1.0 needs every activation as a separate, bounded ReLU layer. Fix: remove "
                f"activation={activation!r} from the layer and add {BOUNDED_RELU_EXAMPLE} after it.")
-    return violation(CHECK_RELU_BOUNDED, layer,
+    return Violation.at(CHECK_RELU_BOUNDED, layer,
                       f"{describe(layer)} has activation={activation!r} built in. {fix}")
 
 

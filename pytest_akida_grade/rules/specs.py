@@ -1,4 +1,5 @@
-"""Layer specs (docs/contracts.md) and what every rule shares: Violation, layer names, sizes.
+"""Layer specs (docs/contracts.md) and what every rule shares: layer names, sizes, the limits
+measured on the mapper. A broken rule is a `results.Violation` (made with `Violation.at`).
 
 Pure: no TensorFlow, Keras or Akida here.
 """
@@ -6,7 +7,6 @@ Pure: no TensorFlow, Keras or Akida here.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
 from typing import Any
 
 Layer = dict[str, Any]  # one layer spec: index, name, class_name, config, input/output shape
@@ -15,12 +15,25 @@ Specs = list[Layer]
 BOUNDED_RELU_EXAMPLE = "keras.layers.ReLU(max_value=6.0)"
 
 
-@dataclass(frozen=True)
-class Violation:
-    rule: str
-    message: str
-    layer_index: int | None = None
-    layer_name: str | None = None
+# Said by every rule that comes from mapping measurements rather than BrainChip's page.
+FOUND_BY_MAPPING = "found by mapping, not in BrainChip's constraints page"
+
+# ------------------------------------------------------ AKD1000 limits found by mapping
+# Measured with akida 2.19.3, cnn2snn 2.19.3 and quantizeml 1.2.5 on a virtual AKD1000;
+# tests/test_mapper_limits.py re-maps each boundary, so an upgrade that moves one fails there.
+
+# Most input channels one CNP holds for a Conv2D after the first layer, by weight bits, then
+# kernel. One more channel fails with "Filter size is too big to fit in a CNP": 448 maps and
+# 449 fails for 1x1, 3x3 and 5x5 kernels at 4 bits, 149/150 for 7x7; at 2 bits 896/897, and
+# 448/449 for 7x7. The same at 1-bit activations, with any filters, input size or stride.
+CNP_MAX_INPUT_CHANNELS = {4: {1: 448, 3: 448, 5: 448, 7: 149},
+                          2: {1: 896, 3: 896, 5: 896, 7: 448}}
+# A SeparableConv2D maps with this many input channels at every kernel and bit width.
+SEPARABLE_INPUT_CHANNELS_MAPPED = 512
+AKD1000_NPS = 80  # BrainChip's figure for the chip
+# The virtual AKD1000 mesh lists 78 NPs, each able to run a convolution (CNP1), plus the input
+# unit (HRC) that runs the first Conv2D; "N are needed but M are available" counts these 78.
+MAPPER_CNP1_NPS = 78
 
 
 def describe(layer: Layer) -> str:
@@ -28,10 +41,16 @@ def describe(layer: Layer) -> str:
     return f"layer {layer.get('index')} '{layer.get('name')}' ({layer.get('class_name')})"
 
 
-def violation(rule: str, layer: Layer | None, message: str) -> Violation:
-    if layer is None:
-        return Violation(rule, message)
-    return Violation(rule, message, layer.get("index"), layer.get("name"))
+def by_name(layers: Specs, name: str) -> Layer | None:
+    return next((layer for layer in layers if layer.get("name") == name), None)
+
+
+def input_channels(layer: Layer) -> int | None:
+    """The channels a layer reads (last axis of its input shape), None when unknown."""
+    shape = layer.get("input_shape")
+    if isinstance(shape, list | tuple) and shape and type(shape[-1]) is int:
+        return int(shape[-1])
+    return None
 
 
 def cls(layer: Layer) -> str:
@@ -63,8 +82,3 @@ def size_text(size: tuple[int, ...] | None) -> str:
 
 def is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def in_layer_order(violations: list[Violation]) -> list[Violation]:
-    """Violations sorted by layer; model-wide ones (no layer) last."""
-    return sorted(violations, key=lambda v: (v.layer_index is None, v.layer_index or 0))

@@ -1,10 +1,10 @@
 """Run student.py on one submission, confined (policy.py), and take back its files.
 
 The child gets a read-only copy of its own submission (not its classmates'), the training split
-only when it trains, and a private scratch directory. Whatever it does, the wall-clock deadline
-holds, what is read from it is capped, its scratch is watched, every process it started is
-killed at the end, and its directory is removed. What it hands over (out/<phase>/...) is copied
-out of its reach with O_NOFOLLOW and size caps, for the trusted evaluator to validate.
+only when it trains, and a private scratch directory. watch.py holds it to its limits and takes
+its hand-over; here every process it started is killed at the end and its directory removed.
+`Children` keeps a session's runs: one a submission, forked from the fork server where it can
+isolate them (forks.py, zygote.py), else a fresh process each.
 """
 
 from __future__ import annotations
@@ -12,50 +12,38 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_akida_grade.fileio import trace
-from pytest_akida_grade.sandbox.handover import EXPORTS, snapshot
-from pytest_akida_grade.sandbox.policy import CODE_DIR, Policy, bwrap_command, fresh_uid
+from pytest_akida_grade.results import Stage
+from pytest_akida_grade.sandbox.forks import Child, ForkServer, ForkServerError
+from pytest_akida_grade.sandbox.policy import (
+    CODE_DIR,
+    Policy,
+    bwrap_command,
+    fork_server_command,
+    fresh_uid,
+)
+from pytest_akida_grade.sandbox.watch import (
+    Job,
+    OnExport,
+    Progress,
+    Watch,
+    supervise,
+    tail,
+)
 
-PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
-LINE_BYTES = 64 << 10
-OUTPUT_BYTES = 64 << 20  # what the student prints (Keras progress bars included)
-TAIL_CHARS = 1500  # of that output, shown when the child dies
-MESSAGE_CHARS = 8000
-SCRATCH_BYTES = 2 << 30
-SCRATCH_ENTRIES = 20000
-SCAN_SECONDS = 1.0
-POLL_SECONDS = 0.25
 INSIDE = Path("/sandbox")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One child: a submission and the phases it must run (build, and maybe train)."""
-
-    name: str
-    module: Path
-    weights: Path | None
-    phases: tuple[str, ...]
-    seed: int
-    train_data: Path | None  # the training split (x, y) when it may train
-    seconds: float  # the whole run (training included)
-    timeout_source: str  # the setting that sets `seconds`, for the message
-    build_seconds: float  # until the build phase has handed over its files
-    build_timeout_source: str
-    memory_bytes: int
-    processes: int = 512  # threads count too: TensorFlow starts dozens
 
 
 @dataclass(frozen=True)
@@ -65,56 +53,53 @@ class RunEnd:
     repeatable: bool = True  # False for a stop (time, output, memory) or a crash
 
 
-@dataclass
-class _Watch:
-    """What the supervisor has seen of a running child."""
-
-    exported: set[str] = field(default_factory=set)
-    failure: str | None = None
-    stopped: str | None = None  # why we stopped it
-    protocol: bytearray = field(default_factory=bytearray)
-    protocol_bytes: int = 0
-    output_bytes: int = 0
-    peak_rss_mb: float = 0.0  # as the child says (the benchmarks' trace only)
-    tail: bytes = b""
-
-
-Progress = Callable[[str], None]
-OnExport = Callable[[str, Path], None]
-
-
 def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: Progress,
-        on_export: OnExport, cancelled: Callable[[], bool] = lambda: False) -> RunEnd:
-    """Run `job`; each phase's files are copied into `staging/<phase>/` before `on_export`."""
+        on_export: OnExport, cancelled: Callable[[], bool] = lambda: False,
+        forks: ForkServer | None = None) -> RunEnd:
+    """Run `job`; each phase's files are copied into `staging/<phase>/` before `on_export`.
+    With `forks` (whose jobs directory is `scratch`), the child is a fork of its server."""
+    started = time.monotonic()
     uid = fresh_uid() if policy.mode in ("bwrap", "uid") and policy.root else None
     home = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=scratch))
+    forked = forks is not None and policy.forks
     try:
-        work = _prepare(home, job, uid)
-        request, argv, env = _request(policy, job, home, uid)
+        work = _prepare(home, job, uid, copy_data=forked)
+        request, argv, env = _request(policy, job, home, uid, forked)
         (home / "in" / "request.json").write_text(json.dumps(request))
         _seal(home / "in", uid)
-        command = _command(policy, home, job, argv, env)
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, cwd=work, start_new_session=True,
-            user=uid if policy.mode == "uid" else None,
-            group=uid if policy.mode == "uid" else None,
-            extra_groups=[] if policy.mode == "uid" else None)
+        process = _start(policy, job, home, argv, env, uid, forks if forked else None)
         try:
-            watch = _supervise(process, job, work, staging, on_progress, on_export, cancelled)
+            watch = supervise(process, job, work, staging, on_progress, on_export, cancelled)
         finally:
             code = _kill_all(process, uid)
         trace({"role": "sandbox", "student": job.name, "phases": list(job.phases),
-               "peak_rss_mb": watch.peak_rss_mb, "pid": os.getpid()})
+               "peak_rss_mb": watch.peak_rss_mb, "pid": os.getpid(),
+               "seconds": round(time.monotonic() - started, 3)})
         return _end(watch, code, job)
     finally:
         shutil.rmtree(home, ignore_errors=True)  # fd-based: safe from the child's symlinks
 
 
+def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str, str],
+           uid: int | None, forks: ForkServer | None) -> subprocess.Popen[bytes] | Child:
+    if forks is not None:
+        with contextlib.suppress(ForkServerError):  # then a fresh process, as without it
+            return forks.spawn(home / "in" / "request.json")
+        argv, env = _request(policy, job, home, uid, False)[1:]
+        (home / "in" / "request.json").write_text(json.dumps(_request(
+            policy, job, home, uid, False)[0]))
+    return subprocess.Popen(
+        _command(policy, home, job, argv, env), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home / "work",
+        start_new_session=True, user=uid if policy.mode == "uid" else None,
+        group=uid if policy.mode == "uid" else None,
+        extra_groups=[] if policy.mode == "uid" else None)
+
+
 # ---------------------------------------------------------------------------- the run's files
 
 
-def _prepare(home: Path, job: Job, uid: int | None) -> Path:
+def _prepare(home: Path, job: Job, uid: int | None, copy_data: bool) -> Path:
     """home/in: the copies it may read (root-owned); home/work: the scratch it may write."""
     os.chmod(home, 0o711)
     inputs, work = home / "in", home / "work"
@@ -122,6 +107,8 @@ def _prepare(home: Path, job: Job, uid: int | None) -> Path:
     shutil.copyfile(job.module, inputs / f"{job.name}.py")
     if job.weights is not None:
         shutil.copyfile(job.weights, inputs / f"{job.name}.weights.h5")
+    if copy_data and job.train_data is not None:  # a fork sees the jobs directory, not binds
+        shutil.copyfile(job.train_data, inputs / "train.npz")
     for directory in (work, work / "out", work / "tmp"):
         directory.mkdir()
         if uid is not None:
@@ -138,14 +125,15 @@ def _seal(inputs: Path, uid: int | None) -> None:
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
 
-def _request(policy: Policy, job: Job, home: Path,
-             uid: int | None) -> tuple[dict[str, object], list[str], dict[str, str]]:
-    inside = policy.mode == "bwrap"
+def _request(policy: Policy, job: Job, home: Path, uid: int | None,
+             forked: bool) -> tuple[dict[str, object], list[str], dict[str, str]]:
+    """The request (paths as the child sees them), the command's argv and environment."""
+    inside = policy.mode == "bwrap" and not forked  # a fork sees the host's paths
     inputs = INSIDE / "in" if inside else home / "in"
     work = INSIDE / "work" if inside else home / "work"
     code = INSIDE / "code" if inside else CODE_DIR
-    data = (INSIDE / "data" / "train.npz" if inside else job.train_data) if job.train_data \
-        else None
+    data = None if not job.train_data else INSIDE / "data" / "train.npz" if inside else \
+        inputs / "train.npz" if forked else job.train_data
     limits = {"memory": job.memory_bytes, "file_size": 1 << 30, "open_files": 1024, "core": 0,
               "cpu_seconds": int(job.seconds * (os.cpu_count() or 1)) + 30}
     if policy.mode != "off":  # root ignores it, and a normal user's count includes their desktop
@@ -155,11 +143,14 @@ def _request(policy: Policy, job: Job, home: Path,
                "weights_file": str(inputs / f"{job.name}.weights.h5") if job.weights else None,
                "seed": job.seed, "train_data": str(data) if data else None,
                "out": str(work / "out"), "cwd": str(work), "limits": limits,
-               "uid": uid if inside else None}
+               "uid": uid if inside or (forked and policy.mode != "off") else None}
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
            "TMPDIR": "/tmp" if inside else str(work / "tmp"), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLCONFIGDIR": str(work / "tmp"),
            "KERAS_HOME": str(work / ".keras")}
+    if forked:
+        env["TMPDIR"] = str(work / "tmp")  # the fork server's /tmp is not writable
+        request["env"] = env
     argv = [policy.python, "-I", str(code / "student.py"), str(inputs / "request.json")]
     return request, argv, env
 
@@ -176,150 +167,15 @@ def _command(policy: Policy, home: Path, job: Job, argv: list[str],
     return bwrap_command(policy, binds, "/", env, argv)  # student.py enters its scratch
 
 
-# ---------------------------------------------------------------------------- supervision
-
-
-def _supervise(process: subprocess.Popen[bytes], job: Job, work: Path, staging: Path,
-               on_progress: Progress, on_export: OnExport,
-               cancelled: Callable[[], bool]) -> _Watch:
-    """Read the child until it ends or must be stopped; the deadline holds whatever it writes."""
-    watch = _Watch()
-    selector = selectors.DefaultSelector()
-    assert process.stdout is not None and process.stderr is not None
-    selector.register(process.stdout, selectors.EVENT_READ, "protocol")
-    selector.register(process.stderr, selectors.EVENT_READ, "output")
-    started = time.monotonic()
-    deadline = started + job.seconds
-    next_scan = started + SCAN_SECONDS
-    while watch.stopped is None:
-        now = time.monotonic()
-        watch.stopped = _stop_reason(job, watch, now - started, cancelled)
-        if watch.stopped is None and now >= next_scan:
-            watch.stopped, next_scan = _scratch_problem(work), now + SCAN_SECONDS
-        exited = process.poll() is not None
-        if watch.stopped is not None or (exited and not selector.get_map()):
-            break
-        # Once it has exited, only what is already written is read: a process it left behind
-        # may hold the pipes open (it is killed next).
-        wait = 0.0 if exited else min(POLL_SECONDS, max(0.0, deadline - now))
-        ready = selector.select(timeout=wait) if selector.get_map() else []
-        if not selector.get_map():
-            time.sleep(wait)
-        for key, _ in ready:
-            _read(selector, key, watch, job, work, staging, on_progress, on_export)
-        if exited and not ready:
-            break
-    selector.close()
-    return watch
-
-
-def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: _Watch, job: Job,
-          work: Path, staging: Path, on_progress: Progress, on_export: OnExport) -> None:
-    chunk = os.read(key.fd, 65536)
-    if not chunk:
-        selector.unregister(key.fileobj)
-    elif key.data == "protocol":
-        _protocol(watch, chunk, job, work, staging, on_progress, on_export)
-    else:
-        _output(watch, chunk)
-
-
-def _stop_reason(job: Job, watch: _Watch, elapsed: float,
-                 cancelled: Callable[[], bool]) -> str | None:
-    if cancelled():
-        return "cancelled: its result was no longer needed"
-    if elapsed >= job.build_seconds and "build" not in watch.exported:
-        return _too_long(job.build_seconds, job.build_timeout_source)
-    if elapsed >= job.seconds:
-        return _too_long(job.seconds, job.timeout_source)
-    return None
-
-
-def _too_long(seconds: float, source: str) -> str:
-    return f"did not finish within {seconds:g} s (the limit set by {source}); it was stopped"
-
-
-def _output(watch: _Watch, chunk: bytes) -> None:
-    watch.output_bytes += len(chunk)
-    watch.tail = (watch.tail + chunk)[-4 * TAIL_CHARS:]
-    if watch.output_bytes > OUTPUT_BYTES:
-        watch.stopped = (f"wrote more than {OUTPUT_BYTES >> 20} MB of output (prints, "
-                         "progress bars); it was stopped. Print less (verbose=0 in fit())")
-
-
-def _protocol(watch: _Watch, chunk: bytes, job: Job, work: Path, staging: Path,
-              on_progress: Progress, on_export: OnExport) -> None:
-    watch.protocol_bytes += len(chunk)
-    watch.protocol += chunk
-    if watch.protocol_bytes > PROTOCOL_BYTES or (b"\n" not in watch.protocol
-                                                 and len(watch.protocol) > LINE_BYTES):
-        watch.stopped = "flooded the grader's channel with data; it was stopped"
-        return
-    while b"\n" in watch.protocol:
-        line, _, rest = bytes(watch.protocol).partition(b"\n")
-        watch.protocol = bytearray(rest)
-        _event(watch, line, job, work, staging, on_progress, on_export)
-
-
-def _event(watch: _Watch, line: bytes, job: Job, work: Path, staging: Path,
-           on_progress: Progress, on_export: OnExport) -> None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return
-    if not isinstance(event, dict):
-        return
-    kind = event.get("event")
-    if kind == "progress":
-        on_progress(clean(event.get("message"), 500))
-    elif kind == "failed" and watch.failure is None:
-        watch.failure = clean(event.get("message"), MESSAGE_CHARS)
-    elif kind == "exported" and event.get("phase") in job.phases \
-            and event.get("phase") not in watch.exported and watch.failure is None:
-        phase = str(event["phase"])
-        with contextlib.suppress(TypeError, ValueError):
-            watch.peak_rss_mb = max(watch.peak_rss_mb, float(event.get("peak_rss_mb", 0.0)))
-        problem = snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
-        if problem:
-            watch.failure = problem
-            return
-        watch.exported.add(phase)
-        on_export(phase, staging / phase)
-
-
-def clean(value: object, limit: int) -> str:
-    """Text from the child, safe to show: a string, no control characters, bounded."""
-    text = value if isinstance(value, str) else str(value)
-    text = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in text[:limit])
-    return text.strip()
-
-
-def _scratch_problem(work: Path) -> str | None:
-    """The scratch directory must stay small (it is on the grader's disk)."""
-    size, entries, pending = 0, 0, [work]
-    while pending:
-        with contextlib.suppress(OSError), os.scandir(pending.pop()) as found:
-            for entry in found:
-                entries += 1
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
-                else:
-                    with contextlib.suppress(OSError):
-                        size += entry.stat(follow_symlinks=False).st_blocks * 512
-        if size > SCRATCH_BYTES or entries > SCRATCH_ENTRIES:
-            return (f"wrote more than {SCRATCH_BYTES >> 30} GB or {SCRATCH_ENTRIES} files to "
-                    "its scratch directory; it was stopped")
-    return None
-
-
 # ---------------------------------------------------------------------------- the end
 
 
-def _kill_all(process: subprocess.Popen[bytes], uid: int | None) -> int | None:
+def _kill_all(process: subprocess.Popen[bytes] | Child, uid: int | None) -> int | None:
     """Nothing it started may outlive the run: its group, its PID namespace, its uid.
     Returns its exit code."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    if process.pid is not None:  # a fork in the sandbox's PID namespace has no pid here
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
     if uid is not None:  # a process in its own session escapes the group, never its uid
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             subprocess.run(["kill", "-KILL", "-1"], user=uid, group=uid,
@@ -333,15 +189,15 @@ def _kill_all(process: subprocess.Popen[bytes], uid: int | None) -> int | None:
     return code
 
 
-def _end(watch: _Watch, code: int | None, job: Job) -> RunEnd:
+def _end(watch: Watch, code: int | None, job: Job) -> RunEnd:
     exported = frozenset(watch.exported)
-    tail = _tail(watch.tail)
+    output = tail(watch.tail)
     if watch.stopped is not None:
-        return RunEnd(exported, watch.stopped + tail, repeatable=False)
+        return RunEnd(exported, watch.stopped + output, repeatable=False)
     if watch.failure is not None:
         return RunEnd(exported, _memory_hint(watch.failure, job))
     if "build" not in exported or (code not in (0, None) and len(exported) < len(job.phases)):
-        return RunEnd(exported, _death(code or 0) + tail, repeatable=False)
+        return RunEnd(exported, _death(code or 0) + output, repeatable=False)
     return RunEnd(exported)
 
 
@@ -365,11 +221,6 @@ def _death(code: int) -> str:
             "submission call os._exit() or end the process some other way?")
 
 
-def _tail(raw: bytes) -> str:
-    text = clean(raw.decode("utf-8", "replace"), 4 * TAIL_CHARS)
-    return f"\nlast output of the process:\n{text[-TAIL_CHARS:]}" if text else ""
-
-
 # ---------------------------------------------------------------------------- in the background
 
 
@@ -383,7 +234,8 @@ class Handle:
 
 
 def start(pool: Executor, policy: Policy, job: Job, scratch: Path, staging: Path,
-          on_progress: Progress, cancelled: Callable[[], bool]) -> Handle:
+          on_progress: Progress, cancelled: Callable[[], bool],
+          forks: ForkServer | None = None) -> Handle:
     handle = Handle({phase: Future() for phase in job.phases}, Future())
 
     def exported(phase: str, directory: Path) -> None:
@@ -391,7 +243,7 @@ def start(pool: Executor, policy: Policy, job: Job, scratch: Path, staging: Path
 
     def body() -> None:
         try:
-            end = run(policy, job, scratch, staging, on_progress, exported, cancelled)
+            end = run(policy, job, scratch, staging, on_progress, exported, cancelled, forks)
         except BaseException as error:  # ours: every waiter must hear of it
             waiting: list[Future[Any]] = [*handle.phases.values(), handle.end]
             for future in waiting:
@@ -405,3 +257,66 @@ def start(pool: Executor, policy: Policy, job: Job, scratch: Path, staging: Path
 
     pool.submit(body)
     return handle
+
+
+class Children:
+    """A session's sandboxed children: one run a submission (with its train phase when needed),
+    the fork server they are forked from where it can isolate them, their directories."""
+
+    def __init__(self, policy: Policy, scratch: Path, progress: Callable[[str, str], None],
+                 cancelled: Callable[[str], bool]) -> None:
+        self.policy, self.scratch = policy, scratch
+        self.progress, self.cancelled = progress, cancelled
+        self._pool = ThreadPoolExecutor(64, thread_name_prefix="akida-run")
+        self._lock = threading.Lock()
+        self._runs: dict[str, Handle] = {}
+        self._forks: ForkServer | None = None
+
+    def started(self, key: str) -> bool:
+        return key in self._runs
+
+    def handed_over(self, key: str, phase: str, train: bool,
+                    job: Callable[[], Job]) -> Stage[Path]:
+        """The phase's files (started now if need be), or why the child handed over none."""
+        outcome = self._run(key, train, job).phases[phase].result()
+        if isinstance(outcome, Path):
+            return Stage(result=outcome)
+        return Stage(failure=outcome.failure or f"the submission's {phase} phase handed over "
+                                                "nothing", repeatable=outcome.repeatable)
+
+    def staging(self) -> Path:
+        """Where the children's files go once out of their reach (only the grader's)."""
+        return self._directory("exports", 0o700)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._forks is not None:
+            self._forks.close()
+
+    def _run(self, key: str, train: bool, job: Callable[[], Job]) -> Handle:
+        with self._lock:
+            handle = self._runs.get(key)
+            if handle is None or (train and "train" not in handle.phases):
+                made = job()
+                staging = Path(tempfile.mkdtemp(prefix=f"{made.name}-", dir=self.staging()))
+                handle = start(self._pool, self.policy, made, self._directory("sandboxes", 0o711),
+                               staging, lambda message: self.progress(made.name, message),
+                               lambda: self.cancelled(key), self._fork_server())
+                self._runs[key] = handle
+            return handle
+
+    def _fork_server(self) -> ForkServer | None:
+        """TensorFlow imported once for every child, where the children can be isolated."""
+        if self._forks is None and self.policy.forks:
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                   "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+            jobs = self._directory("sandboxes", 0o711)
+            self._forks = ForkServer(lambda fd: fork_server_command(self.policy, jobs, env, fd),
+                                     env, self.scratch / "fork-server.log",
+                                     host_pids=self.policy.mode != "bwrap")
+        return self._forks
+
+    def _directory(self, name: str, mode: int) -> Path:
+        directory = self.scratch / name
+        directory.mkdir(mode=mode, exist_ok=True)
+        return directory

@@ -46,6 +46,12 @@ class Policy:
     python: str = sys.executable
     root: bool = field(default_factory=lambda: os.geteuid() == 0)
 
+    @property
+    def forks(self) -> bool:
+        """Whether jobs may be forks of one fork server (zygote.py): each its own fresh uid
+        (root), or nothing to isolate (off). A normal user's namespace has one uid for all."""
+        return self.mode == "off" or (self.mode in ("bwrap", "uid") and self.root)
+
     def describe(self) -> str:
         text = {"bwrap": "bubblewrap (namespaces, read-only system, own scratch only"
                          + (", fresh unprivileged uid)" if self.root else ", user namespace)"),
@@ -81,7 +87,7 @@ def choose(setting: Setting, hidden: tuple[Path, ...] = ()) -> Policy:
 
 
 def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: str,
-                  env: dict[str, str], argv: list[str]) -> list[str]:
+                  env: dict[str, str], argv: list[str], tmp_mode: str = "1777") -> list[str]:
     """`binds`: (--ro-bind | --bind, host path, path inside) besides the system and Python."""
     command = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
@@ -90,8 +96,8 @@ def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: s
     else:
         command += ["--unshare-user", "--disable-userns"]
     command += _system_binds()
-    command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(TMPFS_BYTES),
-                "--tmpfs", "/tmp"]
+    command += ["--proc", "/proc", "--dev", "/dev", "--perms", tmp_mode, "--size",
+                str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     made: set[str] = {"/", "/tmp", "/proc", "/dev"}
     for tree in python_trees(policy.python):
         command += _bind("--ro-bind", tree, str(tree), made)
@@ -102,6 +108,17 @@ def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: s
     for key, value in sorted(env.items()):
         command += ["--setenv", key, value]
     return [*command, "--", *argv]
+
+
+def fork_server_command(policy: Policy, jobs: Path, env: dict[str, str], fd: int) -> list[str]:
+    """zygote.py with its socket on `fd`; in bubblewrap it sees the jobs directory (where each
+    job's own directories are its uid's alone) at its real path, and a /tmp no job may write."""
+    code = Path("/sandbox/code") if policy.mode == "bwrap" else CODE_DIR
+    argv = [policy.python, "-I", str(code / "zygote.py"), str(fd)]
+    if policy.mode != "bwrap":
+        return argv
+    return bwrap_command(policy, [("--ro-bind", CODE_DIR, str(code)), ("--bind", jobs, str(jobs))],
+                         "/", env, argv, tmp_mode="0755")
 
 
 def _system_binds() -> list[str]:

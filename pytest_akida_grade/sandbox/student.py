@@ -240,6 +240,9 @@ def run(request: dict[str, Any], channel: Channel) -> None:
 
 def main(argv: list[str]) -> int:
     request = json.loads(Path(argv[0]).read_text())
+    if request.get("env") is not None:  # forked by zygote.py: its environment is not ours
+        os.environ.clear()
+        os.environ.update(request["env"])
     confine(request["limits"], request.get("uid"))
     os.chdir(request["cwd"])  # only its new uid may enter its scratch
     channel = take_stdout()
