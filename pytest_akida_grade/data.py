@@ -22,6 +22,7 @@ from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
 from pytest_akida_grade.fileio import atomic_write, file_sha256
 from pytest_akida_grade.mnist_pickle import READ_ERRORS, Arrays, PickleError, describe
 from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle
+from pytest_akida_grade.results import HarnessError
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 MNIST_SIZES = (60000, 10000)
@@ -48,7 +49,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
-class MnistError(Exception):
+class MnistError(HarnessError):
     """MNIST could not be had; the message names the file, the problem and the fix."""
 
 

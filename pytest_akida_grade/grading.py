@@ -201,19 +201,6 @@ class Grader:
         """Progress from any thread; pytest's own thread writes it (flush_progress)."""
         self._messages.put((student, message))
 
-    # ------------------------------------------------------------------ data
-
-    def mnist(self) -> data.MnistSource:
-        """The validated MNIST file; HarnessError (the same one each time) when there is none."""
-        try:
-            return self.data.source()
-        except data.MnistError as error:
-            raise HarnessError(str(error)) from None
-
-    def _data_request(self) -> dict[str, Any]:
-        self.mnist()
-        return self.data.request()
-
     # ------------------------------------------------------------------ the sandbox
 
     def _job(self, submission: Submission, train: bool) -> Job:
@@ -234,7 +221,7 @@ class Grader:
     def _build_key(self, submission: Submission) -> str:
         """A pre-trained model's Akida 1.0 truth is calibrated as its grade: on the data too."""
         s, pretrained = self.settings, submission.weights_path.is_file()
-        calibration = {"data": self.mnist().sha256, "samples": s.calibration_samples,
+        calibration = {"data": self.data.source().sha256, "samples": s.calibration_samples,
                        "split": s.validation_split, "limit": s.train_limit} if pretrained else {}
         return cache_key("build", **submission.fingerprint(), seed=s.seed, **calibration)
 
@@ -283,7 +270,7 @@ class Grader:
             return reply.stage(built_from_json, submission.name)
         if str(submission.path) in self.wanted_grades:
             return self._inspect_and_grade(submission, files)
-        calibration = {"data": self._data_request(), "samples": self.settings.calibration_samples}
+        calibration = {"data": self.data.request(), "samples": self.settings.calibration_samples}
         reply = self.trusted.call("inspect", {**files, "calibration": calibration},
                                   submission.name, self.settings.timeout, TIMEOUT,
                                   self._urgency(submission))
@@ -296,13 +283,13 @@ class Grader:
         with self.cache.lock("grade", keys["grade"]):
             if self.cache.load("grade", keys["grade"]) is not None:  # another worker's
                 reply = self.trusted.call(
-                    "inspect", {**files, "calibration": {"data": self._data_request(),
+                    "inspect", {**files, "calibration": {"data": self.data.request(),
                                                          "samples": s.calibration_samples}},
                     submission.name, s.timeout, TIMEOUT, self._urgency(submission))
                 return reply.stage(built_from_json, submission.name)
             out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
             reply = self.trusted.call("inspect+grade", {
-                **files, "data": self._data_request(), "out": str(out),
+                **files, "data": self.data.request(), "out": str(out),
                 "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
                 "training": "weights file"}, submission.name, s.timeout + s.grade_timeout,
                 GRADE_TIMEOUT, self._urgency(submission))
@@ -336,7 +323,7 @@ class Grader:
         trained = cache_key(
             "trained", **submission.fingerprint(), epochs=s.epochs, batch_size=s.batch_size,
             seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
-            data=self.mnist().sha256)
+            data=self.data.source().sha256)
         grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
                           calibration=s.calibration_samples, test_limit=s.test_limit)
         return {"trained": trained, "grade": grade}
@@ -394,14 +381,15 @@ class Grader:
         trained = self._trained(submission, declared["route"], keys["trained"])
         if trained.result is None:
             return Stage(failure=trained.failure, repeatable=trained.repeatable)
-        return self._evaluate(submission, declared, trained.result, keys["grade"])
+        return self._evaluate(submission, declared, *trained.result, keys["grade"])
 
     def _trained(self, submission: Submission, route: str,
-                 key: str) -> Stage[tuple[Path, str]]:
-        """(a directory with model.json and weights.npz, the training route)."""
+                 key: str) -> Stage[tuple[Path, Path, str]]:
+        """(the architecture, the trained weights, the training route)."""
         hit = self.cache.load("trained", key)
         if hit is not None:
-            return Stage(result=(hit.directory, f"{route} (cached)"))
+            return Stage(result=(hit.file("model.json"), hit.file("weights.npz"),
+                                 f"{route} (cached)"))
         files = self._build_files(submission)
         if route == "train()":
             exported = self._handed_over(submission, "train", True)
@@ -413,7 +401,7 @@ class Grader:
             s = self.settings
             reply = self.trusted.call("train", {
                 "architecture": str(files / "model.json"), "weights": str(files / "weights.npz"),
-                "data": self._data_request(), "out": str(weights), "epochs": s.epochs,
+                "data": self.data.request(), "out": str(weights), "epochs": s.epochs,
                 "batch_size": s.batch_size, "seed": s.seed}, submission.name, s.grade_timeout,
                 GRADE_TIMEOUT, self._urgency(submission))
             failed = reply.stage(lambda result: result, submission.name)
@@ -423,15 +411,17 @@ class Grader:
             weights = files / "weights.npz"
         entry = self.cache.store("trained", key, {"route": route},
                                  {"model.json": files / "model.json", "weights.npz": weights})
-        return Stage(result=(entry.directory if entry else _pair(files, weights), route))
+        if entry is None:  # no cache: the files where they are
+            return Stage(result=(files / "model.json", weights, route))
+        return Stage(result=(entry.file("model.json"), entry.file("weights.npz"), route))
 
-    def _evaluate(self, submission: Submission, declared: dict[str, Any],
-                  trained: tuple[Path, str], key: str) -> Stage[Graded]:
-        s, (directory, training) = self.settings, trained
+    def _evaluate(self, submission: Submission, declared: dict[str, Any], architecture: Path,
+                  weights: Path, training: str, key: str) -> Stage[Graded]:
+        s = self.settings
         out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
         reply = self.trusted.call("grade", {
-            "architecture": str(directory / "model.json"),
-            "weights": str(directory / "weights.npz"), "data": self._data_request(),
+            "architecture": str(architecture), "weights": str(weights),
+            "data": self.data.request(),
             "out": str(out), "bits": [declared["weight_bits"], declared["activation_bits"]],
             "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
@@ -462,7 +452,6 @@ class Grader:
         graded = self.grade(submission)
         if not graded.ok or graded.result is None:
             return Stage(failure=f"not measured: {graded.failure}")
-        self.mnist()
         split = self.data.split()
         try:
             measurement = self.bench().measure(Path(graded.result.model_path), split.x_test,
@@ -499,11 +488,3 @@ def _not_loaded(built: Stage[Built]) -> Stage[Graded]:
     why = (built.failure or "").strip().split("\n", 1)[0]
     return Stage(failure="the submission did not load (see the loads check)"
                  + (f": {why}" if why else ""))
-
-
-def _pair(files: Path, weights: Path) -> Path:
-    """model.json and weights.npz side by side, when the cache is off."""
-    directory = Path(tempfile.mkdtemp(dir=weights.parent.parent))
-    (directory / "model.json").write_bytes((files / "model.json").read_bytes())
-    (directory / "weights.npz").write_bytes(weights.read_bytes())
-    return directory

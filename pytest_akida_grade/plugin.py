@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from pytest_akida_grade import catalog, course, data
 from pytest_akida_grade.cache import Cache
 from pytest_akida_grade.discovery import Submission, is_submission, shard_of
 from pytest_akida_grade.grading import Grader
-from pytest_akida_grade.report import files
+from pytest_akida_grade.recorder import Recorder, progress
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
 from pytest_akida_grade.sandbox import policy as sandbox_policy
 from pytest_akida_grade.settings import Settings, add_options, settings_from_config
@@ -32,7 +31,7 @@ from pytest_akida_grade.settings import Settings, add_options, settings_from_con
 log = logging.getLogger("pytest_akida_grade")
 GRADER = course.GRADER
 SETTINGS = pytest.StashKey[Settings]()
-RECORDER = pytest.StashKey["Recorder"]()
+RECORDER = pytest.StashKey[Recorder]()
 POINTS = pytest.StashKey[Mapping[str, float]]()
 SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
 
@@ -62,8 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="akida-grade-"))
     os.chmod(scratch, 0o711)  # a sandbox's uid may reach its own directory, list nothing
     config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
-                                  progress=lambda student, text: _progress(config, student, text))
-    config.stash[RECORDER] = Recorder(config)
+                                  progress=lambda student, text: progress(config, student, text))
+    config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS])
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
@@ -148,22 +147,6 @@ def _warn(config: pytest.Config, message: str) -> None:
         config.issue_config_time_warning(pytest.PytestWarning(message), stacklevel=2)
 
 
-class Progress(UserWarning):
-    """A progress line from an xdist worker: xdist carries warnings to the controller live."""
-
-
-def _progress(config: pytest.Config, student: str, message: str) -> None:
-    """A line for the terminal; from an xdist worker it travels to the controller's."""
-    log.info("%s: %s", student, message)
-    line = f"[akida-grade] {student}: {message}"
-    if hasattr(config, "workerinput"):
-        relayed = warnings.WarningMessage(Progress(line), Progress, __file__, 0)
-        config.hook.pytest_warning_recorded.call_historic(kwargs={
-            "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
-        return
-    _write_line(config, line)
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None]:
     """Progress lines were shown when they came: keep them out of the warnings summary."""
@@ -173,16 +156,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None
     if not terminalreporter.stats["warnings"]:
         del terminalreporter.stats["warnings"]
     yield
-
-
-def _write_line(config: pytest.Config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        reporter.ensure_newline()
-        reporter.write_line(line)
 
 
 # ---------------------------------------------------------------------------- collection
@@ -302,116 +275,3 @@ class CheckItem(pytest.Item):
 
 class CheckFailure(Exception):
     """A check's verdict: reported as its message alone (repr_failure), not as a traceback."""
-
-
-# ---------------------------------------------------------------------------- results
-
-
-class Recorder:
-    """Collects outcomes by student; on the xdist controller reports come from every worker."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self.config = config
-        self.records: dict[str, dict[str, Any]] = {}
-        self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
-        self.graded = 0
-
-    def expect(self, items: list[pytest.Item]) -> None:
-        for item in items:
-            if isinstance(item, CheckItem):
-                self.pending.setdefault(item.submission.name, set()).add(item.check)
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
-        if self.pending:
-            return  # every worker collects the whole class: once is enough
-        for nodeid in ids:
-            path, _, check = nodeid.partition("::")
-            if check in catalog.BY_NAME:
-                self.pending.setdefault(Path(path).stem, set()).add(check)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        properties = dict(report.user_properties)
-        student, check = properties.get("akida_student"), properties.get("akida_check")
-        if student is None or check is None:
-            return
-        if report.when == "teardown":
-            self._count(str(student), str(check))
-        if report.when != "call" and not (report.failed or report.skipped):
-            return
-        outcome = "error" if report.when != "call" and report.failed else report.outcome
-        record = self.records.setdefault(str(student), {"student": student, "checks": {},
-                                                        "metrics": {}})
-        record["checks"][check] = {
-            "outcome": outcome,
-            "message": properties.get("akida_message") or _longrepr_text(report)}
-        metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
-        record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
-
-    def _count(self, student: str, check: str) -> None:
-        """Under xdist, the controller says when a student is done (the log is interleaved)."""
-        left = self.pending.get(student)
-        if not left or check not in left:
-            return
-        left.discard(check)
-        if not left and self.config.pluginmanager.has_plugin("dsession"):
-            self.graded += 1
-            _write_line(self.config, f"[akida-grade] graded {self.graded} / {len(self.pending)} "
-                                     f"students ({student} done)")
-
-    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
-        """On the xdist controller: a worker's progress line, printed as it arrives."""
-        if issubclass(warning_message.category, Progress) and \
-                not hasattr(self.config, "workerinput"):
-            _write_line(self.config, str(warning_message.message))
-
-    def sorted_records(self) -> list[dict[str, Any]]:
-        return [self.records[name] for name in sorted(self.records)]
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
-            return  # the controller writes the files, once
-        settings, points = self.config.stash[SETTINGS], self.config.stash[POINTS]
-        records = catalog.with_points(self.sorted_records(), points)
-        try:
-            if settings.json:
-                files.write_json(records, settings.json)
-            if settings.csv:
-                files.write_csv(records, settings.csv, points)
-            if settings.gradescope:
-                files.write_gradescope(records, settings.gradescope, points,
-                                       quality_max=settings.quality_max)
-        except files.ReportError as error:
-            _write_line(self.config, f"[akida-grade] {error}")
-            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records:
-            return
-        terminalreporter.section("akida grades")
-        for record in self.sorted_records():
-            terminalreporter.write_line(_summary_line(record))
-
-
-def _summary_line(record: dict[str, Any]) -> str:
-    outcomes = record["checks"]
-    passed = sum(1 for c in outcomes.values() if c["outcome"] == "passed")
-    metrics = record["metrics"]
-    figures = [f"{passed}/{len(outcomes)} checks passed"]
-    for name, label in (("quantized_accuracy", "quantized"), ("akida_accuracy", "akida")):
-        if metrics.get(name) is not None:
-            figures.append(f"{label} {100 * metrics[name]:.2f} %")
-    if metrics.get("quality") is not None:
-        figures.append(f"quality {metrics['quality']:.1f} ({metrics.get('source')})")
-    for outcome in ("failed", "error"):
-        names = [name for name, c in outcomes.items() if c["outcome"] == outcome]
-        if names:
-            figures.append(f"{outcome}: " + ", ".join(names))
-    return f"{record['student']}: " + "; ".join(figures)
-
-
-def _longrepr_text(report: pytest.TestReport) -> str:
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2]).removeprefix("Skipped: ")
-    return str(report.longrepr or "")

@@ -33,7 +33,7 @@ akida_train_limit = 3000
 akida_test_limit = 500
 akida_calibration_samples = 128
 akida_min_accuracy = 0.5
-akida_timeout = 40
+akida_timeout = 20
 akida_memory_limit = 6G
 akida_sandbox = required
 """
@@ -239,7 +239,7 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
 
 @pytest.mark.parametrize(("attacker", "words"), [
     ("flooder", "wrote more than 64 MB of output"),
-    ("spinner", "did not finish within 40 s"),
+    ("spinner", "did not finish within 20 s"),
     ("hog", "MemoryError"),
     ("lambda_", "Lambda layer carries Python code"),
 ])

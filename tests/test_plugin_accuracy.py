@@ -9,16 +9,13 @@ cores, so each grading that trains costs ~25 s; keep their number down.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from made_up import TEMPLATE_LAYERS, add_student, student_source
+from made_up import TEMPLATE_LAYERS, add_student, save_weights, student_source
 
 ACCURACY = ("-k", "quantized_accuracy or akida_accuracy")
 GOOD = student_source()
@@ -41,18 +38,6 @@ CUT = """
     keras.layers.Dense(10),
 """
 # Saves build_model()'s weights, optionally loaded from a file first, the way students do.
-SAVE_WEIGHTS = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("submission", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-model = module.build_model()
-if len(sys.argv) > 3:  # the harness's trained weights: a plain .npz of the arrays, in order
-    import numpy as np
-    with np.load(sys.argv[3]) as arrays:
-        model.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
-model.save_weights(sys.argv[2])
-"""
 TRAIN_FUNCTION = """
 def train(model, x_train, y_train):
     model.compile(optimizer="adam",
@@ -98,17 +83,6 @@ def trained_weights_of_good(cache: Path) -> Path:
         if sorted(weight_shapes(weights)) == sorted(GOOD_WEIGHT_SHAPES):
             return weights
     raise AssertionError(f"no trained weights of GOOD's architecture in {cache}/trained")
-
-
-def save_weights(module: Path, target: Path, loaded_from: Path | None = None) -> None:
-    """`model.save_weights(target)` with tf_keras, in a child process (no TensorFlow here).
-
-    A `<name>.weights.h5` name makes tf_keras write its v3 format, as a student's file would be.
-    """
-    extra = [str(loaded_from)] if loaded_from else []
-    subprocess.run([sys.executable, "-c", SAVE_WEIGHTS, str(module), str(target), *extra],
-                   check=True, capture_output=True,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
 def good_graded(pytester: pytest.Pytester) -> dict[str, Any]:

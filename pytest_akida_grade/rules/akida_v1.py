@@ -18,32 +18,30 @@ into a DepthwiseConv2D, and a Conv2D with more input channels than one CNP holds
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from pytest_akida_grade.results import Violation, in_layer_order
 from pytest_akida_grade.rules.specs import (
+    BN,
     BOUNDED_RELU_EXAMPLE,
     CNP_MAX_INPUT_CHANNELS,
     FOUND_BY_MAPPING,
+    POOL,
+    RELU,
     SEPARABLE_INPUT_CHANNELS_MAPPED,
+    Block,
     Layer,
     Specs,
     cfg,
     cls,
     describe,
+    first_neural,
+    fuse,
     input_channels,
     pair,
     size_text,
 )
-
-CONV = ("Conv2D", "SeparableConv2D")
-POOL = ("MaxPooling2D", "MaxPool2D")  # MaxPool2D is an alias; class_name is usually the former
-BN = "BatchNormalization"
-RELU = "ReLU"
-FUSABLE = (*POOL, BN, RELU)
-# Layers that end a conv block; anything else unknown is skipped (layer_whitelist reports it).
-BLOCK_BOUNDARY = ("Flatten", "Dense", "Rescaling", "InputLayer")
 
 MAX_DENSE_INPUTS = 57334  # FullyConnected: W x H x C of its input
 INPUT_CONV_KERNELS = {3: 512, 5: 192, 7: 96}  # kernel -> max filters, 1-channel input
@@ -58,54 +56,12 @@ POOL_SIZES = ((1, 1), (2, 2))
 # -------------------------------------------------------------------- Akida 1.0 static rules
 
 
-@dataclass
-class _Block:
-    """One future Akida layer: a convolution and the layers cnn2snn fuses into it."""
-
-    conv: Layer
-    members: Specs = field(default_factory=list)
-    is_input: bool = False
-
-    def of(self, classes: Iterable[str] | str) -> Specs:
-        wanted = (classes,) if isinstance(classes, str) else tuple(classes)
-        return [layer for layer in self.members if cls(layer) in wanted]
-
-    @property
-    def pool(self) -> Layer | None:
-        pools = self.of(POOL)
-        return pools[0] if pools else None
-
-
-def _fuse(layers: Specs) -> tuple[list[_Block], Specs]:
-    """Group layers into conv blocks; BN/pool/ReLU that no conv can absorb are orphans."""
-    blocks: list[_Block] = []
-    orphans: Specs = []
-    current: _Block | None = None
-    for layer in layers:
-        kind = cls(layer)
-        if kind in CONV:
-            current = _Block(layer)
-            blocks.append(current)
-        elif kind in FUSABLE:
-            (current.members if current else orphans).append(layer)
-        elif kind in BLOCK_BOUNDARY:
-            current = None
-    first = _first_neural(layers)
-    if blocks and first is blocks[0].conv and cls(first) == "Conv2D":
-        blocks[0].is_input = True
-    return blocks, orphans
-
-
-def _first_neural(layers: Specs) -> Layer | None:
-    return next((layer for layer in layers if cls(layer) in (*CONV, "Dense")), None)
-
-
 def v1_static(layers: Specs, *, weight_bits: int = 4) -> list[Violation]:
     """All static Akida 1.0 (AKD1000) rules, violations in layer order.
 
     `weight_bits` is the precision the model is quantized at: some limits depend on it.
     """
-    blocks, orphans = _fuse(layers)
+    blocks, orphans = fuse(layers)
     found: list[Violation] = []
     for rule in V1_RULES:
         if isinstance(rule, _WithBits):
@@ -123,19 +79,19 @@ def _measured(layer: Layer, rule: str, message: str) -> Violation:
     return Violation.at(f"v1.{rule}", layer, message, documented=False)
 
 
-Rule = Callable[[Specs, list[_Block], Specs], list[Violation]]
+Rule = Callable[[Specs, list[Block], Specs], list[Violation]]
 
 
 @dataclass(frozen=True)
 class _WithBits:
     """A rule that also needs the weight bits."""
 
-    check: Callable[[Specs, list[_Block], Specs, int], list[Violation]]
+    check: Callable[[Specs, list[Block], Specs, int], list[Violation]]
 
 
-def _input_conv(layers: Specs, blocks: list[_Block], _: Specs) -> list[Violation]:
+def _input_conv(layers: Specs, blocks: list[Block], _: Specs) -> list[Violation]:
     """The first processing layer becomes InputConvolutional: a Conv2D on the 8-bit image."""
-    first = _first_neural(layers)
+    first = first_neural(layers)
     if first is None:
         return [_v1(None, "input_conv",
                     "The model has no convolution: Akida 1.0 reads the image with an "
@@ -188,7 +144,7 @@ def _input_shape_problems(shape: object) -> list[str]:
     return problems
 
 
-def _input_pool(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _input_pool(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """InputConvolutional pools 1x1, 1x2, 2x1 or 2x2 with a stride equal to the pool size."""
     pool = blocks[0].pool if blocks and blocks[0].is_input else None
     if pool is None:
@@ -210,7 +166,7 @@ def _pool_geometry(pool: Layer) -> tuple[tuple[int, ...] | None, tuple[int, ...]
     return size, strides
 
 
-def _conv_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _conv_params(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """Later Conv2D: square 1/3/5/7 kernel, stride 1 (2 only for 3x3), 'same' padding."""
     found = []
     for block in blocks:
@@ -224,7 +180,7 @@ def _conv_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
     return found
 
 
-def _separable_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _separable_params(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """SeparableConv2D: square 3/5/7 kernel, stride 1 (2 only for 3x3), 'same' padding."""
     found = []
     for block in blocks:
@@ -280,7 +236,7 @@ def _groups_problems(conv: Layer) -> list[str]:
             "(groups=1). Fix: remove groups (use SeparableConv2D for a cheaper convolution)."]
 
 
-def _pool_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _pool_params(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """After the first layer, pool 1x1 or 2x2 with a stride no larger than the pool size."""
     found = []
     for block in blocks:
@@ -299,7 +255,7 @@ def _pool_params(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
     return found
 
 
-def _pool_padding(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _pool_padding(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """One Akida layer has one padding, so cnn2snn requires pool padding == conv padding."""
     found = []
     for block in blocks:
@@ -322,7 +278,7 @@ def _effective_padding(conv: Layer) -> str | None:
     return "same" if kernel == (1, 1) else cfg(conv).get("padding")
 
 
-def _pool_after_conv(_: Specs, blocks: list[_Block], orphans: Specs) -> list[Violation]:
+def _pool_after_conv(_: Specs, blocks: list[Block], orphans: Specs) -> list[Violation]:
     """Each convolution absorbs at most one MaxPooling2D; a pooling needs a conv before it."""
     found = [_v1(pool, "pool_after_conv",
                  f"{describe(pool)} does not follow a convolution. Akida 1.0 has no standalone "
@@ -339,7 +295,7 @@ def _pool_after_conv(_: Specs, blocks: list[_Block], orphans: Specs) -> list[Vio
     return found
 
 
-def _pool_before_classifier(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _pool_before_classifier(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """A Convolutional layer with max pooling must be followed by another convolution."""
     last = blocks[-1] if blocks else None
     # The AKD1000 mapper accepts InputConvolutional + pooling -> FullyConnected; the rule is
@@ -356,7 +312,7 @@ def _pool_before_classifier(_: Specs, blocks: list[_Block], __: Specs) -> list[V
                 "pooling.")]
 
 
-def _batchnorm_position(_: Specs, blocks: list[_Block], orphans: Specs) -> list[Violation]:
+def _batchnorm_position(_: Specs, blocks: list[Block], orphans: Specs) -> list[Violation]:
     """A BN folds into its conv only if directly after the conv, or after the conv's pooling."""
     found = [_v1(bn, "batchnorm_position",
                  f"{describe(bn)} does not follow a convolution, so it cannot be folded into "
@@ -373,7 +329,7 @@ def _batchnorm_position(_: Specs, blocks: list[_Block], orphans: Specs) -> list[
     return found
 
 
-def _unfoldable_batchnorms(block: _Block) -> list[tuple[Layer, Layer]]:
+def _unfoldable_batchnorms(block: Block) -> list[tuple[Layer, Layer]]:
     """(BN, offending earlier layer) for each BN with a ReLU or another BN before it."""
     unfoldable = []
     for position, layer in enumerate(block.members):
@@ -385,7 +341,7 @@ def _unfoldable_batchnorms(block: _Block) -> list[tuple[Layer, Layer]]:
     return unfoldable
 
 
-def _relu_per_block(_: Specs, blocks: list[_Block], orphans: Specs) -> list[Violation]:
+def _relu_per_block(_: Specs, blocks: list[Block], orphans: Specs) -> list[Violation]:
     """Each convolution needs exactly one ReLU: it ends the Akida layer and quantizes outputs."""
     found = [_v1(relu, "relu_after_conv",
                  f"{describe(relu)} does not follow a convolution. On Akida 1.0 a ReLU is part "
@@ -406,7 +362,7 @@ def _relu_per_block(_: Specs, blocks: list[_Block], orphans: Specs) -> list[Viol
     return found
 
 
-def _dense_input_size(layers: Specs, _: list[_Block], __: Specs) -> list[Violation]:
+def _dense_input_size(layers: Specs, _: list[Block], __: Specs) -> list[Violation]:
     """The FullyConnected classifier takes at most 57334 input values (W x H x C)."""
     flatten = next((layer for layer in layers if cls(layer) == "Flatten"), None)
     if flatten is None:
@@ -434,7 +390,7 @@ def _flat_size(flatten: Layer) -> int | None:
 # ------------------------------------------------ limits found by mapping (documented=False)
 
 
-def _one_filter_conv(_: Specs, blocks: list[_Block], __: Specs) -> list[Violation]:
+def _one_filter_conv(_: Specs, blocks: list[Block], __: Specs) -> list[Violation]:
     """A Conv2D with 1 filter on 1 channel becomes a DepthwiseConv2D, which v1 cannot run.
 
     quantizeml's sanitize() rewrites a Conv2D whose input channels == groups == filters as a
@@ -449,7 +405,7 @@ def _one_filter_conv(_: Specs, blocks: list[_Block], __: Specs) -> list[Violatio
             and input_channels(block.conv) == 1]
 
 
-def _one_filter_message(block: _Block) -> str:
+def _one_filter_message(block: Block) -> str:
     first = (" (and the first layer must stay a Conv2D to read the image)"
              if block.is_input else "")
     return (f"{describe(block.conv)} has 1 filter on a 1-channel input. quantizeml turns such a "
@@ -458,7 +414,7 @@ def _one_filter_message(block: _Block) -> str:
             "least 2 filters (filters=2 or more).")
 
 
-def _cnp_input_channels(_: Specs, blocks: list[_Block], __: Specs,
+def _cnp_input_channels(_: Specs, blocks: list[Block], __: Specs,
                         weight_bits: int) -> list[Violation]:
     """A Conv2D after the first layer holds its weights in one CNP: input channels are capped.
 

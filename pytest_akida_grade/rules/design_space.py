@@ -13,7 +13,11 @@ from typing import SupportsIndex
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.results import Violation, in_layer_order
 from pytest_akida_grade.rules.specs import (
+    BN,
     BOUNDED_RELU_EXAMPLE,
+    CONV,
+    POOL,
+    RELU,
     Layer,
     Specs,
     cfg,
@@ -26,10 +30,7 @@ CHECK_LAYER_WHITELIST = "layer_whitelist"
 CHECK_RELU_BOUNDED = "relu_bounded"
 CHECK_QUANTIZATION_SCHEME = "quantization_scheme"
 
-CONV = ("Conv2D", "SeparableConv2D")
-POOL = ("MaxPooling2D", "MaxPool2D")  # MaxPool2D is an alias; class_name is usually the former
-RELU = "ReLU"
-ALLOWED_ANYWHERE = (*CONV, *POOL, "BatchNormalization", RELU)
+ALLOWED_ANYWHERE = (*CONV, *POOL, BN, RELU)
 ALLOWED_TEXT = (
     "Allowed layers are Conv2D, SeparableConv2D, MaxPooling2D, ReLU and BatchNormalization, "
     "plus the template's scaffolding: one leading Rescaling and a final Flatten + Dense(10)."

@@ -7,6 +7,8 @@ Pure: no TensorFlow, Keras or Akida here.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 Layer = dict[str, Any]  # one layer spec: index, name, class_name, config, input/output shape
@@ -82,3 +84,56 @@ def size_text(size: tuple[int, ...] | None) -> str:
 
 def is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# ------------------------------------------------------------- how cnn2snn fuses layers
+
+CONV = ("Conv2D", "SeparableConv2D")
+POOL = ("MaxPooling2D", "MaxPool2D")  # MaxPool2D is an alias; class_name is usually the former
+BN = "BatchNormalization"
+RELU = "ReLU"
+FUSABLE = (*POOL, BN, RELU)
+# Layers that end a conv block; anything else unknown is skipped (layer_whitelist reports it).
+BLOCK_BOUNDARY = ("Flatten", "Dense", "Rescaling", "InputLayer")
+
+
+@dataclass
+class Block:
+    """One future Akida layer: a convolution and the layers cnn2snn fuses into it."""
+
+    conv: Layer
+    members: Specs = field(default_factory=list)
+    is_input: bool = False
+
+    def of(self, classes: Iterable[str] | str) -> Specs:
+        wanted = (classes,) if isinstance(classes, str) else tuple(classes)
+        return [layer for layer in self.members if cls(layer) in wanted]
+
+    @property
+    def pool(self) -> Layer | None:
+        pools = self.of(POOL)
+        return pools[0] if pools else None
+
+
+def fuse(layers: Specs) -> tuple[list[Block], Specs]:
+    """Group layers into conv blocks; BN/pool/ReLU that no conv can absorb are orphans."""
+    blocks: list[Block] = []
+    orphans: Specs = []
+    current: Block | None = None
+    for layer in layers:
+        kind = cls(layer)
+        if kind in CONV:
+            current = Block(layer)
+            blocks.append(current)
+        elif kind in FUSABLE:
+            (current.members if current else orphans).append(layer)
+        elif kind in BLOCK_BOUNDARY:
+            current = None
+    first = first_neural(layers)
+    if blocks and first is blocks[0].conv and cls(first) == "Conv2D":
+        blocks[0].is_input = True
+    return blocks, orphans
+
+
+def first_neural(layers: Specs) -> Layer | None:
+    return next((layer for layer in layers if cls(layer) in (*CONV, "Dense")), None)

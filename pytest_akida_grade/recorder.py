@@ -1,0 +1,164 @@
+"""The student records: each check's outcome and message, by student, from every worker.
+
+pytest plumbing only (no grading): collects reports into records (docs/contracts.md), writes
+the grade files once (the xdist controller), prints the akida summary, relays progress lines
+from xdist workers to the controller's terminal and counts the students done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_akida_grade import catalog
+from pytest_akida_grade.report import files
+from pytest_akida_grade.settings import Settings
+
+log = logging.getLogger("pytest_akida_grade")
+
+
+class Progress(UserWarning):
+    """A progress line from an xdist worker: xdist carries warnings to the controller live."""
+
+
+def progress(config: pytest.Config, student: str, message: str) -> None:
+    """A line for the terminal; from an xdist worker it travels to the controller's."""
+    log.info("%s: %s", student, message)
+    line = f"[akida-grade] {student}: {message}"
+    if hasattr(config, "workerinput"):
+        relayed = warnings.WarningMessage(Progress(line), Progress, __file__, 0)
+        config.hook.pytest_warning_recorded.call_historic(kwargs={
+            "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
+        return
+    write_line(config, line)
+
+
+def write_line(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.ensure_newline()
+        reporter.write_line(line)
+
+
+
+class Recorder:
+    """Collects outcomes by student; on the xdist controller reports come from every worker."""
+
+    def __init__(self, config: pytest.Config, settings: Settings,
+                 points: Mapping[str, float]) -> None:
+        self.config, self.settings, self.points = config, settings, points
+        self.records: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
+        self.graded = 0
+
+    def expect(self, items: list[pytest.Item]) -> None:
+        """The built-in checks each student will run (their items say who and which)."""
+        for item in items:
+            properties = dict(item.user_properties)
+            if properties.get("akida_check") in catalog.BY_NAME:
+                self.pending.setdefault(str(properties["akida_student"]), set()).add(
+                    str(properties["akida_check"]))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        if self.pending:
+            return  # every worker collects the whole class: once is enough
+        for nodeid in ids:
+            path, _, check = nodeid.partition("::")
+            if check in catalog.BY_NAME:
+                self.pending.setdefault(Path(path).stem, set()).add(check)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        properties = dict(report.user_properties)
+        student, check = properties.get("akida_student"), properties.get("akida_check")
+        if student is None or check is None:
+            return
+        if report.when == "teardown":
+            self._count(str(student), str(check))
+        if report.when != "call" and not (report.failed or report.skipped):
+            return
+        outcome = "error" if report.when != "call" and report.failed else report.outcome
+        record = self.records.setdefault(str(student), {"student": student, "checks": {},
+                                                        "metrics": {}})
+        record["checks"][check] = {
+            "outcome": outcome,
+            "message": properties.get("akida_message") or _longrepr_text(report)}
+        metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
+        record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
+
+    def _count(self, student: str, check: str) -> None:
+        """Under xdist, the controller says when a student is done (the log is interleaved)."""
+        left = self.pending.get(student)
+        if not left or check not in left:
+            return
+        left.discard(check)
+        if not left and self.config.pluginmanager.has_plugin("dsession"):
+            self.graded += 1
+            write_line(self.config, f"[akida-grade] graded {self.graded} / {len(self.pending)} "
+                                     f"students ({student} done)")
+
+    def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
+        """On the xdist controller: a worker's progress line, printed as it arrives."""
+        if issubclass(warning_message.category, Progress) and \
+                not hasattr(self.config, "workerinput"):
+            write_line(self.config, str(warning_message.message))
+
+    def sorted_records(self) -> list[dict[str, Any]]:
+        return [self.records[name] for name in sorted(self.records)]
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # the controller writes the files, once
+        settings, points = self.settings, self.points
+        records = catalog.with_points(self.sorted_records(), points)
+        try:
+            if settings.json:
+                files.write_json(records, settings.json)
+            if settings.csv:
+                files.write_csv(records, settings.csv, points)
+            if settings.gradescope:
+                files.write_gradescope(records, settings.gradescope, points,
+                                       quality_max=settings.quality_max)
+        except files.ReportError as error:
+            write_line(self.config, f"[akida-grade] {error}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        terminalreporter.section("akida grades")
+        for record in self.sorted_records():
+            terminalreporter.write_line(_summary_line(record))
+
+
+def _summary_line(record: dict[str, Any]) -> str:
+    outcomes = record["checks"]
+    passed = sum(1 for c in outcomes.values() if c["outcome"] == "passed")
+    metrics = record["metrics"]
+    figures = [f"{passed}/{len(outcomes)} checks passed"]
+    for name, label in (("quantized_accuracy", "quantized"), ("akida_accuracy", "akida")):
+        if metrics.get(name) is not None:
+            figures.append(f"{label} {100 * metrics[name]:.2f} %")
+    if metrics.get("quality") is not None:
+        figures.append(f"quality {metrics['quality']:.1f} ({metrics.get('source')})")
+    for outcome in ("failed", "error"):
+        names = [name for name, c in outcomes.items() if c["outcome"] == outcome]
+        if names:
+            figures.append(f"{outcome}: " + ", ".join(names))
+    return f"{record['student']}: " + "; ".join(figures)
+
+
+def _longrepr_text(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr or "")
