@@ -21,6 +21,7 @@ import numpy as np
 from pytest_akida_grade.catalog import IMAGE_SHAPE
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.quality import Measurement, argmax_accuracy
+from pytest_akida_grade.results import HarnessError, Stage
 
 
 class BoardError(Exception):
@@ -161,3 +162,21 @@ class Bench:
         device = self.device()
         with self.lock():
             return measure(model_path, device, x_test, y_test)
+
+    def ready(self) -> None:
+        """The board opens, or a HarnessError: no board is the grader's problem, not the
+        student's (checked before anything is trained for it)."""
+        try:
+            self.device()
+        except BoardError as error:
+            raise HarnessError(str(error)) from None
+
+    def run(self, model_path: Path, x_test: np.ndarray[Any, Any],
+            y_test: np.ndarray[Any, Any]) -> Stage[Measurement]:
+        """The figures; a failure when the model does not fit; HarnessError for the board's own."""
+        try:
+            return Stage(result=self.measure(model_path, x_test, y_test))
+        except BoardError as error:
+            raise HarnessError(str(error)) from None
+        except (RuntimeError, ValueError) as error:  # akida's mapper: the model does not fit
+            return Stage(failure=f"the model cannot run on the AKD1000: {error}")

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ import filelock
 from pytest_akida_grade import __version__
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.results import HarnessError, ResultError, Stage
+from pytest_akida_grade.settings import Settings
 
 MANIFEST = "manifest.json"
 T = TypeVar("T")
@@ -41,6 +42,24 @@ def cache_key(kind: str, **parts: Any) -> str:
     payload = json.dumps({"kind": kind, "harness": harness_fingerprint(), **parts},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def build_key(student: Mapping[str, str | None], s: Settings, data_sha256: str | None) -> str:
+    """The build stage's key. `data_sha256` for a pre-trained model only: its Akida 1.0 truth
+    is calibrated as its grade is, on the data set."""
+    calibration = {"data": data_sha256, "samples": s.calibration_samples,
+                   "split": s.validation_split, "limit": s.train_limit} if data_sha256 else {}
+    return cache_key("build", **student, seed=s.seed, **calibration)
+
+
+def grade_keys(student: Mapping[str, str | None], s: Settings, data_sha256: str) -> dict[str, str]:
+    """The keys of the trained weights and of the grade computed from them."""
+    trained = cache_key(
+        "trained", **student, epochs=s.epochs, batch_size=s.batch_size, seed=s.seed,
+        validation_split=s.validation_split, train_limit=s.train_limit, data=data_sha256)
+    grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
+                      calibration=s.calibration_samples, test_limit=s.test_limit)
+    return {"trained": trained, "grade": grade}
 
 
 def harness_fingerprint() -> dict[str, str]:

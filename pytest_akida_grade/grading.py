@@ -3,7 +3,7 @@
     build     sandboxed child (student code): its model exported -> evaluator: rules, v1 fit
     grade     trained weights (weights file | the child's train() | trusted default recipe)
               -> evaluator: float / quantized / Akida accuracy, the .fbz
-    hardware  the board (board.py), a recording (replay.py), or nothing
+    hardware  the board (board.py), a recording, or nothing (hardware.py)
 
 The plugin asks for a check's verdict; stages run in background threads (the next student's
 while this one is judged) and their typed results go to verdicts.py. No pytest here.
@@ -14,19 +14,19 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import queue
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, replay, verdicts
-from pytest_akida_grade.cache import Cache, cache_key
+from pytest_akida_grade import catalog, data, verdicts
+from pytest_akida_grade.background import Background, Progress
+from pytest_akida_grade.cache import Cache, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
 from pytest_akida_grade.evaluator.client import Pool
-from pytest_akida_grade.fileio import file_sha256
-from pytest_akida_grade.quality import ReplayError, Run
+from pytest_akida_grade.hardware import Hardware
+from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
     Built,
     Graded,
@@ -45,8 +45,10 @@ from pytest_akida_grade.sandbox.policy import Policy
 from pytest_akida_grade.sandbox.watch import Job
 from pytest_akida_grade.settings import Settings
 
+if TYPE_CHECKING:
+    from pytest_akida_grade.board import Bench
+
 T = TypeVar("T")
-Progress = Callable[[str, str], None]  # (student, message)
 TIMEOUT = "akida_timeout / --akida-timeout"
 GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
 
@@ -57,21 +59,15 @@ class Grader:
     def __init__(self, settings: Settings, cache: Cache, scratch: Path, policy: Policy,
                  progress: Progress = lambda student, message: None) -> None:
         self.settings, self.cache, self.scratch, self.policy = settings, cache, scratch, policy
-        self.progress = progress
+        self.background = Background(progress)
         self.wanted_grades: set[str] = set()  # submissions with an accuracy check selected
         self.following: dict[str, Submission] = {}  # the student after each, in run order
         self.current = ""  # the student pytest is judging now: its jobs go first
-        # Stages wait on other stages and on sandbox runs: two pools, each wider than the
-        # look-ahead ever needs, so a waiting thread never holds the place of what it waits for.
-        self._pool = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="akida-stage")
-        self.children = launch.Children(
-            policy, scratch, lambda name, message: self._report(name, message),
+        self.children = launch.Children(  # a pool of its own: stages wait on its runs
+            policy, scratch, self.background.report,
             lambda key: self._stop.is_set() or key in self._unwanted)
-        self._stages: dict[tuple[str, str], concurrent.futures.Future[Any]] = {}
-        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._unwanted: set[str] = set()
-        self._messages: queue.Queue[tuple[str, str]] = queue.Queue()
         self.data = data.Dataset(
             settings.mnist, cache.root or scratch / "mnist", seed=settings.seed,
             validation_split=settings.validation_split, train_limit=settings.train_limit,
@@ -81,14 +77,14 @@ class Grader:
         # Trusted, but a model can be huge: their memory is bounded too.
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         share = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
-        self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self._report)
-        self._runs_on_board: dict[str, Stage[Run]] = {}
+        self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
-        self._board: Any = None  # the opened device, or the recording (student -> figures)
+        self._bench: Bench | None = None  # opened on first use
+        self._hardware = Hardware(settings, self.bench)
 
     def close(self) -> None:
         self._stop.set()  # a child still working for nobody is stopped, not waited for
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.background.close()
         self.children.close()
         self.trusted.close()
 
@@ -107,7 +103,7 @@ class Grader:
             self.hardware(submission), self._peek_graded(submission), submission.name,
             self.settings.quality_max)
         for line in printout:
-            self.progress(submission.name, line)
+            self.background.progress(submission.name, line)
         return verdict
 
     def judge(self, submission: Submission) -> None:
@@ -142,64 +138,37 @@ class Grader:
 
     def hardware(self, submission: Submission) -> Stage[Run]:
         """In pytest's thread: the board is opened once and used under its lock."""
-        if str(submission.path) not in self._runs_on_board:
-            self._runs_on_board[str(submission.path)] = self._hardware(submission)
-        return self._runs_on_board[str(submission.path)]
+        return self._hardware.run(str(submission.path), submission.name,
+                                  lambda: self.grade(submission), self.data.split)
 
     def class_list(self) -> list[Submission]:
         """Every submission of the configured students directories, in this shard."""
         return find_class(self.settings.students, self.settings.shard)
 
-    def bench(self) -> Any:
-        """The session's board (board.Bench: opened once, used under its lock)."""
-        from pytest_akida_grade import board
+    def bench(self) -> Bench:
+        """The session's board (opened once, used under its lock); akida imported only here."""
+        from pytest_akida_grade.board import Bench
 
-        if not isinstance(self._board, board.Bench):
-            self._board = board.Bench(self.settings.device)
-        return self._board
+        if self._bench is None:
+            self._bench = Bench(self.settings.device)
+        return self._bench
 
     def flush_progress(self) -> None:
-        while True:
-            try:
-                student, message = self._messages.get_nowait()
-            except queue.Empty:
-                return
-            self.progress(student, message)
+        self.background.flush()
 
-    # ------------------------------------------------------------------ memo and threads
+    # ------------------------------------------------------------------ stages, once each
 
     def _future(self, stage: str, submission: Submission,
                 body: Callable[[Submission], Stage[T]]) -> concurrent.futures.Future[Stage[T]]:
-        key = (stage, str(submission.path))
-        with self._lock:
-            if key not in self._stages:
-                self._stages[key] = self._pool.submit(body, submission)
-            return self._stages[key]
+        return self.background.once((stage, str(submission.path)), lambda: body(submission))
 
     def _wait(self, future: concurrent.futures.Future[Stage[T]]) -> Stage[T]:
-        """Wait; in pytest's thread, relay the background stages' progress meanwhile."""
-        if threading.current_thread() is not threading.main_thread():
-            return future.result()
-        while True:
-            try:
-                result = future.result(timeout=0.2)
-            except concurrent.futures.TimeoutError:
-                self.flush_progress()
-                continue
-            self.flush_progress()
-            return result
+        return self.background.wait(future)
 
     def _peek_graded(self, submission: Submission) -> Graded | None:
         """The grade when it already ran: never train just to annotate a figure."""
-        future = self._stages.get(("grade", str(submission.path)))
-        if future is None or not future.done() or future.exception() is not None:
-            return None
-        stage: Stage[Graded] = future.result()
-        return stage.result if stage.ok else None
-
-    def _report(self, student: str, message: str) -> None:
-        """Progress from any thread; pytest's own thread writes it (flush_progress)."""
-        self._messages.put((student, message))
+        stage = self.background.finished(("grade", str(submission.path)))
+        return stage.result if isinstance(stage, Stage) and stage.ok else None
 
     # ------------------------------------------------------------------ the sandbox
 
@@ -219,11 +188,9 @@ class Grader:
     # ------------------------------------------------------------------ build
 
     def _build_key(self, submission: Submission) -> str:
-        """A pre-trained model's Akida 1.0 truth is calibrated as its grade: on the data too."""
-        s, pretrained = self.settings, submission.weights_path.is_file()
-        calibration = {"data": self.data.source().sha256, "samples": s.calibration_samples,
-                       "split": s.validation_split, "limit": s.train_limit} if pretrained else {}
-        return cache_key("build", **submission.fingerprint(), seed=s.seed, **calibration)
+        pretrained = submission.weights_path.is_file()
+        return build_key(submission.fingerprint(), self.settings,
+                         self.data.source().sha256 if pretrained else None)
 
     def _build(self, submission: Submission) -> Stage[Built]:
         key = self._build_key(submission)
@@ -257,23 +224,26 @@ class Grader:
             return False
 
     def _inspect(self, submission: Submission, export: Path) -> Stage[Built]:
-        try:
-            meta = declarations_from_json(json.loads((export / "meta.json").read_bytes()),
-                                          submission.weights_path.is_file())
-        except (ValueError, ResultError) as error:
-            return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
+        declared = _declarations(export, submission.weights_path.is_file())
+        if declared.result is None:
+            return Stage(failure=declared.failure)
+        meta = declared.result
         files = {"architecture": str(export / "model.json"),
                  "weights": str(export / "weights.npz"), "seed": self.settings.seed, **meta}
         if meta["route"] != "weights file":
-            reply = self.trusted.call("inspect", files, submission.name, self.settings.timeout,
-                                      TIMEOUT, self._urgency(submission))
-            return reply.stage(built_from_json, submission.name)
+            return self._inspected(submission, files)
         if str(submission.path) in self.wanted_grades:
             return self._inspect_and_grade(submission, files)
-        calibration = {"data": self.data.request(), "samples": self.settings.calibration_samples}
-        reply = self.trusted.call("inspect", {**files, "calibration": calibration},
-                                  submission.name, self.settings.timeout, TIMEOUT,
-                                  self._urgency(submission))
+        return self._inspected(submission, files, calibrated=True)
+
+    def _inspected(self, submission: Submission, files: dict[str, Any],
+                   calibrated: bool = False) -> Stage[Built]:
+        """The evaluator's inspection; `calibrated`: on the grade's first calibration images."""
+        request = {**files, "calibration": {"data": self.data.request(),
+                                            "samples": self.settings.calibration_samples}} \
+            if calibrated else files
+        reply = self.trusted.call("inspect", request, submission.name, self.settings.timeout,
+                                  TIMEOUT, self._urgency(submission))
         return reply.stage(built_from_json, submission.name)
 
     def _inspect_and_grade(self, submission: Submission, files: dict[str, Any]) -> Stage[Built]:
@@ -282,12 +252,8 @@ class Grader:
         s, keys = self.settings, self._keys(submission)
         with self.cache.lock("grade", keys["grade"]):
             if self.cache.load("grade", keys["grade"]) is not None:  # another worker's
-                reply = self.trusted.call(
-                    "inspect", {**files, "calibration": {"data": self.data.request(),
-                                                         "samples": s.calibration_samples}},
-                    submission.name, s.timeout, TIMEOUT, self._urgency(submission))
-                return reply.stage(built_from_json, submission.name)
-            out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
+                return self._inspected(submission, files, calibrated=True)
+            out = self._staged("model.fbz")
             reply = self.trusted.call("inspect+grade", {
                 **files, "data": self.data.request(), "out": str(out),
                 "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
@@ -297,11 +263,8 @@ class Grader:
             if both.result is None:
                 return Stage(failure=both.failure, repeatable=both.repeatable)
             if both.result["graded"] is not None:
-                graded = graded_from_json(both.result["graded"])
-                entry = self.cache.store("grade", keys["grade"], to_json(graded),
-                                         {"model.fbz": out})
-                self._fused[str(submission.path)] = Stage(result=with_model(
-                    graded, str(entry.file("model.fbz") if entry else out)))
+                self._fused[str(submission.path)] = self._stored_grade(
+                    keys["grade"], graded_from_json(both.result["graded"]), out)
             else:
                 self._fused[str(submission.path)] = Stage(failure=both.result["grade_failure"])
             return Stage(result=built_from_json(both.result["built"]))
@@ -319,14 +282,7 @@ class Grader:
     # ------------------------------------------------------------------ grade
 
     def _keys(self, submission: Submission) -> dict[str, str]:
-        s = self.settings
-        trained = cache_key(
-            "trained", **submission.fingerprint(), epochs=s.epochs, batch_size=s.batch_size,
-            seed=s.seed, validation_split=s.validation_split, train_limit=s.train_limit,
-            data=self.data.source().sha256)
-        grade = cache_key("grade", trained=trained, attempts=s.quantize_attempts,
-                          calibration=s.calibration_samples, test_limit=s.test_limit)
-        return {"trained": trained, "grade": grade}
+        return grade_keys(submission.fingerprint(), self.settings, self.data.source().sha256)
 
     def _grade(self, submission: Submission) -> Stage[Graded]:
         """Starts with the child's hand-over, not after the evaluator's inspection of it: both
@@ -368,12 +324,7 @@ class Grader:
         exported = self._handed_over(submission, "build", self._will_train(submission))
         if exported.result is None:
             return Stage(failure=exported.failure)
-        try:
-            return Stage(result=declarations_from_json(
-                json.loads((exported.result / "meta.json").read_bytes()),
-                submission.weights_path.is_file()))
-        except (ValueError, ResultError) as error:
-            return Stage(failure=str(error))
+        return _declarations(exported.result, submission.weights_path.is_file())
 
     def _graded(self, submission: Submission, declared: dict[str, Any],
                 keys: dict[str, str]) -> Stage[Graded]:
@@ -397,7 +348,7 @@ class Grader:
                 return Stage(failure=exported.failure, repeatable=exported.repeatable)
             weights = exported.result / "weights.npz"
         elif route == "default recipe":
-            weights = Path(tempfile.mkdtemp(dir=self.children.staging())) / "weights.npz"
+            weights = self._staged("weights.npz")
             s = self.settings
             reply = self.trusted.call("train", {
                 "architecture": str(files / "model.json"), "weights": str(files / "weights.npz"),
@@ -418,7 +369,7 @@ class Grader:
     def _evaluate(self, submission: Submission, declared: dict[str, Any], architecture: Path,
                   weights: Path, training: str, key: str) -> Stage[Graded]:
         s = self.settings
-        out = Path(tempfile.mkdtemp(dir=self.children.staging())) / "model.fbz"
+        out = self._staged("model.fbz")
         reply = self.trusted.call("grade", {
             "architecture": str(architecture), "weights": str(weights),
             "data": self.data.request(),
@@ -427,57 +378,16 @@ class Grader:
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
             GRADE_TIMEOUT, self._urgency(submission))
         stage = reply.stage(graded_from_json, submission.name)
-        if stage.result is None:
-            return stage
-        entry = self.cache.store("grade", key, to_json(stage.result), {"model.fbz": out})
-        return Stage(result=with_model(stage.result, str(entry.file("model.fbz") if entry
-                                                         else out)))
+        return stage if stage.result is None else self._stored_grade(key, stage.result, out)
 
-    # ------------------------------------------------------------------ hardware
+    def _stored_grade(self, key: str, graded: Graded, model: Path) -> Stage[Graded]:
+        """The grade, cached with its model (where the cache keeps it, when there is one)."""
+        entry = self.cache.store("grade", key, to_json(graded), {"model.fbz": model})
+        return Stage(result=with_model(graded, str(entry.file("model.fbz") if entry else model)))
 
-    def _hardware(self, submission: Submission) -> Stage[Run]:
-        if self.settings.use_device:
-            return self._measure(submission)
-        if self.settings.replay is not None:
-            return self._replayed(submission)
-        return Stage(result=Run("none"))
-
-    def _measure(self, submission: Submission) -> Stage[Run]:
-        from pytest_akida_grade import board
-
-        try:
-            self.bench().device()
-        except board.BoardError as error:
-            raise HarnessError(str(error)) from None
-        graded = self.grade(submission)
-        if not graded.ok or graded.result is None:
-            return Stage(failure=f"not measured: {graded.failure}")
-        split = self.data.split()
-        try:
-            measurement = self.bench().measure(Path(graded.result.model_path), split.x_test,
-                                               split.y_test)
-        except board.BoardError as error:
-            raise HarnessError(str(error)) from None
-        except (RuntimeError, ValueError) as error:  # akida's mapper: the model does not fit
-            return Stage(failure=f"the model cannot run on the AKD1000: {error}")
-        if self.settings.record is not None:
-            replay.write_record(self.settings.record, {submission.name: measurement})
-        return Stage(result=Run("device", measurement))
-
-    def _replayed(self, submission: Submission) -> Stage[Run]:
-        assert self.settings.replay is not None
-        try:
-            if self._board is None:
-                self._board = replay.load_replay(self.settings.replay)
-            return Stage(result=replay.replayed(self._board, self.settings.replay,
-                                                submission.name, lambda: self._model_sha256(
-                                                    submission)))
-        except ReplayError as error:
-            raise HarnessError(str(error)) from None
-
-    def _model_sha256(self, submission: Submission) -> str | None:
-        graded = self.grade(submission)
-        return file_sha256(Path(graded.result.model_path)) if graded.result else None
+    def _staged(self, name: str) -> Path:
+        """A fresh path for a trusted process's output, out of every child's reach."""
+        return Path(tempfile.mkdtemp(dir=self.children.staging())) / name
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -488,3 +398,12 @@ def _not_loaded(built: Stage[Built]) -> Stage[Graded]:
     why = (built.failure or "").strip().split("\n", 1)[0]
     return Stage(failure="the submission did not load (see the loads check)"
                  + (f": {why}" if why else ""))
+
+
+def _declarations(export: Path, pretrained: bool) -> Stage[dict[str, Any]]:
+    """The route and the bits the sandbox handed over (meta.json), checked."""
+    try:
+        return Stage(result=declarations_from_json(
+            json.loads((export / "meta.json").read_bytes()), pretrained))
+    except (ValueError, ResultError) as error:
+        return Stage(failure=f"the sandbox handed over unusable declarations ({error})")

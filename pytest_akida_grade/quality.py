@@ -1,7 +1,7 @@
 """The assignment's Quality, the energy budget it leaves, and one hardware run's figures.
 
 Pure: no akida, no files. A `Measurement` is what the board reports (board.py) or what a
-recording replays (replay.py); Quality = (100 - accuracy %) x latency [s] x average power [W] x
+recording replays (hardware.py); Quality = (100 - accuracy %) x latency [s] x average power [W] x
 memory [bytes], lower is better, full credit below the bar (QUALITY_MAX). No imports from here.
 """
 

@@ -1,5 +1,5 @@
-"""quality.py, board.py, replay.py: Quality math, measuring through the board double, replay/record
-files, the lock."""
+"""quality.py, board.py, hardware.py: Quality math, measuring through the board double,
+replay/record files, the lock."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from board_double import Board
 
-from pytest_akida_grade import board as hardware
+from pytest_akida_grade import board as board_module
 from pytest_akida_grade.board import BoardError, BoardLock, measure, open_device
 from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.hardware import load_replay, write_record
 from pytest_akida_grade.quality import (
     Measurement,
     ReplayError,
@@ -24,7 +25,6 @@ from pytest_akida_grade.quality import (
     format_measurement,
     quality,
 )
-from pytest_akida_grade.replay import load_replay, write_record
 
 # The assignment's two published hardware runs.
 EXAMPLE_RUN = {"accuracy": 0.9672, "fps": 770.0, "avg_power_mw": 936.80, "memory_bytes": 247984}
@@ -52,7 +52,7 @@ def model_file(tmp_path: Path) -> Path:
 
 def board_for(monkeypatch: pytest.MonkeyPatch, labels: np.ndarray, **kwargs: object) -> Board:
     board = Board(labels, **kwargs)  # type: ignore[arg-type]
-    monkeypatch.setattr(hardware, "akida", board.akida)
+    monkeypatch.setattr(board_module, "akida", board.akida)
     return board
 
 
@@ -140,7 +140,7 @@ def test_power_measurement_is_disabled_even_when_the_run_fails(
         monkeypatch, model_file, labels) -> None:
     board = board_for(monkeypatch, labels)
     wrong_shape = np.zeros((10_000, 32, 32, 1), dtype=np.uint8)
-    monkeypatch.setattr(hardware, "_board_inputs", lambda x: x)  # let the bad input reach akida
+    monkeypatch.setattr(board_module, "_board_inputs", lambda x: x)  # let the bad input reach akida
     with pytest.raises(ValueError, match="input shape"):
         measure(model_file, open_device(), wrong_shape, labels, settle_s=0)
     assert board.calls[-1] == "power_measurement_enabled=False"

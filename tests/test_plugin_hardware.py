@@ -20,9 +20,9 @@ from made_up import add_student, student_source
 
 from pytest_akida_grade import board, data
 from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.hardware import load_replay
 from pytest_akida_grade.quality import energy_budget_mj
 from pytest_akida_grade.quality import quality as quality_formula
-from pytest_akida_grade.replay import load_replay
 
 ONLY_HARDWARE = ("-k", "hardware_quality")
 TEST_LIMIT = 500  # akida_test_limit of made_up.FAST_INI: the board runs on that many images

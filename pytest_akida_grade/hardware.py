@@ -1,0 +1,123 @@
+"""The hardware stage: the board's figures (recorded when asked), a recording's, or none.
+
+A recording is a JSON object student -> figures (quality.Measurement's fields); a malformed file
+is an error naming the file, the student and the field. The board's own calls are in board.py,
+imported only when a board is asked for: no akida here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import filelock
+
+from pytest_akida_grade.fileio import atomic_write_text, file_sha256
+from pytest_akida_grade.quality import Measurement, ReplayError, Run
+from pytest_akida_grade.results import Graded, HarnessError, Stage
+from pytest_akida_grade.settings import Settings
+
+if TYPE_CHECKING:
+    from pytest_akida_grade.board import Bench
+    from pytest_akida_grade.data import Split
+
+
+class Hardware:
+    """A session's hardware stage, run once per student in pytest's own thread (the board is
+    driven by one process at a time, under its lock)."""
+
+    def __init__(self, settings: Settings, bench: Callable[[], Bench]) -> None:
+        self.settings, self.bench = settings, bench
+        self._runs: dict[str, Stage[Run]] = {}
+        self._recording: dict[str, Measurement] | None = None  # --akida-replay, read once
+
+    def run(self, key: str, student: str, graded: Callable[[], Stage[Graded]],
+            data: Callable[[], Split]) -> Stage[Run]:
+        """`graded()` is the student's grade (its model is what runs on the board), `data()`
+        the data set split (the board is measured on its test set)."""
+        if key not in self._runs:
+            self._runs[key] = self._run(student, graded, data)
+        return self._runs[key]
+
+    def _run(self, student: str, graded: Callable[[], Stage[Graded]],
+             data: Callable[[], Split]) -> Stage[Run]:
+        if self.settings.use_device:
+            return self._measure(student, graded, data)
+        if self.settings.replay is not None:
+            return self._replayed(self.settings.replay, student, graded)
+        return Stage(result=Run("none"))
+
+    def _measure(self, student: str, graded: Callable[[], Stage[Graded]],
+                 data: Callable[[], Split]) -> Stage[Run]:
+        self.bench().ready()  # no board: say so before anything is trained for it
+        grade = graded()
+        if grade.result is None:
+            return Stage(failure=f"not measured: {grade.failure}")
+        split = data()
+        measured = self.bench().run(Path(grade.result.model_path), split.x_test, split.y_test)
+        if measured.result is None:
+            return Stage(failure=measured.failure)
+        if self.settings.record is not None:
+            write_record(self.settings.record, {student: measured.result})
+        return Stage(result=Run("device", measured.result))
+
+    def _replayed(self, source: Path, student: str,
+                  graded: Callable[[], Stage[Graded]]) -> Stage[Run]:
+        def model_sha256() -> str | None:
+            grade = graded()
+            return file_sha256(Path(grade.result.model_path)) if grade.result else None
+
+        try:
+            if self._recording is None:
+                self._recording = load_replay(source)
+            return Stage(result=replayed(self._recording, source, student, model_sha256))
+        except ReplayError as error:
+            raise HarnessError(str(error)) from None
+
+
+def load_replay(path: Path) -> dict[str, Measurement]:
+    """Read a student -> figures JSON map (the format `write_record` writes)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReplayError(f"{path}: replay file not found") from None
+    except OSError as error:
+        raise ReplayError(f"{path}: cannot read replay file: {error}") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReplayError(f"{path}: not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ReplayError(f"{path}: expected a JSON object mapping student -> figures, "
+                          f"got {type(data).__name__}")
+    return {student: Measurement.from_json(figures, where=f"{path}: student {student!r}")
+            for student, figures in data.items()}
+
+
+def write_record(path: Path, measurements: dict[str, Measurement]) -> None:
+    """Merge `measurements` into the record file at `path`, replacing it atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel workers may record at once: serialize the read-merge-write.
+    with filelock.FileLock(str(path) + ".lock"):
+        merged = load_replay(path) if path.exists() else {}
+        merged.update(measurements)
+        payload = {student: m.to_json() for student, m in sorted(merged.items())}
+        atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def replayed(recording: dict[str, Measurement], source: Path, student: str,
+             model_sha256: Callable[[], str | None]) -> Run:
+    """The student's recorded figures, if any; ReplayError when they were recorded for another
+    model (`model_sha256()` is the converted model's, computed only when the recording has one)."""
+    measurement = recording.get(student)
+    if measurement is None:
+        return Run("none", why=f"{source} has no figures for {student}")
+    if measurement.model_sha256 and model_sha256() != measurement.model_sha256:
+        raise ReplayError(
+            f"the figures for {student} in {source} were recorded for another model: the "
+            "converted model's sha256 no longer matches. Re-measure on the board "
+            "(--akida-device --akida-record FILE).")
+    return Run("replay", measurement)
