@@ -142,13 +142,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1, help="pre-training epochs (default 1)")
     parser.add_argument("--keep", type=Path, help="work here and keep it")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="akida-bench-class-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with bench.work_dir(args.keep, "akida-bench-class-") as work:
         return bench_class(work, args)
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_class(work: Path, args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ grade worker's own peak_rss_mb (target <= 1.5 GB), and the per-check setup times
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,12 +177,19 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="akida-bench-"))
+    with work_dir(args.keep, "akida-bench-") as work:
+        return bench(work, args.epochs)
+
+
+@contextlib.contextmanager
+def work_dir(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """`keep` (made if need be, left behind), or a temporary directory removed at the end."""
+    work = keep or Path(tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        return bench(work, args.epochs)
+        yield work
     finally:
-        if args.keep is None:
+        if keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
