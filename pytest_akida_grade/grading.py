@@ -17,6 +17,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,11 +30,13 @@ from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
     Built,
+    Declarations,
     Graded,
     HarnessError,
     ResultError,
     Stage,
     Verdict,
+    built_and_graded_from_json,
     built_from_json,
     declarations_from_json,
     graded_from_json,
@@ -227,10 +230,10 @@ class Grader:
         declared = _declarations(export, submission.weights_path.is_file())
         if declared.result is None:
             return Stage(failure=declared.failure)
-        meta = declared.result
         files = {"architecture": str(export / "model.json"),
-                 "weights": str(export / "weights.npz"), "seed": self.settings.seed, **meta}
-        if meta["route"] != "weights file":
+                 "weights": str(export / "weights.npz"), "seed": self.settings.seed,
+                 **asdict(declared.result)}
+        if declared.result.route != "weights file":
             return self._inspected(submission, files)
         if str(submission.path) in self.wanted_grades:
             return self._inspect_and_grade(submission, files)
@@ -259,15 +262,13 @@ class Grader:
                 "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
                 "training": "weights file"}, submission.name, s.timeout + s.grade_timeout,
                 GRADE_TIMEOUT, self._urgency(submission))
-            both = reply.stage(lambda result: result, submission.name)
+            both = reply.stage(built_and_graded_from_json, submission.name)
             if both.result is None:
                 return Stage(failure=both.failure, repeatable=both.repeatable)
-            if both.result["graded"] is not None:
-                self._fused[str(submission.path)] = self._stored_grade(
-                    keys["grade"], graded_from_json(both.result["graded"]), out)
-            else:
-                self._fused[str(submission.path)] = Stage(failure=both.result["grade_failure"])
-            return Stage(result=built_from_json(both.result["built"]))
+            built, graded = both.result
+            self._fused[str(submission.path)] = graded if graded.result is None else \
+                self._stored_grade(keys["grade"], graded.result, out)
+            return Stage(result=built)
 
     def _build_files(self, submission: Submission) -> Path:
         """The build's model.json and weights.npz: from the cache, or from the child."""
@@ -290,7 +291,7 @@ class Grader:
         declared = self._declared(submission)
         if declared.result is None:
             return _not_loaded(self.build(submission))
-        if declared.result["route"] == "weights file":  # the build's job grades it too
+        if declared.result.route == "weights file":  # the build's job grades it too
             built = self.build(submission)
             fused = self._fused.get(str(submission.path))
             if not built.ok:
@@ -309,7 +310,7 @@ class Grader:
         built = self.build(submission)
         return stage if built.ok else _not_loaded(built)
 
-    def _declared(self, submission: Submission) -> Stage[dict[str, Any]]:
+    def _declared(self, submission: Submission) -> Stage[Declarations]:
         """The route and the bits: from the cached build, else from the child's hand-over."""
         key = self._build_key(submission)
         if not self.children.started(str(submission.path)) and self.cache.busy("build", key):
@@ -318,18 +319,18 @@ class Grader:
         hit = self.cache.load("build", key)
         if hit is not None:
             built = hit.stage(built_from_json).result
-            return Stage(result={"route": built.route, "weight_bits": built.weight_bits,
-                                 "activation_bits": built.activation_bits}) if built else \
+            return Stage(result=Declarations(built.route, built.weight_bits,
+                                             built.activation_bits)) if built else \
                 Stage(failure="the build failed")
         exported = self._handed_over(submission, "build", self._will_train(submission))
         if exported.result is None:
             return Stage(failure=exported.failure)
         return _declarations(exported.result, submission.weights_path.is_file())
 
-    def _graded(self, submission: Submission, declared: dict[str, Any],
+    def _graded(self, submission: Submission, declared: Declarations,
                 keys: dict[str, str]) -> Stage[Graded]:
         self.trusted.start()
-        trained = self._trained(submission, declared["route"], keys["trained"])
+        trained = self._trained(submission, declared.route, keys["trained"])
         if trained.result is None:
             return Stage(failure=trained.failure, repeatable=trained.repeatable)
         return self._evaluate(submission, declared, *trained.result, keys["grade"])
@@ -366,14 +367,14 @@ class Grader:
             return Stage(result=(files / "model.json", weights, route))
         return Stage(result=(entry.file("model.json"), entry.file("weights.npz"), route))
 
-    def _evaluate(self, submission: Submission, declared: dict[str, Any], architecture: Path,
+    def _evaluate(self, submission: Submission, declared: Declarations, architecture: Path,
                   weights: Path, training: str, key: str) -> Stage[Graded]:
         s = self.settings
         out = self._staged("model.fbz")
         reply = self.trusted.call("grade", {
             "architecture": str(architecture), "weights": str(weights),
             "data": self.data.request(),
-            "out": str(out), "bits": [declared["weight_bits"], declared["activation_bits"]],
+            "out": str(out), "bits": declared.bits,
             "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
             "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
             GRADE_TIMEOUT, self._urgency(submission))
@@ -400,7 +401,7 @@ def _not_loaded(built: Stage[Built]) -> Stage[Graded]:
                  + (f": {why}" if why else ""))
 
 
-def _declarations(export: Path, pretrained: bool) -> Stage[dict[str, Any]]:
+def _declarations(export: Path, pretrained: bool) -> Stage[Declarations]:
     """The route and the bits the sandbox handed over (meta.json), checked."""
     try:
         return Stage(result=declarations_from_json(

@@ -215,6 +215,16 @@ def graded_from_json(data: Any, where: str = "grade result") -> Graded:
         model_path=str(data.get("model_path", "")))
 
 
+def built_and_graded_from_json(data: Any, where: str = "inspect+grade result",
+                               ) -> tuple[Built, Stage[Graded]]:
+    """One job's build and grade (a pre-trained model): the grade may have failed alone."""
+    graded = _get(data, "graded", (dict, type(None)), where)
+    built = built_from_json(_get(data, "built", dict, where), f"{where}.built")
+    if graded is None:
+        return built, Stage(failure=_get(data, "grade_failure", str, where))
+    return built, Stage(result=graded_from_json(graded, f"{where}.graded"))
+
+
 def with_model(graded: Graded, model_path: str, training: str | None = None) -> Graded:
     return replace(graded, model_path=model_path, training=training or graded.training)
 
@@ -222,14 +232,26 @@ def with_model(graded: Graded, model_path: str, training: str | None = None) -> 
 ROUTES = ("weights file", "train()", "default recipe")
 
 
-def declarations_from_json(meta: Any, has_weights_file: bool) -> Json:
-    """What a sandbox declared (meta.json), checked: plain bits, one of the three routes. The
-    weights file's presence is known on our side: it decides that route, whatever was said."""
+@dataclass(frozen=True)
+class Declarations:
+    """What a submission declared (its sandbox's meta.json), checked: the bits and the route."""
+
+    route: str  # one of ROUTES
+    weight_bits: Declared
+    activation_bits: Declared
+
+    @property
+    def bits(self) -> list[Declared]:
+        return [self.weight_bits, self.activation_bits]
+
+
+def declarations_from_json(meta: Any, has_weights_file: bool) -> Declarations:
+    """Plain bits, one of the three routes. The weights file's presence is known on our side: it
+    decides that route, whatever was said."""
     plain = (int, float, str, bool, type(None))
     if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
             isinstance(meta.get(key), plain) for key in ("weight_bits", "activation_bits")):
         raise ResultError("the sandbox handed over malformed declarations")
     route = "weights file" if has_weights_file else (
         "default recipe" if meta["route"] == "weights file" else meta["route"])
-    return {"weight_bits": meta["weight_bits"], "activation_bits": meta["activation_bits"],
-            "route": route}
+    return Declarations(route, meta["weight_bits"], meta["activation_bits"])
