@@ -250,8 +250,10 @@ def declarations_from_json(meta: Any, has_weights_file: bool) -> Declarations:
     decides that route, whatever was said."""
     plain = (int, float, str, bool, type(None))
     if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
-            isinstance(meta.get(key), plain) for key in ("weight_bits", "activation_bits")):
-        raise ResultError("the sandbox handed over malformed declarations")
+            key in meta and isinstance(meta[key], plain)
+            for key in ("weight_bits", "activation_bits")):
+        raise ResultError("meta.json is malformed: it needs a route (one of "
+                          f"{', '.join(ROUTES)}) and plain weight_bits and activation_bits")
     route = "weights file" if has_weights_file else (
         "default recipe" if meta["route"] == "weights file" else meta["route"])
     return Declarations(route, meta["weight_bits"], meta["activation_bits"])

@@ -107,6 +107,15 @@ def touch():
             pass
 """),
         "hog": "hog = bytearray(8 << 30)\n",
+        "declarer": _with("""
+            import json
+            real = json.dumps
+            def forged(value, *args, **kwargs):  # the hand-over's meta.json, bits dropped
+                if isinstance(value, dict) and "route" in value:
+                    return real({"route": "weights file"}, *args, **kwargs)
+                return real(value, *args, **kwargs)
+            json.dumps = forged
+            """),
         "peeker": _with(f"""
             import glob, os, sys
             places = [{str(mnist)!r}, os.path.expanduser("~/.keras/datasets/mnist.npz")]
@@ -237,6 +246,12 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
 def test_an_attacker_stopped_by_a_limit_fails_loads_saying_which(graded, attacker, words):
     loads = outcome(graded, attacker, "loads")
     assert loads["outcome"] == "failed" and words in loads["message"], loads
+
+
+def test_an_attacker_that_forges_its_declarations_fails_loads_saying_so(graded):
+    loads = outcome(graded, "declarer", "loads")
+    assert loads["outcome"] == "failed", loads
+    assert "unusable declarations (meta.json is malformed" in loads["message"], loads
 
 
 def test_the_attack_leaves_no_process_behind_and_the_log_small(graded):
