@@ -44,13 +44,12 @@ def inspect(architecture: Path, weights: Path, weight_bits: Declared,
 
     `samples` calibrate the quantization (a pre-trained model: the grade's own first
     calibration); without them, seeded random images do (an untrained model)."""
-    model = rebuild(architecture, weights)
-    bits, declared = checked_bits(weight_bits, activation_bits)
     if samples is None:
         random = np.random.default_rng(seed).integers(0, 256, (FIT_SAMPLES, 28, 28, 1))
         samples = random.astype("uint8")
-    return _built(model, weight_bits, activation_bits, route, bits,
-                  _v1_truth(model, bits, declared, _converted(model, bits, samples)))
+    built, _ = _inspected(rebuild(architecture, weights), weight_bits, activation_bits, route,
+                          samples)
+    return built
 
 
 def inspect_and_grade(architecture: Path, weights: Path, data: Split, out: Path, *,
@@ -60,18 +59,26 @@ def inspect_and_grade(architecture: Path, weights: Path, data: Split, out: Path,
     """Both for a pre-trained model: the Akida 1.0 truth is the grade's first conversion, made
     once. The same figures as `inspect` with the same samples, then `grade`."""
     model = rebuild(architecture, weights)
-    bits, declared = checked_bits(weight_bits, activation_bits)
-    samples = first_calibration(data, calibration_samples, seed)
-    first = _converted(model, bits, samples)
-    built = _built(model, weight_bits, activation_bits, route, bits,
-                   _v1_truth(model, bits, declared, first))
-    shared = first if declared and not isinstance(first, str) else None
+    built, shared = _inspected(model, weight_bits, activation_bits, route,
+                               first_calibration(data, calibration_samples, seed))
     try:
         return built, _grade(model, data, out, bits=(weight_bits, activation_bits),
                              attempts=attempts, calibration_samples=calibration_samples,
                              seed=seed, training=training, progress=progress, first=shared)
     except SubmissionError as error:
         return built, str(error)
+
+
+def _inspected(model: Any, weight_bits: Declared, activation_bits: Declared, route: str,
+               samples: Array) -> tuple[Built, Conversion | None]:
+    """The build's evidence, and its conversion when it is the grade's own first one (made at
+    the declared, supported precision)."""
+    bits, declared = checked_bits(weight_bits, activation_bits)
+    conversion = _converted(model, bits, samples)
+    layers = layer_specs(model)
+    built = _built(model, layers, weight_bits, activation_bits, route, bits,
+                   _v1_truth(layers, bits, declared, conversion))
+    return built, conversion if declared and not isinstance(conversion, str) else None
 
 
 def checked_bits(weight_bits: Declared, activation_bits: Declared) -> tuple[tuple[int, int], bool]:
@@ -88,10 +95,10 @@ def first_calibration(data: Split, calibration_samples: int, seed: int) -> Array
     return _images(data.x_fit[rng.choice(len(data.x_fit), count, replace=False)])
 
 
-def _built(model: Any, weight_bits: Declared, activation_bits: Declared, route: str,
-           bits: tuple[int, int], truth: V1Truth) -> Built:
+def _built(model: Any, layers: list[dict[str, Any]], weight_bits: Declared,
+           activation_bits: Declared, route: str, bits: tuple[int, int],
+           truth: V1Truth) -> Built:
     """The rules' verdicts (Akida 1.0's at the precision the truth was checked at)."""
-    layers = layer_specs(model)
     violations = {
         "layer_whitelist": design_space.layer_whitelist(layers),
         "relu_bounded": design_space.relu_bounded(layers),
@@ -112,9 +119,8 @@ def _converted(model: Any, bits: tuple[int, int], samples: Array) -> Conversion 
         return f"{type(error).__name__}: {str(error).strip()}"
 
 
-def _v1_truth(model: Any, bits: tuple[int, int], declared: bool,
+def _v1_truth(layers: list[dict[str, Any]], bits: tuple[int, int], declared: bool,
               conversion: Conversion | str) -> V1Truth:
-    layers = layer_specs(model)
     if isinstance(conversion, str):
         return V1Truth(bits, declared, conversion_error=mapper.explain_conversion_error(
             conversion, layers))

@@ -85,9 +85,8 @@ def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str,
     if forks is not None:
         with contextlib.suppress(ForkServerError):  # then a fresh process, as without it
             return forks.spawn(home / "in" / "request.json")
-        argv, env = _request(policy, job, home, uid, False)[1:]
-        (home / "in" / "request.json").write_text(json.dumps(_request(
-            policy, job, home, uid, False)[0]))
+        request, argv, env = _request(policy, job, home, uid, False)
+        (home / "in" / "request.json").write_text(json.dumps(request))
     return subprocess.Popen(
         _command(policy, home, job, argv, env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home / "work",
