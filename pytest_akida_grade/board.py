@@ -156,13 +156,6 @@ class Bench:
     def lock(self) -> BoardLock:
         return BoardLock(self.lock_path)
 
-    def measure(self, model_path: Path, x_test: np.ndarray[Any, Any],
-                y_test: np.ndarray[Any, Any]) -> Measurement:
-        """`measure` under the lock."""
-        device = self.device()
-        with self.lock():
-            return measure(model_path, device, x_test, y_test)
-
     def ready(self) -> None:
         """The board opens, or a HarnessError: no board is the grader's problem, not the
         student's (checked before anything is trained for it)."""
@@ -173,9 +166,12 @@ class Bench:
 
     def run(self, model_path: Path, x_test: np.ndarray[Any, Any],
             y_test: np.ndarray[Any, Any]) -> Stage[Measurement]:
-        """The figures; a failure when the model does not fit; HarnessError for the board's own."""
+        """`measure` under the lock: the figures; a failure when the model does not fit;
+        HarnessError for the board's own."""
         try:
-            return Stage(result=self.measure(model_path, x_test, y_test))
+            device = self.device()
+            with self.lock():
+                return Stage(result=measure(model_path, device, x_test, y_test))
         except BoardError as error:
             raise HarnessError(str(error)) from None
         except (RuntimeError, ValueError) as error:  # akida's mapper: the model does not fit

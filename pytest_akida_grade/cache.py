@@ -125,22 +125,25 @@ class Cache:
         if self.root is None:
             return contextlib.nullcontext()
         self.make_private()
-        locks = self.root / "locks"
-        locks.mkdir(exist_ok=True)
-        return filelock.FileLock(str(locks / f"{kind}-{key[:32]}.lock"))
+        path = self._lock_path(self.root, kind, key)
+        path.parent.mkdir(exist_ok=True)
+        return filelock.FileLock(str(path))
 
     def busy(self, kind: str, key: str) -> bool:
         """Whether another process holds the entry's lock (is computing it) right now."""
         if self.root is None:
             return False
-        probe = filelock.FileLock(str(self.root / "locks" / f"{kind}-{key[:32]}.lock"),
-                                  timeout=0)
+        probe = filelock.FileLock(str(self._lock_path(self.root, kind, key)), timeout=0)
         try:
             probe.acquire()
         except (filelock.Timeout, OSError):
             return True
         probe.release()
         return False
+
+    @staticmethod
+    def _lock_path(root: Path, kind: str, key: str) -> Path:
+        return root / "locks" / f"{kind}-{key[:32]}.lock"
 
     def make_private(self) -> None:
         """Only the grader's user may read or write it (a sandbox's uid never)."""

@@ -78,8 +78,9 @@ class Grader:
         # As many warm trusted processes as this worker's share of the cores, one thread each:
         # their jobs are mostly serial, one thread is as fast and the same figures under any -n.
         # Trusted, but a model can be huge: their memory is bounded too.
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-        share = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
+        # xdist's workers in this session, 1 without xdist.
+        self.workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+        share = max(1, len(os.sched_getaffinity(0)) // self.workers)
         self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._bench: Bench | None = None  # opened on first use

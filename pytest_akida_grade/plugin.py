@@ -194,7 +194,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     grader.wanted_grades = {str(item.path) for item in session.items
                             if isinstance(item, CheckItem) and item.check in catalog.ACCURACY}
-    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
+    if grader.workers == 1:
         # Alone, this process grades the class in collection order: it may look ahead. Under
         # several workers the next student may be another worker's (xdist decides late).
         order = list(dict.fromkeys(i.submission for i in session.items

@@ -49,7 +49,6 @@ def write_line(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-
 class Recorder:
     """Collects outcomes by student; on the xdist controller reports come from every worker."""
 

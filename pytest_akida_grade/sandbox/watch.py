@@ -220,8 +220,6 @@ def tail(raw: bytes) -> str:
     return f"\nlast output of the process:\n{text[-TAIL_CHARS:]}" if text else ""
 
 
-
-
 # ---------------------------------------------------------------------------- hand-over
 
 EXPORTS = {"build": {"model.json": 8 << 20, "weights.npz": 512 << 20, "meta.json": 64 << 10},
