@@ -5,17 +5,23 @@
   root it then drops to a fresh unprivileged uid (so RLIMIT_NPROC counts only its processes and
   no root-owned file is its own); as a normal user it runs in a user namespace.
 - uid: root without a working bubblewrap (a Docker container such as Gradescope's): a fresh
-  unprivileged uid and resource limits, no namespaces. It can read world-readable files.
+  unprivileged uid and resource limits, no namespaces. It can read world-readable files; the
+  interpreter and this package must be among them.
 - off: resource limits only (a student on a laptop checking their own file).
+
+A submission never runs as root unless `off` is asked for by name: as root, when neither
+bubblewrap nor a fresh uid works, choosing is a usage error that says why and how to fix it.
 
 Whatever the mode, the child gets resource limits, an allow-listed environment and `python -I`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -56,7 +62,8 @@ class Policy:
         text = {"bwrap": "bubblewrap (namespaces, read-only system, own scratch only"
                          + (", fresh unprivileged uid)" if self.root else ", user namespace)"),
                 "uid": "a fresh unprivileged uid with resource limits (no namespaces)",
-                "off": "off: resource limits only; submissions run as this user"}[self.mode]
+                "off": "off: resource limits only; submissions run as this user"
+                       + (" (root)" if self.root else "")}[self.mode]
         return text + (f"; {self.why}" if self.why else "")
 
 
@@ -65,22 +72,32 @@ def fresh_uid() -> int:
     return UID_BASE + secrets.randbelow(1 << 29)
 
 
-def choose(setting: Setting, hidden: tuple[Path, ...] = ()) -> Policy:
-    """The strongest mode that works here; `required` refuses to go below uid."""
+def choose(setting: Setting, hidden: tuple[Path, ...] = (),
+           python: str = sys.executable) -> Policy:
+    """The strongest mode that works here. Never root's own uid unless asked (`off`); a normal
+    user's `auto` falls back to `off`, `required` refuses to."""
     if setting == "off":
-        return Policy("off", "turned off (--akida-sandbox=off)", hidden)
-    bwrap_problem = _bwrap_problem(hidden)
+        return Policy("off", "turned off (--akida-sandbox=off)", hidden, python)
+    bwrap_problem = _bwrap_problem(hidden, python)
     if bwrap_problem is None:
-        return Policy("bwrap", "", hidden)
-    uid_problem = _uid_problem() if os.geteuid() == 0 else "not root, so no other uid to use"
+        return Policy("bwrap", "", hidden, python)
+    if os.geteuid() != 0:
+        why = f"bubblewrap unavailable ({bwrap_problem}); no unprivileged uid (not root, so no " \
+              "other uid to use)"
+        if setting == "required":
+            raise SandboxUnavailable(
+                f"--akida-sandbox=required, but no sandbox works here: {why}. Install bubblewrap "
+                "(apt-get install bubblewrap) or grade as root, or use --akida-sandbox=auto.")
+        return Policy("off", why, hidden, python)
+    uid_problem = _uid_problem(python)
     if uid_problem is None:
-        return Policy("uid", f"bubblewrap unavailable ({bwrap_problem})", hidden)
-    why = f"bubblewrap unavailable ({bwrap_problem}); no unprivileged uid ({uid_problem})"
-    if setting == "required":
-        raise SandboxUnavailable(
-            f"--akida-sandbox=required, but no sandbox works here: {why}. Install bubblewrap "
-            "(apt-get install bubblewrap) or grade as root, or use --akida-sandbox=auto.")
-    return Policy("off", why, hidden)
+        return Policy("uid", f"bubblewrap unavailable ({bwrap_problem})", hidden, python)
+    raise SandboxUnavailable(
+        f"--akida-sandbox={setting}: as root, no sandbox works here, and submissions never run as "
+        f"root. Bubblewrap: {bwrap_problem}. A fresh unprivileged uid: {uid_problem}. Fix one: "
+        "install bubblewrap (apt-get install bubblewrap); or grade with a Python every user can "
+        "run, e.g. a venv made from the system Python (/usr/bin/python3.11 -m venv; `make setup` "
+        "makes .venv so); or, for your own code only, --akida-sandbox=off.")
 
 
 # ---------------------------------------------------------------------------- bubblewrap
@@ -171,20 +188,38 @@ def _masks(policy: Policy, made: set[str]) -> list[str]:
     return args
 
 
-def _bwrap_problem(hidden: tuple[Path, ...]) -> str | None:
+def _bwrap_problem(hidden: tuple[Path, ...], python: str) -> str | None:
     """None when bubblewrap can start our Python in the sandbox here; else why not."""
     if shutil.which("bwrap") is None:
         return "bwrap is not installed: apt-get install bubblewrap"
-    probe = Policy("bwrap", hidden=hidden)
+    probe = Policy("bwrap", hidden=hidden, python=python)
     argv = [probe.python, "-I", "-c", "import numpy, sys; sys.exit(0)"]
     command = bwrap_command(probe, [], "/tmp", {"PATH": "/usr/bin:/bin"}, argv)
     return _run_probe(command)
 
 
-def _uid_problem() -> str | None:
-    """None when a fresh uid can run our Python (its directories must be world-readable)."""
-    uid = fresh_uid()
-    return _run_probe([sys.executable, "-I", "-c", "import numpy"], user=uid)
+def _uid_problem(python: str) -> str | None:
+    """None when a fresh uid can run our Python and read student.py; else why not (naming the
+    directory closed to other users when there is one: pyenv or conda under a 0700 /root)."""
+    student = CODE_DIR / "student.py"
+    code = f"import numpy; open({str(student)!r}).close()"
+    problem = _run_probe([python, "-I", "-c", code], user=fresh_uid())
+    if problem is None:
+        return None
+    closed = closed_to_others([Path(python), Path(os.path.realpath(python)), student])
+    return f"{problem}" + (f" ({closed})" if closed else "")
+
+
+def closed_to_others(paths: list[Path]) -> str | None:
+    """The first directory above `paths` that other users cannot enter, said plainly."""
+    for path in paths:
+        for directory in reversed(path.absolute().parents):
+            with contextlib.suppress(OSError):
+                mode = directory.stat().st_mode
+                if not mode & stat.S_IXOTH:
+                    return (f"{directory} is closed to other users (mode "
+                            f"{stat.S_IMODE(mode):04o}), and {path} lies under it")
+    return None
 
 
 def _run_probe(command: list[str], user: int | None = None) -> str | None:

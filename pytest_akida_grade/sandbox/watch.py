@@ -2,14 +2,15 @@
 
 Whatever the child writes, the deadline holds, what is read from it is capped, its scratch is
 watched, and only three events mean anything ("progress", "failed", "exported"); an export is
-copied out of its reach (each path component opened with O_NOFOLLOW, a regular file only,
-never blocking, up to a size cap) into a directory only the grader can write. No imports from
+copied out of its reach (each path component opened with O_NOFOLLOW, a regular file of its own
+only, never blocking, up to a size cap) into a directory only the grader can write. No imports from
 this package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import selectors
@@ -227,15 +228,18 @@ EXPORTS = {"build": {"model.json": 8 << 20, "weights.npz": 512 << 20, "meta.json
 
 
 def snapshot(source: Path, target: Path, caps: dict[str, int]) -> str | None:
-    """Copy the phase's files out of the child's reach; None, or what is wrong with them."""
+    """Copy the phase's files out of the child's reach; None, or what is wrong with them.
+    A file must be the child's own (its scratch's owner: not a hard link to a file it may
+    only read) and a regular file (a FIFO would block, a device would never end)."""
     target.mkdir(parents=True, exist_ok=True)
     try:
-        directory = _open_dir(source)
+        directory, owner = _open_dir(source)
     except OSError:
-        return f"the sandbox exported no {source.name} files (out/{source.name} is missing)"
+        return (f"the sandbox exported no {source.name} files (out/{source.name} is missing or "
+                "not a directory)")
     try:
         for name, cap in caps.items():
-            problem = _copy_capped(directory, name, target / name, cap)
+            problem = _copy_capped(directory, owner, name, target / name, cap)
             if problem:
                 return problem
     finally:
@@ -243,9 +247,11 @@ def snapshot(source: Path, target: Path, caps: dict[str, int]) -> str | None:
     return None
 
 
-def _open_dir(path: Path) -> int:
-    """Open each component without following a symlink the child may have planted."""
+def _open_dir(path: Path) -> tuple[int, int]:
+    """Open each component without following a symlink the child may have planted; the
+    directory and the owner of the child's scratch (the first component)."""
     fd = os.open(path.parents[1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    owner = os.fstat(fd).st_uid
     try:
         for part in path.parts[-2:]:
             new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
@@ -254,17 +260,22 @@ def _open_dir(path: Path) -> int:
     except OSError:
         os.close(fd)
         raise
-    return fd
+    return fd, owner
 
 
-def _copy_capped(directory: int, name: str, target: Path, cap: int) -> str | None:
+def _copy_capped(directory: int, owner: int, name: str, target: Path, cap: int) -> str | None:
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-    except OSError:
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return f"the exported {name} is a symbolic link, not a file"
         return f"the sandbox exported no {name}"
     with os.fdopen(fd, "rb") as source:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
             return f"the exported {name} is not a regular file"
+        if found.st_uid != owner:
+            return f"the exported {name} is not the submission's own file (a link to another)"
         data_left = cap + 1
         with target.open("wb") as out:
             while data_left > 0 and (chunk := source.read(min(1 << 20, data_left))):
