@@ -182,8 +182,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("points", "Points per check, one 'check = points' a line.", str, None,
            cli_kwargs={}),
     Option("sandbox", "How submissions are confined: auto (bubblewrap where it works, else an "
-           "unprivileged uid as root; says so when it cannot), required (an error when no "
-           "sandbox works: grading for credit), off (a student checking their own file).",
+           "unprivileged uid as root, else off saying so; never root: as root, an error when "
+           "neither works), required (an error when no sandbox works: grading for credit), off "
+           "(a student checking their own file).",
            _sandbox, "auto", flag="--akida-sandbox", env="AKIDA_GRADE_SANDBOX",
            cli_kwargs={"metavar": "auto|required|off"}),
     Option("memory_limit", "Address space each submission's process may use, e.g. 6G (default "

@@ -1,4 +1,6 @@
-"""A class with attackers in it, graded end to end (xdist, two workers), against a reference run.
+"""A class with attackers in it, graded end to end (xdist, two workers), against a reference run,
+in both sandboxes a root grader gets: bubblewrap, and a fresh uid (bubblewrap hidden, as in a
+container without it; where this Python is one a fresh uid can run).
 
 Each attacker ends with its own result (the figures its real model earns, or a failure saying
 what went wrong), never a pass it did not earn and never a grader error; the honest classmates
@@ -22,6 +24,7 @@ import pytest
 from made_up import GOOD_LAYERS, fast_ini, student_source
 
 from pytest_akida_grade import data
+from pytest_akida_grade.sandbox import policy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_akida_grade"
 MARKER = f"akida{os.getpid()}burst"
@@ -37,6 +40,24 @@ def train(model, x_train, y_train):
 HONEST = {"alice": student_source(), "bob": student_source(extra=TRAIN)}
 # Attackers whose figures must be checked: their model is alice's, so are their figures.
 FIGURES_OF_ALICE = ("patcher", "forger")
+# The uid mode as on a root without bubblewrap: the class's conftest hides bubblewrap.
+HIDE_BWRAP = """
+from pytest_akida_grade.sandbox import policy
+policy._bwrap_problem = lambda hidden, python: "hidden by the test"
+"""
+HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
+           "uid": "akida-grade sandbox: a fresh unprivileged uid"}
+# Its hand-over swapped once student.py has written it, before the grader copies it (student.py
+# is `student` in a fork, __main__ in a fresh process).
+SWAP = """
+import os, sys
+runner = sys.modules.get("student") or sys.modules["__main__"]
+real_export = runner.export
+def export(directory, model, meta=None):
+    real_export(directory, model, meta)
+    {swap}
+runner.export = export
+"""
 
 
 def attackers(root: Path, mnist: Path) -> dict[str, str]:
@@ -116,6 +137,32 @@ def touch():
                 return real(value, *args, **kwargs)
             json.dumps = forged
             """),
+        "swapper": _with(SWAP.format(swap="os.unlink(directory / 'model.json'); "
+                                          "os.mkfifo(directory / 'model.json')")),
+        "linker": _with(SWAP.format(swap=(
+            f"os.unlink(directory / 'model.json'); os.symlink({targets[0]!r}, "
+            "directory / 'model.json'); os.unlink(directory / 'weights.npz'); "
+            "os.symlink('/dev/zero', directory / 'weights.npz')"))),
+        "killer": _with("""
+            import os, signal
+            if os.geteuid() == 0 or os.getuid() == 0:  # bounded: a broken sandbox harms nobody
+                raise SystemExit("ran as root: attacked nothing")
+            me, reached = os.getpid(), []
+            pids = {os.getppid(), 1, *(int(p) for p in os.listdir("/proc") if p.isdigit())}
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in sorted(pids - {me}):
+                    try:
+                        os.kill(pid, sig)
+                        reached.append(pid)
+                    except OSError:
+                        pass
+                try:
+                    os.kill(-1, sig)  # all it may signal (never itself)
+                except OSError:
+                    pass
+            if reached:
+                raise SystemExit(f"reached {sorted(set(reached))}")
+            """),
         "peeker": _with(f"""
             import glob, os, sys
             places = [{str(mnist)!r}, os.path.expanduser("~/.keras/datasets/mnist.npz")]
@@ -176,23 +223,47 @@ def hashes(*trees: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("hostile")
+def reference(tmp_path_factory: pytest.TempPathFactory,
+              shared_cache: Path) -> tuple[dict[str, Any], Path]:
+    """The honest classmates graded alone (bubblewrap where it works); the test set used."""
+    root = tmp_path_factory.mktemp("hostile-reference")
     (root / "pytest.ini").write_text(SETTINGS)
     mnist = data.resolve_mnist(os.environ.get("AKIDA_GRADE_MNIST"), shared_cache).path
-    reference, _, _ = grade(root, HONEST, "cache-reference", mnist)
+    return grade(root, HONEST, "cache-reference", mnist)[0], mnist
+
+
+@pytest.fixture(scope="module", params=list(HEADERS))
+def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           reference: tuple[dict[str, Any], Path]) -> dict[str, Any]:
+    mode = request.param
+    if mode == "uid":
+        problem = policy._uid_problem(sys.executable) if os.geteuid() == 0 else "not root"
+        if problem is not None:
+            pytest.skip(f"the uid mode needs root and a Python a fresh uid can run: {problem}")
+    root = tmp_path_factory.mktemp(f"hostile-{mode}")
+    (root / "pytest.ini").write_text(SETTINGS)
+    if mode == "uid":
+        (root / "conftest.py").write_text(HIDE_BWRAP)
+    mnist = reference[1]
     students = {**HONEST, **attackers(root, mnist)}
+    (root / "students").mkdir()
+    for name, source in HONEST.items():  # as grade() writes them
+        (root / "students" / f"{name}.py").write_text(source)
     outside = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
-    # The honest files are rewritten by grade(); their hashes are taken after it writes them.
     attack, output, seconds = grade(root, students, "cache-attack", mnist, "-n", "2")
     outside_after = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
     regraded, _, _ = grade(root, HONEST, "cache-attack", mnist)
-    return {"reference": reference, "attack": attack, "regraded": regraded, "output": output,
-            "seconds": seconds, "root": root, "outside": (outside, outside_after)}
+    return {"mode": mode, "reference": reference[0], "attack": attack, "regraded": regraded,
+            "output": output, "seconds": seconds, "root": root,
+            "outside": (outside, outside_after)}
 
 
 def outcome(graded: dict[str, Any], student: str, check: str) -> dict[str, str]:
     return graded["attack"][student]["checks"][check]
+
+
+def test_the_class_ran_in_the_sandbox_it_was_meant_for(graded):
+    assert HEADERS[graded["mode"]] in graded["output"], graded["output"][:3000]
 
 
 def test_honest_classmates_get_exactly_the_results_of_a_class_without_attackers(graded):
@@ -229,7 +300,7 @@ def test_an_attacker_that_forges_or_patches_figures_gets_its_real_figures(graded
     assert mine == alice and max(mine.values()) < 0.9999
 
 
-@pytest.mark.parametrize("attacker", ["rewriter", "poisoner", "forker", "peeker"])
+@pytest.mark.parametrize("attacker", ["rewriter", "poisoner", "forker", "peeker", "killer"])
 def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
         graded, attacker):
     for check in ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme",
@@ -244,6 +315,16 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
     ("lambda_", "Lambda layer carries Python code"),
 ])
 def test_an_attacker_stopped_by_a_limit_fails_loads_saying_which(graded, attacker, words):
+    loads = outcome(graded, attacker, "loads")
+    assert loads["outcome"] == "failed" and words in loads["message"], loads
+
+
+@pytest.mark.parametrize(("attacker", "words"), [
+    ("swapper", "the exported model.json is not a regular file"),
+    ("linker", "the exported model.json is a symbolic link, not a file"),
+])
+def test_an_attacker_that_swaps_its_hand_over_after_export_fails_loads_saying_so(
+        graded, attacker, words):
     loads = outcome(graded, attacker, "loads")
     assert loads["outcome"] == "failed" and words in loads["message"], loads
 
