@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, verdicts
+from pytest_akida_grade import catalog, data, scrub, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
-from pytest_akida_grade.evaluator.client import Pool
+from pytest_akida_grade.evaluator.client import Pool, memory_per_process
 from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
@@ -51,6 +52,7 @@ from pytest_akida_grade.settings import Settings
 if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
 
+log = logging.getLogger("pytest_akida_grade")
 T = TypeVar("T")
 TIMEOUT = "akida_timeout / --akida-timeout"
 GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
@@ -81,7 +83,9 @@ class Grader:
         # xdist's workers in this session, 1 without xdist.
         self.workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         share = max(1, len(os.sched_getaffinity(0)) // self.workers)
-        self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self.background.report)
+        self.trusted = Pool(share, scratch,
+                            memory_per_process(share * self.workers, 2 * settings.memory_limit),
+                            self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._bench: Bench | None = None  # opened on first use
         self._hardware = Hardware(settings, self.bench)
@@ -95,10 +99,21 @@ class Grader:
     # ------------------------------------------------------------------ the plugin's API
 
     def verdict(self, submission: Submission, check: str) -> Verdict:
-        """The check's verdict; HarnessError when the grader itself cannot give one."""
+        """The check's verdict, in words for the student (the full text to the log);
+        HarnessError when the grader itself cannot give one."""
+        verdict = self._verdict(submission, check)
+        message = scrub.for_student(verdict.message)
+        if message != verdict.message:
+            log.info("%s %s, in full: %s", submission.name, check, verdict.message)
+        return replace(verdict, message=message)
+
+    def _verdict(self, submission: Submission, check: str) -> Verdict:
         stage = catalog.BY_NAME[check].stage
         if stage == "build":
             return verdicts.FAST[check](self.build(submission))
+        built = self.build(submission)
+        if built.result is not None and built.result.not_rebuilt is not None:
+            return verdicts.not_rebuilt(built.result.not_rebuilt)  # never graded: skipped
         if stage == "grade":
             judge = verdicts.quantized_accuracy if check == "quantized_accuracy" \
                 else verdicts.akida_accuracy

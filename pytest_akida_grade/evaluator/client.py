@@ -76,7 +76,9 @@ class Evaluator:
             if second.error != "crashed":
                 return second
             return Reply(failure=f"the grader's evaluator crashed twice on this model "
-                                 f"({second.failure}); this is reported to you because it "
+                                 f"({second.failure}); it may have needed more than the "
+                                 f"{self.memory_bytes / (1 << 30):.1f} GB of memory the grader "
+                                 "allows one evaluation. This is reported to you because it "
                                  "happened only with your model", repeatable=False)
 
     def start(self) -> None:
@@ -210,6 +212,17 @@ class Evaluator:
         trace({"role": self.role, "kind": kind, "student": student, "pid": os.getpid(),
                "server_pid": self._process.pid if self._process else None,
                "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")})
+
+
+RESERVED_BYTES = 4 << 30  # pytest, the sandboxed children beside the trusted processes
+FLOOR_BYTES = 5 << 30  # TensorFlow's training alone reserves 3.3 GB of address space
+
+
+def memory_per_process(processes: int, ceiling: int) -> int:
+    """Each trusted process's address-space limit: all of this machine's (`processes`, over
+    every pytest worker) fit in its memory with room for pytest; never above `ceiling`."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(FLOOR_BYTES, min(ceiling, (total - RESERVED_BYTES) // max(1, processes)))
 
 
 class Pool:

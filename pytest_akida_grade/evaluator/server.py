@@ -34,8 +34,8 @@ from pytest_akida_grade.results import to_json
 
 
 class Server:
-    def __init__(self, protocol: IO[str]) -> None:
-        self.protocol = protocol
+    def __init__(self, protocol: IO[str], memory: int = 0) -> None:
+        self.protocol, self.memory = protocol, memory
 
     def send(self, **message: Any) -> None:
         self.protocol.write(json.dumps(message) + "\n")
@@ -56,12 +56,21 @@ class Server:
             return {"ok": JOBS[request["kind"]](request, self.progress(request["id"]))}
         except SubmissionError as error:
             return {"failure": str(error)}
-        except Exception as error:  # our own failure: say so, with the traceback
+        except Exception as error:
+            if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+                return {"failure": out_of_memory(self.memory)}
+            # our own failure: say so, with the traceback
             return {"error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc()[-4000:]}
 
     def progress(self, job: int) -> pipeline.Progress:
         return lambda message: self.send(id=job, progress=message)
+
+
+def out_of_memory(limit: int) -> str:
+    """The student's failure when their model needs more than a trusted process may take."""
+    return (f"evaluating the model needed more memory than the grader allows one evaluation "
+            f"({limit / (1 << 30):.1f} GB of address space); use a smaller model")
 
 
 def inspect(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
@@ -173,7 +182,7 @@ def main(argv: list[str]) -> int:
     import cnn2snn  # noqa: F401
     import quantizeml.models  # noqa: F401
 
-    server = Server(protocol)
+    server = Server(protocol, args.memory)
     server.send(id=0, ok={"ready": True, "pid": os.getpid()}, rss_mb=rss_mb(), seconds=0.0)
     server.serve(sys.stdin)
     return 0
