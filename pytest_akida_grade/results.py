@@ -244,10 +244,6 @@ class Declarations:
     weight_bits: Declared
     activation_bits: Declared
 
-    @property
-    def bits(self) -> list[Declared]:
-        return [self.weight_bits, self.activation_bits]
-
 
 def declarations_from_json(meta: Any, has_weights_file: bool) -> Declarations:
     """Plain bits, one of the three routes. The weights file's presence is known on our side: it

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from made_up import student_source
 
+from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.client import Evaluator
 from pytest_akida_grade.results import built_from_json
 from pytest_akida_grade.sandbox import launch, policy
@@ -46,10 +47,10 @@ def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluator]:
 
 
 def inspect(evaluator: Evaluator, export: Path, seconds: float = 120) -> object:
-    return evaluator.call("inspect", {
-        "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
-        "seed": 0, "weight_bits": 4, "activation_bits": 4, "route": "default recipe"},
-        "alice", seconds, "the test's limit")
+    return evaluator.call(jobs.Inspect(
+        architecture=str(export / "model.json"), weights=str(export / "weights.npz"), seed=0,
+        weight_bits=4, activation_bits=4, route="default recipe"), "alice", seconds,
+        "the test's limit")
 
 
 def server_pid(evaluator: Evaluator) -> int:

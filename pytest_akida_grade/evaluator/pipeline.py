@@ -23,6 +23,7 @@ import numpy as np
 
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
+from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.rebuild import (
     BadNumbers,
     SubmissionError,
@@ -66,26 +67,24 @@ def inspect(architecture: Path, weights: Path, weight_bits: Declared,
     return _inspected(model, layers, weight_bits, activation_bits, route, samples)[0]
 
 
-def inspect_and_grade(architecture: Path, weights: Path, data: Split, out: Path, *,
-                      weight_bits: Declared, activation_bits: Declared, route: str, attempts: int,
-                      calibration_samples: int, seed: int, training: str,
+def inspect_and_grade(job: jobs.InspectAndGrade, data: Split,
                       progress: Progress) -> tuple[Built, Graded | str]:
     """Both for a pre-trained model: the Akida 1.0 truth is the grade's first conversion, made
     once. The same figures as `inspect` with the same samples, then `grade`."""
-    config, layers = exported(architecture)
+    seen, grade_job = job.inspect, job.grade
+    config, layers = exported(Path(seen.architecture))
     why = why_not_rebuilt(config, layers)
     if why is not None:
-        return (_not_rebuilt(layers, weight_bits, activation_bits, route, why),
+        return (_not_rebuilt(layers, seen.weight_bits, seen.activation_bits, seen.route, why),
                 f"the grader does not rebuild this model: {why}")
-    model, bad_numbers = _with_weights(config, weights)
-    built, shared = _inspected(model, layers, weight_bits, activation_bits, route,
-                               first_calibration(data, calibration_samples, seed))
+    model, bad_numbers = _with_weights(config, Path(seen.weights))
+    built, shared = _inspected(
+        model, layers, seen.weight_bits, seen.activation_bits, seen.route,
+        first_calibration(data, grade_job.calibration_samples, grade_job.seed))
     if bad_numbers is not None:
         return built, bad_numbers
     try:
-        return built, _grade(model, layers, data, out, bits=(weight_bits, activation_bits),
-                             attempts=attempts, calibration_samples=calibration_samples,
-                             seed=seed, training=training, progress=progress, first=shared)
+        return built, _grade(model, layers, data, grade_job, progress, first=shared)
     except SubmissionError as error:
         return built, str(error)
 
@@ -287,28 +286,24 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 # ---------------------------------------------------------------------------- grade
 
 
-def grade(architecture: Path, weights: Path, data: Split, out: Path, *,
-          bits: tuple[Declared, Declared], attempts: int, calibration_samples: int, seed: int,
-          training: str, progress: Progress) -> Graded:
-    """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `out`."""
-    return _grade(rebuild(architecture, weights), exported(architecture)[1], data, out,
-                  bits=bits, attempts=attempts, calibration_samples=calibration_samples,
-                  seed=seed, training=training, progress=progress, first=None)
+def grade(job: jobs.Grade, data: Split, progress: Progress) -> Graded:
+    """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `job.out`."""
+    architecture = Path(job.architecture)
+    return _grade(rebuild(architecture, Path(job.weights)), exported(architecture)[1], data, job,
+                  progress, first=None)
 
 
-def _grade(model: Any, layers: Specs, data: Split, out: Path, *,
-           bits: tuple[Declared, Declared], attempts: int, calibration_samples: int, seed: int,
-           training: str, progress: Progress, first: Conversion | None) -> Graded:
+def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: Progress,
+           first: Conversion | None) -> Graded:
     float_accuracy = argmax_accuracy(_float_outputs(model, layers, data.x_test), data.y_test)
     progress(f"float accuracy {float_accuracy:.4f}")
-    conversion, attempt, scores = _best_conversion(model, layers, bits, data, attempts,
-                                                   calibration_samples, seed, progress, first)
+    conversion, attempt, scores = _best_conversion(model, layers, job, data, progress, first)
     quantized = keras_accuracy(conversion.quantized, data.x_test, data.y_test)
     akida = None if conversion.cut_at else akida_accuracy(conversion.akida, data.x_test,
                                                           data.y_test)
     mapping = map_on_virtual_akd1000(conversion.akida, layers)
-    conversion.akida.save(str(out))
-    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=training,
+    conversion.akida.save(job.out)
+    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=job.training,
                   float_accuracy=float_accuracy, quantized_accuracy=quantized,
                   akida_accuracy=akida, quantize_attempt=attempt,
                   attempt_val_accuracies=tuple(scores), cut_at=conversion.cut_at,
@@ -343,18 +338,20 @@ def _constant_message(model: Any, layers: Specs, x: Array) -> str:
     return "the model outputs the same values for every image, so it cannot classify"
 
 
-def _best_conversion(model: Any, layers: Specs, bits: tuple[Declared, Declared], data: Split,
-                     attempts: int, calibration_samples: int, seed: int, progress: Progress,
+def _best_conversion(model: Any, layers: Specs, job: jobs.Grade, data: Split,
+                     progress: Progress,
                      first: Conversion | None) -> tuple[Conversion, int, list[float]]:
     """Seeded attempts, each calibrated on its own sample of training images; best on
     validation. `first`: attempt 0's conversion, already made (inspect_and_grade)."""
     best: Conversion | None = None
     best_index, scores = 0, list[float]()
+    attempts = job.attempts
     for attempt in range(attempts):
-        samples = first_calibration(data, calibration_samples, seed + attempt)
+        samples = first_calibration(data, job.calibration_samples, job.seed + attempt)
         try:
             conversion = first if attempt == 0 and first is not None else \
-                quantize_and_convert(model, bits[0], bits[1], samples)  # type: ignore[arg-type]
+                quantize_and_convert(model, job.weight_bits, job.activation_bits,  # type: ignore[arg-type]
+                                     samples)
         except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
             raise SubmissionError(quantization_failure(error, layers)) from None
         if attempts == 1:  # nothing to choose: spare the validation pass
