@@ -47,6 +47,9 @@ policy._bwrap_problem = lambda hidden, python: "hidden by the test"
 """
 HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
            "uid": "akida-grade sandbox: a fresh unprivileged uid"}
+# In bubblewrap only (the suite's time): the spinner costs its deadline, and the figure forgers
+# two more graded evaluations whose trust does not depend on the sandbox; so does the regrade.
+BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE)
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
 SWAP = """
@@ -164,10 +167,11 @@ def touch():
                 raise SystemExit(f"reached {sorted(set(reached))}")
             """),
         "peeker": _with(f"""
-            import glob, os, sys
+            import glob, os, sys, sysconfig
             places = [{str(mnist)!r}, os.path.expanduser("~/.keras/datasets/mnist.npz")]
-            for prefix in (sys.prefix, sys.base_prefix):
-                places += glob.glob(prefix + "/**/mnist*.pkl.gz", recursive=True)
+            for base in (sys.prefix, sys.base_prefix):  # site-packages (base: /usr for Debian's)
+                lib = sysconfig.get_paths(vars={{"base": base, "platbase": base}})["purelib"]
+                places += glob.glob(lib + "/**/mnist*.pkl.gz", recursive=True)
             found = [p for p in places if os.path.isfile(p) and os.path.getsize(p) > 0]
             try:
                 from tf_keras.datasets import mnist
@@ -245,21 +249,29 @@ def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if mode == "uid":
         (root / "conftest.py").write_text(HIDE_BWRAP)
     mnist = reference[1]
-    students = {**HONEST, **attackers(root, mnist)}
+    students = {name: source for name, source in {**HONEST, **attackers(root, mnist)}.items()
+                if mode == "bwrap" or name not in BWRAP_ONLY}
     (root / "students").mkdir()
     for name, source in HONEST.items():  # as grade() writes them
         (root / "students" / f"{name}.py").write_text(source)
     outside = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
     attack, output, seconds = grade(root, students, "cache-attack", mnist, "-n", "2")
     outside_after = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
-    regraded, _, _ = grade(root, HONEST, "cache-attack", mnist)
+    regraded = grade(root, HONEST, "cache-attack", mnist)[0] if mode == "bwrap" else None
     return {"mode": mode, "reference": reference[0], "attack": attack, "regraded": regraded,
             "output": output, "seconds": seconds, "root": root,
             "outside": (outside, outside_after)}
 
 
+def record(graded: dict[str, Any], student: str) -> dict[str, Any]:
+    if student not in graded["attack"]:
+        pytest.skip(f"{student} is graded in bubblewrap only")
+    found: dict[str, Any] = graded["attack"][student]
+    return found
+
+
 def outcome(graded: dict[str, Any], student: str, check: str) -> dict[str, str]:
-    return graded["attack"][student]["checks"][check]
+    return record(graded, student)["checks"][check]
 
 
 def test_the_class_ran_in_the_sandbox_it_was_meant_for(graded):
@@ -275,6 +287,8 @@ def test_honest_classmates_get_exactly_the_results_of_a_class_without_attackers(
 
 
 def test_a_later_regrade_from_the_cache_the_attackers_ran_next_to_is_unchanged(graded):
+    if graded["regraded"] is None:
+        pytest.skip("regraded in bubblewrap only")
     for name in HONEST:
         assert graded["regraded"][name] == graded["reference"][name], name
 
@@ -295,7 +309,7 @@ def test_attackers_get_their_own_results_and_never_a_grader_error(graded):
 @pytest.mark.parametrize("attacker", FIGURES_OF_ALICE)
 def test_an_attacker_that_forges_or_patches_figures_gets_its_real_figures(graded, attacker):
     figures = ("float_accuracy", "quantized_accuracy", "akida_accuracy")
-    mine = {k: graded["attack"][attacker]["metrics"][k] for k in figures}
+    mine = {k: record(graded, attacker)["metrics"][k] for k in figures}
     alice = {k: graded["reference"]["alice"]["metrics"][k] for k in figures}
     assert mine == alice and max(mine.values()) < 0.9999
 
