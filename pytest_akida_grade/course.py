@@ -115,6 +115,7 @@ def akida_student(request: pytest.FixtureRequest) -> Student:
     name = getattr(request.node, "originalname", request.node.name)
     request.node.user_properties.append(("akida_student", submission.name))
     request.node.user_properties.append(("akida_check", name))
+    request.node.user_properties.append(("akida_file", submission.path.name))
     return Student(submission, grader_of(request.config))
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from pytest_akida_grade import catalog, course, data
 from pytest_akida_grade.cache import Cache
-from pytest_akida_grade.discovery import Submission, is_submission, shard_of
+from pytest_akida_grade.discovery import Submission, is_submission, shard_of, student_names
 from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
@@ -33,6 +33,7 @@ GRADER = course.GRADER
 SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey[Recorder]()
 POINTS = pytest.StashKey[Mapping[str, float]]()
+NAMES = pytest.StashKey[dict[Path, str]]()
 SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
 
 
@@ -62,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.chmod(scratch, 0o711)  # a sandbox's uid may reach its own directory, list nothing
     config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
                                   progress=lambda student, text: progress(config, student, text))
-    config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS])
+    config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS],
+                                      lambda path: student_name(config, path))
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
@@ -74,7 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
         recorder = config.stash[RECORDER]
         config.pluginmanager.register(
-            HtmlIntegration(recorder.sorted_records, config.stash[POINTS], settings.quality_max),
+            HtmlIntegration(recorder.sorted_records, config.stash[POINTS], settings.quality_max,
+                            recorder.not_graded),
             "akida-grade-html")
 
 
@@ -111,6 +114,14 @@ def _add_student_dirs(config: pytest.Config) -> None:
     if cli:
         explicit = config.args_source == pytest.Config.ArgsSource.ARGS
         config.args = ([*config.args] if explicit else []) + [str(p) for p in cli]
+
+
+def student_name(config: pytest.Config, path: Path) -> str:
+    """The student a module is graded as (discovery.student_names over the whole class)."""
+    if NAMES not in config.stash:
+        config.stash[NAMES] = student_names(config.stash[SETTINGS].students)
+    path = path.resolve()
+    return config.stash[NAMES].get(path) or student_names([path])[path]
 
 
 def _group_students_under_xdist(config: pytest.Config) -> None:
@@ -207,7 +218,7 @@ class StudentFile(pytest.File):
     """One submission; its items are the checks, in grading order."""
 
     def collect(self) -> Iterator[CheckItem]:
-        submission = Submission(self.path.stem, self.path)
+        submission = Submission(student_name(self.config, self.path), self.path)
         for check in catalog.NAMES:
             yield CheckItem.from_parent(self, name=check, submission=submission, check=check)
 
@@ -242,6 +253,7 @@ class CheckItem(pytest.Item):
         self.add_marker(pytest.mark.akida_check(check))
         self.user_properties.append(("akida_student", submission.name))
         self.user_properties.append(("akida_check", check))
+        self.user_properties.append(("akida_file", submission.path.name))
 
     def setup(self) -> None:
         """Run the stage this check needs; the grader's own failures are errors, not fails."""

@@ -91,14 +91,15 @@ def _summary_line(record: Mapping[str, Any]) -> str:
 
 
 def _write(args: argparse.Namespace, records: list[dict[str, Any]],
-           points: Mapping[str, float]) -> None:
+           points: Mapping[str, float], not_graded: list[dict[str, str]]) -> None:
     if args.json:
-        files.write_json(records, args.json)
+        files.write_json(records, args.json, not_graded=not_graded)
     if args.csv:
         files.write_csv(records, args.csv, points)
     if args.html:
         svg = plot.quality_plot_svg(records, quality_max=args.quality_max)
-        page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max)
+        page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max,
+                                     not_graded=not_graded)
         files.write_text(args.html, page)
     if args.gradescope:
         files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)
@@ -114,9 +115,13 @@ def _merge_command(args: argparse.Namespace) -> int:
     points = catalog.parse_points(args.points, where="--points")
     records = catalog.with_points(files.merge([files.read_json(path) for path in args.inputs]),
                                   points)
-    _write(args, records, points)
+    left_out = {item["file"]: item for path in args.inputs
+                for item in files.read_not_graded(path)}  # one line per file, the last wins
+    _write(args, records, points, list(left_out.values()))
     for record in records:
         print(_summary_line(record))
+    for item in left_out.values():
+        print(f"{item['file']}: not graded: {item['reason']}")
     return 0
 
 
