@@ -57,7 +57,7 @@ class NotGraded:
 
 def is_pytest_name(name: str) -> bool:
     """A file pytest itself would import (conftest, test modules, packages): never a student's."""
-    stem = name.removesuffix(".py")
+    stem = name.lower().removesuffix(".py")  # lower: on a case-blind disk Test_x.py is test_x
     return (stem in ("conftest", "__init__") or stem.startswith("test_")
             or stem.endswith("_test"))
 
@@ -72,9 +72,10 @@ def normalise(stem: str) -> str:
     """A plain name for any file stem: accents dropped, other characters runs of `_`."""
     ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
     name = re.sub(r"[^A-Za-z0-9]+", "_", ascii_text).strip("_") or "student"
-    if name[0].isdigit() or name.startswith("test_") or name in ("test", "conftest", "init"):
+    if name[0].isdigit() or name.lower().startswith("test_") or \
+            name.lower() in ("test", "conftest", "init"):
         name = "student_" + name
-    if name.endswith("_test") or keyword.iskeyword(name):
+    if name.lower().endswith("_test") or keyword.iskeyword(name):
         name += "_py"
     return name
 

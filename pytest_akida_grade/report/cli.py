@@ -12,11 +12,12 @@ import json
 import math
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.quality import QUALITY_MAX
-from pytest_akida_grade.report import autograder, files, plot, table
+from pytest_akida_grade.report import autograder, files, lms, plot, table
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
@@ -43,7 +44,23 @@ def _parser() -> argparse.ArgumentParser:
                            help="full credit below this quality (default: %(default)s)")
     _add_autograder_parser(commands)
     _add_results_parser(commands)
+    _add_import_parser(commands)
     return parser
+
+
+def _add_import_parser(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "import-submissions", help="make a students folder of an LMS download",
+        description="Write one <student>.py (and <student>.weights.h5) per student, their "
+        "latest, and roster.csv (the LMS's names, ids, late flags) from a Canvas, Gradescope "
+        "or Moodle download (the zip or its unzipped folder). An unsafe download (paths "
+        "climbing out, links, oversized) is refused before anything is written.")
+    cmd.add_argument("source", metavar="SOURCE", help="the LMS's zip or its unzipped folder")
+    cmd.add_argument("--from", dest="lms", required=True, choices=lms.LMS_NAMES,
+                     help="the LMS the download comes from")
+    cmd.add_argument("--out", required=True, metavar="DIR", help="the students folder to write")
+    cmd.add_argument("--force", action="store_true",
+                     help="write into a non-empty DIR (over a previous import's files)")
 
 
 def _add_autograder_parser(commands: Any) -> None:
@@ -159,8 +176,19 @@ def _results_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_command(args: argparse.Namespace) -> int:
+    planned, unknown = lms.import_submissions(Path(args.source), args.lms, Path(args.out),
+                                              force=args.force)
+    for line in lms.summary(planned, unknown):
+        print(line)
+    graded = sum(1 for item in planned if item.module is not None)
+    print(f"wrote {graded} modules and {Path(args.out) / 'roster.csv'} "
+          f"({len(planned) - graded} students without a module)")
+    return 0
+
+
 COMMANDS = {"merge": _merge_command, "gradescope-autograder": _autograder_command,
-            "gradescope-results": _results_command}
+            "gradescope-results": _results_command, "import-submissions": _import_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError) as exc:
+    except (ReportError, autograder.AutograderError, catalog.PointsError, lms.Refused) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
