@@ -308,9 +308,10 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=60",
                                 f"--pytest-args={FAST_ARGS}")
     assert status == 0, err
-    # A test_*.py would run inside the grader: it is never copied, so it never runs.
+    # A test_*.py would run inside the grader: it is never copied, so it never runs. A module
+    # named as students name them (not a Python name) is graded under a plain name.
     root = _autograder_root(tmp_path, built, {
-        "alice.py": THREE_CONVS, "test_mine.py": "def test_x():\n    raise SystemExit(9)\n"})
+        "my-model.py": THREE_CONVS, "test_mine.py": "def test_x():\n    raise SystemExit(9)\n"})
     done = _run_autograder(root)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "akida-grade sandbox: " in done.stdout  # a sandbox of the plugin's choosing ran
@@ -323,7 +324,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
         "Not run, so it counts as failed."}  # deselected by the instructor's -k
     assert result["score"] == sum(test["score"] for test in result["tests"]) == sum(
         catalog.DEFAULT_POINTS[name] for name in catalog.FAST)
-    assert result["output"].startswith("alice: 6 / 20 points.")
+    assert result["output"].startswith("my_model: 6 / 20 points.")
 
 
 @pytest.mark.parametrize(("files", "message"), [

@@ -79,7 +79,8 @@ def test_a_canvas_download_becomes_one_module_per_student_with_the_latest_and_a_
     assert "smithjohn (smithjohn): no module (.py) handed in; handed in: mnist.ipynb, notes.pdf" \
         in printed
     assert "doejane (doejane) (late): doejane_LATE_12345_678950_model-1.py, " \
-           "doejane_12345_678902_model.weights.h5" in printed
+           "doejane_12345_678902_model.weights.h5; older or other files not used: " \
+           "doejane_12345_678901_model.py" in printed
     assert "index.html: not a submission of this layout, not imported" in printed
     assert roster.read(out / "roster.csv")[0].late is True  # the plugin's reader accepts it
 
@@ -143,6 +144,8 @@ def test_a_gradescope_export_keeps_each_persons_latest_submission(
     out = tmp_path / "students"
     status, printed, err = _import(capsys, str(source), "--from", "gradescope", "--out", str(out))
     assert status == 0, err
+    assert "submission_1003 (submission_1003): no module (.py) handed in; handed in: " \
+           "readme.txt" in printed
     rows = _roster(out)
     assert sorted(rows) == ["Ann_O_Neil_Bob_Ray", "Jane_Doe", "submission_1003"]
     assert rows["Jane_Doe"] | {} == {
@@ -167,6 +170,7 @@ def test_a_moodle_download_names_students_by_their_full_name_and_id(
     out = tmp_path / "students"
     status, printed, err = _import(capsys, str(source), "--from", "moodle", "--out", str(out))
     assert status == 0, err
+    assert "Jose_Nunez (José Núñez): no module (.py) handed in; handed in: net.ipynb" in printed
     rows = _roster(out)
     assert sorted(rows) == ["Jane_Doe", "Jose_Nunez", "student_Test_Case"]
     assert rows["Jane_Doe"]["moodle_id"] == "4242" and rows["Jane_Doe"]["weights"]
@@ -241,7 +245,7 @@ def test_a_second_import_into_a_full_folder_needs_force_and_then_replaces_the_fi
 
 def test_a_gradescope_download_without_its_metadata_is_refused(tmp_path: Path) -> None:
     source = _zip(tmp_path / "x.zip", {"submission_1/model.py": MODEL})
-    with pytest.raises(lms.Refused, match="no submission_metadata.yml"):
+    with pytest.raises(lms.Refused, match=r"no submission_metadata\.yml"):
         lms.import_submissions(source, "gradescope", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.quality import QUALITY_MAX
-from pytest_akida_grade.report import autograder, files, lms, plot, table
+from pytest_akida_grade.report import autograder, files, lms, plot, table, unpack
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
@@ -200,6 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError, lms.Refused) as exc:
+    except (ReportError, autograder.AutograderError, catalog.PointsError, unpack.Refused) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

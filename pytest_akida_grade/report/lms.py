@@ -322,7 +322,10 @@ def summary(planned: Sequence[Planned], unknown: Sequence[str]) -> list[str]:
             lines.append(f"{item.stem} ({item.student.name}): no module (.py) handed in; "
                          f"handed in: {handed}")
             continue
-        used = [h.member.path.name for h in (item.module, item.weights) if h]
-        lines.append(f"{item.stem} ({item.student.name}){late}: " + ", ".join(used))
+        chosen = [h for h in (item.module, item.weights) if h]
+        unused = sorted(str(h.member.path.name) for h in item.student.handed if h not in chosen)
+        lines.append(f"{item.stem} ({item.student.name}){late}: "
+                     + ", ".join(h.member.path.name for h in chosen)
+                     + (f"; older or other files not used: {', '.join(unused)}" if unused else ""))
     lines += [f"{path}: not a submission of this layout, not imported" for path in unknown]
     return lines
