@@ -118,14 +118,18 @@ def student_names(entries: list[Path]) -> dict[Path, str]:
         for path in modules:
             if is_plain_name(path.stem) != plain:
                 continue
-            base = path.stem if plain else normalise(path.stem)
-            name, count = base, 1
-            while name in taken:
-                count += 1
-                name = f"{base}_{count}"
-            taken.add(name)
-            names[path] = name
+            names[path] = unique(path.stem if plain else normalise(path.stem), taken)
     return names
+
+
+def unique(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`... the first not taken yet (then taken)."""
+    name, count = base, 1
+    while name in taken:
+        count += 1
+        name = f"{base}_{count}"
+    taken.add(name)
+    return name
 
 
 def find_class(entries: list[Path], shard: tuple[int, int] | None = None) -> list[Submission]:

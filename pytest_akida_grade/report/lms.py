@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_akida_grade import roster
-from pytest_akida_grade.discovery import WEIGHTS_SUFFIX, normalise
+from pytest_akida_grade.discovery import WEIGHTS_SUFFIX, normalise, unique
 from pytest_akida_grade.report import unpack
 from pytest_akida_grade.report.files import write_text
 from pytest_akida_grade.report.unpack import Member, Refused
@@ -226,12 +226,7 @@ def plan(students: Sequence[Student]) -> list[Planned]:
     taken: set[str] = set()
     planned = []
     for student in sorted(students, key=lambda s: (normalise(s.name), s.key)):
-        base = normalise(student.name)
-        stem, count = base, 1
-        while stem in taken:
-            count += 1
-            stem = f"{base}_{count}"
-        taken.add(stem)
+        stem = unique(normalise(student.name), taken)
         module = _latest(student.handed, ".py")
         prefer = module.original.removesuffix(".py") + WEIGHTS_SUFFIX if module else ""
         planned.append(Planned(stem, student, module,
