@@ -329,8 +329,9 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
 
 @pytest.mark.parametrize(("files", "message"), [
     ({"notes.txt": "hi"}, "No model file found"),
+    ({"mnist.ipynb": "{}"}, "export the notebook's build_model() module as a .py file"),
     ({"a.py": "x = 1\n", "b.py": "x = 2\n"}, "found: a.py b.py"),
-], ids=["none", "two"])
+], ids=["none", "notebook", "two"])
 def test_run_autograder_explains_a_submission_without_exactly_one_model_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str],
         message: str) -> None:
