@@ -13,7 +13,7 @@ import pytest
 from made_up import student_source
 
 from pytest_akida_grade import discovery
-from pytest_akida_grade.report import table
+from pytest_akida_grade.report import cli, files, table
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -94,3 +94,21 @@ def test_a_class_with_any_file_names_grades_three_students_and_lists_the_noteboo
     assert rows["Jane_Smith"]["file"] == "Jane Smith.py" and rows["ok"]["late"] == "true"
     html_report = (grading.path / "report.html").read_text()
     assert "mnist.ipynb" in html_report and "john-doe.py" in html_report
+
+
+def test_merge_keeps_what_each_part_did_not_grade(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    record = {"student": "john_doe", "file": "john-doe.py", "checks": {}, "metrics": {}}
+    notebook = {"file": "mnist.ipynb", "reason": "a notebook is not graded", "fix": "export it"}
+    files.write_json([record], tmp_path / "a.json", not_graded=[notebook])
+    files.write_json([], tmp_path / "b.json")
+    assert "not_graded" not in json.loads((tmp_path / "b.json").read_text())
+    status = cli.main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                       "--json", str(tmp_path / "all.json"), "--html", str(tmp_path / "all.html")])
+    assert status == 0
+    assert json.loads((tmp_path / "all.json").read_text())["not_graded"] == [notebook]
+    assert "<td>mnist.ipynb</td>" in (tmp_path / "all.html").read_text()
+    assert "mnist.ipynb: not graded: a notebook is not graded" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text('{"students": [], "not_graded": [{"file": 1}]}')
+    with pytest.raises(files.ReportError, match="not_graded"):
+        files.read_not_graded(tmp_path / "bad.json")
