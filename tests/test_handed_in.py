@@ -74,6 +74,7 @@ def test_a_class_with_any_file_names_grades_three_students_and_lists_the_noteboo
         "student,name,late,files,module,weights,ID\n"
         "ok,okjane,true,model.py,ok.py,,12345\n")
     result = grading.runpytest_subprocess("-k", "loads or layer_whitelist", "-p", "no:randomly",
+                                          "-o", "akida_timeout=300",  # a busy machine's margin
                                           "--akida-json=grades.json", "--akida-csv=grades.csv",
                                           "--html=report.html")
     result.assert_outcomes(passed=6)
