@@ -305,7 +305,7 @@ def test_gradescope_results_needs_exactly_one_student(
 
 def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=60",
+    status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=300",
                                 f"--pytest-args={FAST_ARGS}")
     assert status == 0, err
     # A test_*.py would run inside the grader: it is never copied, so it never runs. A module
