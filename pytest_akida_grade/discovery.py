@@ -21,6 +21,8 @@ from pytest_akida_grade.fileio import file_sha256
 
 WEIGHTS_SUFFIX = ".weights.h5"
 ROSTER = "roster.csv"  # written by import-submissions beside the modules: not a submission
+# Not handed in: the importer's roster and pytest's own files (a class graded in its project root).
+NOT_HANDED_IN = (ROSTER, "__pycache__", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
 ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar", ".gz")
 IMPORT_HINT = "python -m pytest_akida_grade import-submissions"
 
@@ -148,7 +150,7 @@ def not_graded(entries: list[Path]) -> list[NotGraded]:
     for path in listing:
         name = path.name
         module = name.removesuffix(WEIGHTS_SUFFIX) + ".py"  # of weights: graded with it
-        if name.startswith(".") or name in (ROSTER, "__pycache__") or is_pytest_name(name) \
+        if name.startswith(".") or name in NOT_HANDED_IN or is_pytest_name(name) \
                 or name in modules or (name.endswith(WEIGHTS_SUFFIX) and
                                        (module in modules or is_pytest_name(module))):
             continue

@@ -28,7 +28,7 @@ def test_any_module_name_is_graded_under_a_plain_unique_name_and_the_rest_is_sai
         tmp_path: Path) -> None:
     _touch(tmp_path, "john-doe.py", "john_doe.py", "Jane Smith.py", "José.py", "2nd.py", "ok.py",
            "ok.weights.h5", "_helper.py", "notes.ipynb", "lonely.weights.h5", "class.zip",
-           "work.tar.gz", "model.h5", "sub/", ".DS_Store", "roster.csv",
+           "work.tar.gz", "model.h5", "sub/", ".DS_Store", "roster.csv", "pytest.ini",
            "test_x.py", "conftest.py", "__init__.py", "x_test.py")  # the last four: issue 22's
     names = {path.name: name for path, name in discovery.student_names([tmp_path]).items()}
     assert names == {"john_doe.py": "john_doe", "john-doe.py": "john_doe_2",
