@@ -52,6 +52,7 @@ CANVAS = {
     "smithjohn_222_700001_notes.pdf": b"%PDF",
     "smithjohn_222_700002_mnist.ipynb": "{}",
     "leeann_333_700010_my-net.py": MODEL.format("lee"),
+    "roeric_444_text.html": "<p>my model is in my head</p>",  # a text entry: no attachment id
     "index.html": "<html>",
 }
 
@@ -82,6 +83,7 @@ def test_a_canvas_download_becomes_one_module_per_student_with_the_latest_and_a_
            "doejane_12345_678902_model.weights.h5; older or other files not used: " \
            "doejane_12345_678901_model.py" in printed
     assert "index.html: not a submission of this layout, not imported" in printed
+    assert rows["roeric"]["module"] == "" and rows["roeric"]["files"] == "text.html"
     assert roster.read(out / "roster.csv")[0].late is True  # the plugin's reader accepts it
 
 
@@ -166,13 +168,15 @@ def test_a_moodle_download_names_students_by_their_full_name_and_id(
         "Jane Doe_4242_assignsubmission_file_/model.weights.h5": b"w",
         "José Núñez_77_assignsubmission_file_/net.ipynb": "{}",
         "Test Case_78_assignsubmission_file_/test_model.py": MODEL.format("tc"),
+        "Ann Lee_79_assignsubmission_file_my-net.py": MODEL.format("flat"),  # not in folders
     })
     out = tmp_path / "students"
     status, printed, err = _import(capsys, str(source), "--from", "moodle", "--out", str(out))
     assert status == 0, err
     assert "Jose_Nunez (José Núñez): no module (.py) handed in; handed in: net.ipynb" in printed
     rows = _roster(out)
-    assert sorted(rows) == ["Jane_Doe", "Jose_Nunez", "student_Test_Case"]
+    assert sorted(rows) == ["Ann_Lee", "Jane_Doe", "Jose_Nunez", "student_Test_Case"]
+    assert rows["Ann_Lee"]["files"] == "my-net.py" and rows["Ann_Lee"]["moodle_id"] == "79"
     assert rows["Jane_Doe"]["moodle_id"] == "4242" and rows["Jane_Doe"]["weights"]
     assert rows["Jose_Nunez"]["module"] == "" and rows["Jose_Nunez"]["files"] == "net.ipynb"
     assert rows["student_Test_Case"]["files"] == "test_model.py"

@@ -28,9 +28,13 @@ from pytest_akida_grade.report.unpack import Member, Refused
 LMS_NAMES = ("canvas", "gradescope", "moodle")
 ID_COLUMNS = {"canvas": ("ID",), "gradescope": ("submission_id", "emails", "sid"),
               "moodle": ("moodle_id",)}
-CANVAS = re.compile(r"(?P<who>[^_]+)_(?:(?P<late>LATE)_)?(?P<user>\d+)_(?P<attachment>\d+)_"
+# A text entry has no attachment id (doejane_12345_text.html).
+CANVAS = re.compile(r"(?P<who>[^_]+)_(?:(?P<late>LATE)_)?(?P<user>\d+)_(?:(?P<attachment>\d+)_)?"
                     r"(?P<rest>.+)")
 MOODLE = re.compile(r"(?P<name>.+)_(?P<id>\d+)_assignsubmission_(?P<kind>[a-z]+)_?")
+# "Download submissions in folders" unticked: Jane Doe_4242_assignsubmission_file_model.py
+MOODLE_FLAT = re.compile(r"(?P<name>.+)_(?P<id>\d+)_assignsubmission_(?P<kind>[a-z]+)_"
+                         r"(?P<original>.+)")
 GRADESCOPE_METADATA = "submission_metadata.yml"
 
 
@@ -87,7 +91,8 @@ def canvas(members: Sequence[Member]) -> tuple[list[Student], list[str]]:
         original, number = _canvas_original(found["rest"])
         student = students.setdefault(found["user"], Student(
             found["user"], found["who"], {"ID": found["user"]}))
-        student.handed.append(Handed(original, member, (int(found["attachment"]), number),
+        attachment = int(found["attachment"] or 0)
+        student.handed.append(Handed(original, member, (attachment, number),
                                      found["late"] is not None))
     return list(students.values()), unknown
 
@@ -97,14 +102,14 @@ def moodle(members: Sequence[Member]) -> tuple[list[Student], list[str]]:
     unknown = []
     for member in members:
         folder = next((part for part in member.path.parts[:-1] if MOODLE.fullmatch(part)), None)
-        if folder is None:
+        found = MOODLE.fullmatch(folder) if folder else MOODLE_FLAT.fullmatch(member.path.name)
+        if found is None:
             unknown.append(str(member.path))
             continue
-        found = MOODLE.fullmatch(folder)
-        assert found is not None
         student = students.setdefault(found["id"], Student(
             found["id"], found["name"], {"moodle_id": found["id"]}))
-        student.handed.append(Handed(member.path.name, member, (member.mtime,)))
+        original = member.path.name if folder else found["original"]
+        student.handed.append(Handed(original, member, (member.mtime,)))
     return list(students.values()), unknown
 
 
