@@ -62,8 +62,8 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def refuse_code_in_students_dirs(entries: list[Path]) -> None:
     """Student files are data: one named so that pytest imports it (conftest.py, test_*.py,
     __init__.py, ...) would run in this process, with the grader's rights, outside any sandbox."""
-    found = list(dict.fromkeys(path for entry in entries if entry.exists()
-                               for path in code_pytest_would_import(entry)))
+    found = list({path.resolve(): path for entry in entries if entry.exists()
+                  for path in code_pytest_would_import(entry)}.values())
     if not found:
         return
     raise pytest.UsageError(
@@ -140,7 +140,8 @@ def _add_student_dirs(config: pytest.Config, settings: Settings) -> None:
             raise pytest.UsageError(f"--akida-students {path}: no such file or directory")
     for path in settings.course_checks:
         if not path.is_dir():
-            raise pytest.UsageError(f"akida_course_checks {path}: no such directory")
+            raise pytest.UsageError(f"course checks directory {path} (akida_course_checks, "
+                                    "--akida-course-checks): no such directory")
     explicit = config.args_source == pytest.Config.ArgsSource.ARGS
     args = ([*config.args] if explicit or not cli else []) + [str(p) for p in cli]
     checks = settings.course_checks if cli or not explicit else checks_cli
