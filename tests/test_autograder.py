@@ -134,6 +134,7 @@ def test_it_writes_a_zip_with_setup_run_autograder_and_the_settings(
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[tool.pytest.ini_options]\ntestpaths = ["student_models"]\n'
                          'akida_students = "student_models"\naddopts = "-p no:randomly"\n'
+                         'akida_course_checks = "course_checks"\n'
                          'akida_epochs = 3\nakida_points = ["loads = 2", "hardware_quality = 0"]\n')
     status, built, err = _build(tmp_path, capsys, "--ini", str(pyproject),
                                 "--option", "akida_timeout=60",
@@ -141,6 +142,7 @@ def test_it_writes_a_zip_with_setup_run_autograder_and_the_settings(
                                 f"--pytest-args={FAST_ARGS}")
     assert status == 0, err
     assert "akida_students left out" in err
+    assert "akida_course_checks left out: the zip holds no course checks" in err
     with zipfile.ZipFile(built) as archive:
         modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in archive.infolist()}
     assert modes == {"setup.sh": 0o755, "run_autograder": 0o755, "pytest.ini": 0o644,
