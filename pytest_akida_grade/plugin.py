@@ -40,6 +40,7 @@ SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey[Recorder]()
 POINTS = pytest.StashKey[Mapping[str, float]]()
 SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
+NAMED_AT_MOST = 50  # files named by the usage error (a whole venv in a class folder: the rest)
 
 
 # ---------------------------------------------------------------------------- options
@@ -69,7 +70,8 @@ def refuse_code_in_students_dirs(entries: list[Path]) -> None:
     raise pytest.UsageError(
         "a students directory holds files that pytest would import, running them in the "
         "grader itself (submissions only ever run in the sandbox):\n"
-        + "".join(f"    {path}\n" for path in found)
+        + "".join(f"    {path}\n" for path in found[:NAMED_AT_MOST])
+        + (f"    and {len(found) - NAMED_AT_MOST} more\n" if len(found) > NAMED_AT_MOST else "")
         + "A student's file: rename it to the student's name (e.g. alice.py) and it is graded "
         "as a submission, in the sandbox. An instructor's file (a course check or its "
         "conftest.py): move it to the course checks' directory (ini akida_course_checks, "

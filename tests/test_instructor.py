@@ -156,6 +156,17 @@ def test_code_in_a_subdirectory_of_the_students_is_named_too(grading: pytest.Pyt
     assert not list(grading.path.glob("*_test.py")) and not (grading.path / "__init__.py").exists()
 
 
+def test_a_class_folder_full_of_tests_names_fifty_and_counts_the_rest(
+        grading: pytest.Pytester) -> None:
+    for index in range(55):
+        (grading.path / "students" / f"test_{index:02}.py").write_text("")
+    result = grading.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*students/test_00.py", "*students/test_49.py",
+                                 "    and 5 more", "A student's file*"])
+    assert "test_50.py" not in result.stderr.str()
+
+
 def test_the_projects_own_conftest_beside_the_students_is_its_own_business(
         grading: pytest.Pytester) -> None:
     add_student(grading, "alice", student_source())
