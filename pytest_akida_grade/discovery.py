@@ -73,11 +73,18 @@ def shard_of(name: str, count: int) -> int:
     return int.from_bytes(digest[:8], "big") % count + 1
 
 
+def is_pytest_name(name: str) -> bool:
+    """A file pytest itself would import (conftest, test modules, packages): never a student's."""
+    stem = name.lower().removesuffix(".py")  # lower: on a case-blind disk Test_x.py is test_x
+    return (stem in ("conftest", "__init__") or stem.startswith("test_")
+            or stem.endswith("_test"))
+
+
 def pytest_would_import(name: str) -> bool:
-    """A file name pytest imports of its own accord: a conftest, a test module (its default
-    python_files), a package's `__init__.py`, or a `.pth` (run by `site` wherever it lands)."""
-    return (name in ("conftest.py", "__init__.py") or name.endswith(".pth")
-            or (name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))))
+    """A module of a pytest name (its default python_files, conftest, a package's __init__), or
+    a `.pth` (run by `site` wherever it lands)."""
+    lower = name.lower()
+    return lower.endswith(".pth") or (lower.endswith(".py") and is_pytest_name(name))
 
 
 def code_pytest_would_import(entry: Path) -> list[Path]:

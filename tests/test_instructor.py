@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from made_up import TEMPLATE_LAYERS, add_student, student_source
 
-from pytest_akida_grade import data
+from pytest_akida_grade import data, discovery
 from pytest_akida_grade.discovery import shard_of
 
 FAST = ("-k", "not accuracy and not hardware_quality")
@@ -154,6 +154,16 @@ def test_code_in_a_subdirectory_of_the_students_is_named_too(grading: pytest.Pyt
                                  "*students/alice_repo/tests/model_test.py",
                                  "*Anything else*delete it*"])
     assert not list(grading.path.glob("*_test.py")) and not (grading.path / "__init__.py").exists()
+
+
+@pytest.mark.parametrize(("name", "imported"), [
+    ("conftest.py", True), ("test_model.py", True), ("model_test.py", True),
+    ("__init__.py", True), ("site.pth", True), ("Conftest.py", True),  # a case-blind disk
+    ("alice.py", False), ("testing.py", False), ("contest.py", False), ("_helper.py", False),
+    ("test_data.npz", False), ("alice.weights.h5", False)])
+def test_the_names_pytest_would_import_are_told_from_a_students_files(
+        name: str, imported: bool) -> None:
+    assert discovery.pytest_would_import(name) is imported
 
 
 def test_a_class_folder_full_of_tests_names_fifty_and_counts_the_rest(
