@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import keyword
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -187,3 +188,34 @@ def shard_of(name: str, count: int) -> int:
     of files or of the machine, so every machine splits a class the same way."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def pytest_would_import(name: str) -> bool:
+    """A module of a pytest name (its default python_files, conftest, a package's __init__), or
+    a `.pth` (run by `site` wherever it lands)."""
+    lower = name.lower()
+    return lower.endswith(".pth") or (lower.endswith(".py") and is_pytest_name(name))
+
+
+def code_pytest_would_import(entry: Path) -> list[Path]:
+    """Every file in a students directory (subdirectories too, links followed once) that
+    pytest would import; for a single file, the file itself when named so."""
+    if not entry.is_dir():
+        return [entry] if entry.is_file() and pytest_would_import(entry.name) else []
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(entry, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: walked already
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders.sort()
+        found += [Path(folder, name) for name in sorted(files) if pytest_would_import(name)]
+    return found
+
+
+def is_inside(path: Path, entry: Path) -> bool:
+    """`path` is `entry` or lies anywhere below it (both resolved)."""
+    path, entry = path.resolve(), entry.resolve()
+    return path == entry or entry in path.parents
