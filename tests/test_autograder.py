@@ -337,7 +337,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
 
 @pytest.mark.parametrize(("files", "message"), [
     ({"notes.txt": "hi"}, "No model file found"),
-    ({"mnist.ipynb": "{}"}, "export the notebook's build_model() module as a .py file"),
+    ({"mnist.ipynb": "{{}}"}, "export the notebook's build_model() module as a .py file"),
     ({"a.py": "x = 1\n", "b.py": "x = 2\n"}, "found: a.py b.py"),
     (dict.fromkeys(TEST_NAMES, MARKER),
      "only conftest.py model_test.py test_model.py: a file named like a test"),
