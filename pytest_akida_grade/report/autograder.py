@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import iniconfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport, a dependency there (pytest's too)
+    import tomli as tomllib
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.fileio import atomic_write
