@@ -132,3 +132,30 @@ def test_the_work_directory_must_be_outside_any_project(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
     with pytest.raises(SystemExit, match="inside a project"):
         pythons.main(["--work", str(tmp_path / "pythons")])
+
+
+def _fake_python(folder: Path, name: str, says: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(f"#!/bin/sh\necho '{says}'\n")
+    (folder / name).chmod(0o755)
+    return folder / name
+
+
+def test_a_shim_that_runs_another_version_is_not_that_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyenv's shim for python3.10 runs the global 3.11: that is a SKIPPED 3.10, never a pass."""
+    _fake_python(tmp_path / "shims", "python3.10", "3.11 /usr/bin/python3.11")
+    monkeypatch.setenv("PATH", str(tmp_path / "shims"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "no-pyenv"))
+    assert pythons.interpreter("3.10") is None
+
+
+def test_the_newest_pyenv_build_is_found_by_its_real_executable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real" / "python3.10"
+    for build in ("3.10.2", "3.10.13"):
+        _fake_python(tmp_path / "pyenv" / "versions" / build / "bin", "python3.10",
+                     f"3.10 {real if build == '3.10.13' else '/old'}")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert pythons.interpreter("3.10") == real.resolve()

@@ -76,14 +76,25 @@ def readme_blocks(readme: str, heading: str) -> list[str]:
 
 
 def interpreter(version: str) -> Path | None:
-    """python<version> on PATH, else the newest pyenv build of it."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return Path(found)
+    """The real executable of Python <version>: python<version> on PATH, else a pyenv build.
+
+    Each candidate is asked for its version and its sys.executable: a pyenv shim on PATH runs
+    whatever `pyenv global` selects, or nothing, and a venv must never be made from a shim."""
     pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     builds = sorted(pyenv.glob(f"{version}.*/bin/python{version}"),
-                    key=lambda p: [int(n) for n in NUMBER.findall(p.parent.parent.name)])
-    return builds[-1] if builds else None
+                    key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)])
+    for candidate in [shutil.which(f"python{version}"), *reversed(builds)]:
+        if candidate is None:
+            continue
+        try:
+            said = subprocess.run([str(candidate), "-c", "import sys; print('%d.%d' % "
+                                   "sys.version_info[:2], sys.executable)"], capture_output=True,
+                                  text=True, timeout=60, check=False).stdout.split()
+        except OSError:
+            continue
+        if len(said) == 2 and said[0] == version:
+            return Path(said[1]).resolve()
+    return None
 
 
 # ---------------------------------------------------------------- the wheel
