@@ -117,6 +117,8 @@ def _executed(*texts: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("outputs", "problem"), [
     (("Successfully installed", "5 passed, 3 deselected in 9.1s"), None),
+    (("Successfully installed", "\x1b[32m\x1b[1m5 passed\x1b[0m, \x1b[33m3 deselected"), None),
+    (("Successfully installed", "\x1b[31m1 failed\x1b[0m, \x1b[32m4 passed"), "did not pass"),
     (("Successfully installed", "1 failed, 4 passed in 9.1s"), "did not pass"),
     (("Successfully installed", "no tests ran in 0.1s"), "did not pass"),
     (("Successfully installed", "1 passed, 1 error in 2s"), "did not pass"),

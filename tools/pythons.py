@@ -54,6 +54,7 @@ EXACT_METRICS = ("weight_bits", "activation_bits", "nps", "program_memory_bytes"
 ACCURACY_METRICS = ("float_accuracy", "quantized_accuracy", "akida_accuracy")
 ACCURACY_TOLERANCE = 0.05
 CONFIGS = ("pytest.ini", ".pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
@@ -259,8 +260,9 @@ def notebook_json(cells: list[str]) -> dict[str, Any]:
 
 def notebook_problem(executed: Mapping[str, Any]) -> str | None:
     """What is wrong with an executed notebook's outputs (`!pytest` never raises), or None."""
-    said = ["".join("".join(output.get("text", "")) for output in cell.get("outputs", []))
-            for cell in executed["cells"]]
+    said = [ANSI.sub("", "".join("".join(output.get("text", ""))
+                                 for output in cell.get("outputs", [])))
+            for cell in executed["cells"]]  # pytest colours its summary in a notebook
     *install, check = said or [""]
     if any("ERROR" in text for text in install):
         return "an install cell printed an ERROR"
