@@ -30,6 +30,13 @@ mount -t proc proc "$ROOTFS/proc"
 mount --rbind /sys "$ROOTFS/sys"
 mount --rbind /dev "$ROOTFS/dev"
 cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+# A host whose pip needs its own CA bundle (PIP_CERT: a TLS-inspecting proxy) lends it to the
+# root filesystem's pip; Gradescope's network needs none.
+CERT=()
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+    cp -L "$PIP_CERT" "$ROOTFS/etc/host-pip-cert.pem"
+    CERT=(PIP_CERT=/etc/host-pip-cert.pem)
+fi
 
 # The zip as an instructor makes it: no board, make pythons' fast settings (two short epochs).
 rm -f "$WORK/autograder.zip"
@@ -42,7 +49,7 @@ mkdir -p "$ROOTFS/autograder/submission" "$ROOTFS/autograder/results"
     "$WORK/autograder.zip" "$ROOTFS/autograder/source"
 cp "$REPO/student_models/three_convs.py" "$ROOTFS/autograder/submission/"
 
-in_root() { chroot "$ROOTFS" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+in_root() { chroot "$ROOTFS" /usr/bin/env -i HOME=/root LANG=C.UTF-8 "${CERT[@]}" \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
 step=$SECONDS
 in_root bash /autograder/source/setup.sh > "$WORK/setup.log" 2>&1 \
