@@ -62,10 +62,14 @@ echo "autograder-debian: run_autograder in $((SECONDS - step)) s"
 "$PYTHON" - "$ROOTFS/autograder/results/results.json" <<'EOF'
 import json, sys
 result = json.load(open(sys.argv[1], encoding="utf-8"))
-tests = {t["name"]: t["status"] for t in result.get("tests", [])}
-print(f"autograder-debian: score {result['score']}; " + ", ".join(f"{n} {s}" for n, s in tests.items()))
-failed = [n for n, s in tests.items() if s != "passed" and "hardware_quality" not in n]
-if not tests or failed:
-    sys.exit(f"autograder-debian: FAILED: {failed or 'no tests'}")
+tests = {t["name"]: t for t in result.get("tests", [])}
+print(f"autograder-debian: score {result['score']}; "
+      + "; ".join(f"{n} {t['status']}: {t['output'][:90]}" for n, t in tests.items()))
+# The rules must pass; the accuracies must be graded (a figure), whatever the short training
+# reached; hardware_quality has no board here.
+failed = [n for n, t in tests.items() if t["status"] != "passed" and "hardware_quality" not in n
+          and not ("accuracy]" in n and "% on " in t["output"])]
+if len(tests) != 8 or failed:
+    sys.exit(f"autograder-debian: FAILED: {failed or 'not the 8 checks'}")
 EOF
 echo "autograder-debian: PASSED in $((SECONDS - started)) s (logs in $WORK)"
