@@ -58,7 +58,7 @@ pythons: setup
 	$(BIN)/python tools/pythons.py
 
 # The Gradescope autograder's setup.sh and run_autograder in a fresh Debian root filesystem
-# (debootstrap; root only; ~15 min, so not in .ci/run). See tools/autograder_debian.sh.
+# (debootstrap; root only; ~5 min and 3 GB, so not in .ci/run). See tools/autograder_debian.sh.
 autograder-debian: setup
 	tools/autograder_debian.sh $(BIN)/python
 
