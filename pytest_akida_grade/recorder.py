@@ -81,13 +81,15 @@ class Recorder:
         student, check = properties.get("akida_student"), properties.get("akida_check")
         if student is None or check is None:
             return
+        record = self.records.setdefault(str(student), {"student": student, "checks": {},
+                                                        "metrics": {}})
+        # The time pytest spent on the student's checks (Gradescope's execution_time).
+        record["seconds"] = record.get("seconds", 0.0) + max(0.0, report.duration)
         if report.when == "teardown":
             self._count(str(student), str(check))
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
-        record = self.records.setdefault(str(student), {"student": student, "checks": {},
-                                                        "metrics": {}})
         record["checks"][check] = {
             "outcome": outcome,
             "message": properties.get("akida_message") or _longrepr_text(report)}
@@ -127,7 +129,10 @@ class Recorder:
                 files.write_csv(records, settings.csv, points)
             if settings.gradescope:
                 files.write_gradescope(records, settings.gradescope, points,
-                                       quality_max=settings.quality_max)
+                                       quality_max=settings.quality_max,
+                                       view=files.GradescopeView(
+                                           settings.visibility, settings.stdout_visibility,
+                                           settings.leaderboard))
         except files.ReportError as error:
             write_line(self.config, f"[akida-grade] {error}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

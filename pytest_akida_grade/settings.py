@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import pytest
 
+from pytest_akida_grade import catalog
+
 
 def _bad_value(message: str) -> pytest.UsageError:
     """A bad option value: a usage error naming the option and where the value came from."""
@@ -123,6 +125,20 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _visibility(text: str) -> dict[str, str]:
+    return catalog.parse_visibility(text.splitlines(), where="line")
+
+
+def _stdout_visibility(text: str) -> str:
+    return catalog.visibility_of(text.strip(), "akida_stdout_visibility")
+
+
+def _leaderboard(text: str) -> tuple[catalog.LeaderboardColumn, ...]:
+    return catalog.parse_leaderboard(text.splitlines(), where="line")
+
+
+LINE_LISTS = ("points", "students", "visibility", "leaderboard")  # ini keys read a line each
+
 OPTIONS: tuple[Option, ...] = (
     Option("students", "Directories (or single .py files) holding student submissions; each "
            "<name>.py in them is graded. Default: none besides files named on the command line "
@@ -193,6 +209,16 @@ OPTIONS: tuple[Option, ...] = (
            "a stable hash of their name, the same on every machine; merge the parts' --akida-json "
            "files with `python -m pytest_akida_grade merge`.", _shard, None,
            flag="--akida-shard", env="AKIDA_GRADE_SHARD", cli_kwargs={"metavar": "I/N"}),
+    Option("visibility", "Gradescope: when students see each check, one 'check = visibility' a "
+           "line (hidden, after_due_date, after_published, visible; a course check by its "
+           "function name), 'default = ...' for the others and the submission as a whole.",
+           _visibility, {}),
+    Option("stdout_visibility", "Gradescope: when students see the autograder's output "
+           "(hidden, after_due_date, after_published, visible; Gradescope's default: hidden).",
+           _stdout_visibility, None),
+    Option("leaderboard", "Gradescope leaderboard columns, one 'name = metric [asc|desc]' a "
+           "line; metrics: " + ", ".join(catalog.LEADERBOARD_METRICS) + " (asc: lower is "
+           "better; a figure not measured is left out).", _leaderboard, ()),
 )
 
 
@@ -225,6 +251,9 @@ class Settings:
     sandbox: Literal["auto", "required", "off"]
     memory_limit: int
     shard: tuple[int, int] | None
+    visibility: dict[str, str]
+    stdout_visibility: str | None
+    leaderboard: tuple[catalog.LeaderboardColumn, ...]
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -234,7 +263,7 @@ def add_options(parser: pytest.Parser) -> None:
             kwargs = {"dest": f"akida_{option.name}", "default": None, **option.cli_kwargs}
             group.addoption(option.flag, help=option.help, **kwargs)
         if option.ini:
-            if option.name in ("points", "students"):
+            if option.name in LINE_LISTS:
                 parser.addini(option.ini_key, option.help, type="linelist")
             else:
                 parser.addini(option.ini_key, option.help, type="string")
@@ -263,6 +292,8 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
         return _validated(option, os.environ[option.env], f"the {option.env} environment variable")
     if option.ini:
         raw = config.getini(option.ini_key)
+        if isinstance(raw, list):
+            raw = "\n".join(raw)
         if raw not in ("", None, []):
             return _validated(option, str(raw), f"the ini setting {option.ini_key}")
     return option.default
