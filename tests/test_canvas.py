@@ -73,7 +73,8 @@ def test_a_round_trip_with_the_full_column_name_changes_nothing_but_the_grades(
                           points={"alice": 0.0, "bob": 3.0, "carol": 0.0})
     assert status == 0
     expected = EXPORT.replace("alice,CS 101,4.00,,", "alice,CS 101,4.00,0,").replace(
-        "BOB,CS 101,5.00,3.00,", "BOB,CS 101,5.00,3,").replace("carol,CS 101,,,", "carol,CS 101,,0,")
+        "BOB,CS 101,5.00,3.00,", "BOB,CS 101,5.00,3,").replace(
+        "carol,CS 101,,,", "carol,CS 101,,0,")
     assert out.read_bytes().decode("utf-8") == expected
 
 
