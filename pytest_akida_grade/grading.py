@@ -21,11 +21,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, verdicts
+from pytest_akida_grade import catalog, data, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
 from pytest_akida_grade.evaluator.client import Pool
+from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
 
 T = TypeVar("T")
+FINGERPRINT_MAX_BYTES = 64 << 20  # larger exports are compared by their hashes alone
 TIMEOUT = "akida_timeout / --akida-timeout"
 GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
 
@@ -84,6 +86,7 @@ class Grader:
         self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._bench: Bench | None = None  # opened on first use
+        self._fingerprints: dict[tuple[str, str], dict[str, Any]] = {}
         self._hardware = Hardware(settings, self.bench)
 
     def close(self) -> None:
@@ -109,6 +112,38 @@ class Grader:
         for line in printout:
             self.background.progress(submission.name, line)
         return verdict
+
+    def fingerprint(self, submission: Submission) -> dict[str, Any]:
+        """What the class report compares students by (similarity.py): from the bytes of the
+        files and of what the sandbox handed over, never their code; the trained weights once
+        the grade ran, else the build's. Never fails a check: what cannot be read is left out."""
+        built = self.background.finished(("build", str(submission.path)))
+        route = built.result.route if isinstance(built, Stage) and built.result else None
+        try:
+            model, weights, kind = self._fingerprinted_files(submission, route)
+        except (HarnessError, OSError):
+            model = weights = None
+            kind = "none"
+        memo = (str(submission.path), kind)
+        if memo not in self._fingerprints:
+            weights_file = submission.weights_path
+            self._fingerprints[memo] = similarity.fingerprint(
+                submission.path.read_bytes(),
+                file_sha256(weights_file) if weights_file.is_file() else None,
+                _small(model), _small(weights), kind)
+        return self._fingerprints[memo]
+
+    def _fingerprinted_files(self, submission: Submission,
+                             route: str | None) -> tuple[Path | None, Path | None, str]:
+        if route is None:
+            return None, None, "none"
+        if route != "weights file" and self._peek_graded(submission) is not None:
+            hit = self.cache.load("trained", self._keys(submission)["trained"])
+            if hit is not None:
+                return hit.file("model.json"), hit.file("weights.npz"), route
+        files = self._build_files(submission)
+        kind = route if route == "weights file" else "initial"
+        return files / "model.json", files / "weights.npz", kind
 
     def judge(self, submission: Submission) -> None:
         """pytest is at this student: start its stages (if not yet) and the next few's (enough
@@ -393,6 +428,13 @@ class Grader:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _small(path: Path | None) -> bytes | None:
+    """A file's bytes when it is small enough to fingerprint, else None."""
+    if path is None or not path.is_file() or path.stat().st_size > FINGERPRINT_MAX_BYTES:
+        return None
+    return path.read_bytes()
 
 
 def _not_loaded(built: Stage[Built]) -> Stage[Graded]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.report import files
 from pytest_akida_grade.settings import Settings
 
@@ -93,6 +93,8 @@ class Recorder:
         record["checks"][check] = {
             "outcome": outcome,
             "message": properties.get("akida_message") or _longrepr_text(report)}
+        if properties.get("akida_fingerprint"):  # the latest: the trained weights once known
+            record["fingerprint"] = properties["akida_fingerprint"]
         metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
         record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
 
@@ -124,7 +126,7 @@ class Recorder:
         records = catalog.with_points(self.sorted_records(), points)
         try:
             if settings.json:
-                files.write_json(records, settings.json)
+                files.write_json(records, settings.json, similar=similarity.similar_pairs(records))
             if settings.csv:
                 files.write_csv(records, settings.csv, points)
             if settings.gradescope:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.quality import QUALITY_MAX
 from pytest_akida_grade.report import autograder, canvas, files, plot, table
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
@@ -114,13 +114,15 @@ def _summary_line(record: Mapping[str, Any]) -> str:
 
 def _write(args: argparse.Namespace, records: list[dict[str, Any]],
            points: Mapping[str, float]) -> None:
+    similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
     if args.json:
-        files.write_json(records, args.json)
+        files.write_json(records, args.json, similar=similar)
     if args.csv:
         files.write_csv(records, args.csv, points)
     if args.html:
         svg = plot.quality_plot_svg(records, quality_max=args.quality_max)
-        page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max)
+        page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max,
+                                     similar=similar)
         files.write_text(args.html, page)
     if args.gradescope:
         files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)

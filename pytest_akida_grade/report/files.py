@@ -129,9 +129,11 @@ def _dump(data: Any) -> str:
     return json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Write {"students": [...]} sorted by student."""
-    write_text(path, _dump({"students": _by_student(records)}))
+def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *,
+               similar: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Write {"students": [...]} sorted by student (and the class's "similar" pairs)."""
+    extra = {} if similar is None else {"similar": list(similar)}
+    write_text(path, _dump({"students": _by_student(records), **extra}))
 
 
 def _unknown_check(name: str) -> str:
