@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_akida_grade import catalog, course, data
-from pytest_akida_grade.cache import Cache
+from pytest_akida_grade.cache import Cache, toolchain_versions
 from pytest_akida_grade.discovery import Submission, is_submission, shard_of
 from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
@@ -120,10 +120,14 @@ def _group_students_under_xdist(config: pytest.Config) -> None:
 
 
 def _describe_sandbox_in_the_html_report(config: pytest.Config) -> None:
+    """The report's environment table: the sandbox and the toolchain behind the figures (their
+    installed versions, read from package metadata: nothing imported)."""
     with contextlib.suppress(ImportError):
         from pytest_metadata.plugin import metadata_key  # type: ignore[import-untyped]
 
-        config.stash[metadata_key]["Akida sandbox"] = config.stash[SANDBOX].describe()
+        metadata = config.stash[metadata_key]
+        metadata["Akida sandbox"] = config.stash[SANDBOX].describe()
+        metadata.update(toolchain_versions())
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

@@ -104,7 +104,7 @@ def _descriptors(kernel: npt.NDArray[Any], channels: int) -> npt.NDArray[np.floa
                                                                              SKETCH))
     if outputs > MAX_UNITS:  # the strongest units: a copy keeps nearly the same ones
         rows = rows[np.argsort(-np.square(grouped).sum(axis=(1, 2)), kind="stable")[:MAX_UNITS]]
-    return rows
+    return np.asarray(rows, dtype=np.float64)
 
 
 def sketches(kernels: Iterable[npt.NDArray[Any]]) -> list[list[list[float]]]:
