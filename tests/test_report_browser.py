@@ -149,9 +149,16 @@ def test_the_plot_without_a_board_shows_accuracy_against_the_static_memory(
     page.goto(path.as_uri())
     plot_box = page.locator("#akida-quality-plot")
     assert_shown(plot_box)
+    frame = plot_box.bounding_box()
     for name in ("dan", "eve"):
-        assert_shown(plot_box.locator(f'.akida-point[data-student="{name}"] circle'))
-    assert_shown(page.get_by_text("Program memory (bytes, static estimate, log scale)"))
+        dot = plot_box.locator(f'.akida-point[data-student="{name}"] circle')
+        assert dot.is_visible()
+        box = dot.bounding_box()
+        assert frame is not None and box is not None and box["width"] > 5
+        assert frame["x"] < box["x"] < frame["x"] + frame["width"]
+        assert frame["y"] < box["y"] < frame["y"] + frame["height"]
+    for text in ("No hardware figures yet", "Program memory (bytes, static estimate, log scale)"):
+        assert page.get_by_text(text, exact=True).is_visible(), text
 
 
 REPLAY = {"alice": PUBLISHED_PASS, "bob": PUBLISHED_FAIL}
