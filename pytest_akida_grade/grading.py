@@ -116,28 +116,30 @@ class Grader:
     def fingerprint(self, submission: Submission) -> dict[str, Any]:
         """What the class report compares students by (similarity.py): from the bytes of the
         files and of what the sandbox handed over, never their code; the trained weights once
-        the grade ran, else the build's. Never fails a check: what cannot be read is left out."""
+        the grade ran, else the build's. Computed once per state (every check asks); never
+        fails a check: what cannot be read is left out."""
         built = self.background.finished(("build", str(submission.path)))
         route = built.result.route if isinstance(built, Stage) and built.result else None
-        try:
-            model, weights, kind = self._fingerprinted_files(submission, route)
-        except (HarnessError, OSError):
-            model = weights = None
-            kind = "none"
-        memo = (str(submission.path), kind)
+        trained = route not in (None, "weights file") and \
+            self._peek_graded(submission) is not None
+        memo = (str(submission.path), f"{route}:{trained}")
         if memo not in self._fingerprints:
+            try:
+                model, weights, kind = self._fingerprinted_files(submission, route, trained)
+            except (HarnessError, OSError):
+                model, weights, kind = None, None, "none"
             weights_file = submission.weights_path
             self._fingerprints[memo] = similarity.fingerprint(
-                submission.path.read_bytes(),
-                file_sha256(weights_file) if weights_file.is_file() else None,
+                _small(submission.path),
+                _sha256(weights_file),
                 _small(model), _small(weights), kind)
         return self._fingerprints[memo]
 
-    def _fingerprinted_files(self, submission: Submission,
-                             route: str | None) -> tuple[Path | None, Path | None, str]:
+    def _fingerprinted_files(self, submission: Submission, route: str | None,
+                             trained: bool) -> tuple[Path | None, Path | None, str]:
         if route is None:
             return None, None, "none"
-        if route != "weights file" and self._peek_graded(submission) is not None:
+        if trained:
             hit = self.cache.load("trained", self._keys(submission)["trained"])
             if hit is not None:
                 return hit.file("model.json"), hit.file("weights.npz"), route
@@ -432,9 +434,19 @@ class Grader:
 
 def _small(path: Path | None) -> bytes | None:
     """A file's bytes when it is small enough to fingerprint, else None."""
-    if path is None or not path.is_file() or path.stat().st_size > FINGERPRINT_MAX_BYTES:
+    try:
+        if path is None or not path.is_file() or path.stat().st_size > FINGERPRINT_MAX_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
         return None
-    return path.read_bytes()
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return file_sha256(path) if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _not_loaded(built: Stage[Built]) -> Stage[Graded]:

@@ -133,10 +133,11 @@ def read_npz(data: bytes) -> list[npt.NDArray[Any]]:
         return [np.asarray(archive[name]) for name in names]
 
 
-def fingerprint(source: bytes, weights_file: str | None, model_json: bytes | None,
+def fingerprint(source: bytes | None, weights_file: str | None, model_json: bytes | None,
                 weights_npz: bytes | None, weights: str) -> dict[str, Any]:
-    """A student's fingerprint; what cannot be read is left out, never an error."""
-    found: dict[str, Any] = {"source": source_hash(source), "weights_file": weights_file,
+    """A student's fingerprint; what cannot be read is left out (None), never an error."""
+    found: dict[str, Any] = {"source": None if source is None else source_hash(source),
+                             "weights_file": weights_file,
                              "weights": weights}
     if model_json is not None and weights_npz is not None:
         with contextlib.suppress(ValueError, OSError, zipfile.BadZipFile, EOFError, TypeError,

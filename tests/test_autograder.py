@@ -403,3 +403,31 @@ def test_run_autograder_explains_a_submission_without_exactly_one_model_file(
     assert _gradescope_problems(result) == []
     assert result["score"] == 0 and result["tests"] == []
     assert message in result["output"]
+
+
+# ---------------------------------------------------------------- --akida-gradescope
+
+
+def test_akida_gradescope_writes_the_view_and_a_leaderboard_of_what_was_measured(
+        grading: pytest.Pytester) -> None:
+    from board_double import PUBLISHED_PASS
+    from made_up import add_student, student_source
+
+    add_student(grading, "alice", student_source())
+    (grading.path / "replay.json").write_text(json.dumps({"alice": PUBLISHED_PASS}))
+    ini = grading.path / "pytest.ini"
+    ini.write_text(ini.read_text() + "\n" + COURSE_VIEW.removeprefix("[pytest]\n"))
+    result = grading.runpytest_subprocess("--akida-replay=replay.json", "--akida-gradescope=gs",
+                                          "--akida-timeout=600", "-k", "loads or hardware_quality")
+    result.assert_outcomes(passed=2)
+    gradescope = _strict_json(grading.path / "gs" / "alice" / "results.json")
+    assert _gradescope_problems(gradescope) == []
+    assert isinstance(gradescope["execution_time"], int)
+    assert gradescope["stdout_visibility"] == "hidden"
+    tests = {test["name"].rsplit("[", 1)[1].rstrip("]"): test for test in gradescope["tests"]}
+    assert tests["akida_accuracy"]["visibility"] == "after_due_date"
+    assert tests["hardware_quality"]["visibility"] == "visible"
+    # The replayed quality and the parameter count were measured; the accuracy was not graded.
+    board = [(entry["name"], entry["order"]) for entry in gradescope["leaderboard"]]
+    assert board == [("Quality", "asc"), ("Parameters", "asc")]
+    assert gradescope["leaderboard"][0]["value"] == pytest.approx(122.8, abs=0.5)
