@@ -92,6 +92,7 @@ def peaks(trace: list[dict[str, object]]) -> str:
 def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[float, float]:
     """RSS of one warm evaluator after its first and its last of `jobs` grade jobs."""
     from pytest_akida_grade import data
+    from pytest_akida_grade.evaluator import jobs
     from pytest_akida_grade.evaluator.client import Evaluator
     from pytest_akida_grade.sandbox import launch, policy
     from pytest_akida_grade.sandbox.watch import Job
@@ -107,8 +108,8 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
     launch.run(policy.choose("auto"), job, scratch, staging, lambda m: None, lambda p, d: None)
     export = staging / "build"
     source = data.resolve_mnist(npz, work / "mnist")
-    request = {"path": str(source.path), "sha256": source.sha256, "seed": 0,
-               "validation_split": 0.1, "train_limit": 0, "test_limit": 0}
+    spec = jobs.DataSpec(path=str(source.path), sha256=source.sha256, seed=0,
+                         validation_split=0.1, train_limit=0, test_limit=0)
     trace = work / "trace-growth.jsonl"
     os.environ["AKIDA_GRADE_TRACE"] = str(trace)
     evaluator = Evaluator("evaluator", scratch, 12 << 30, 1, lambda s, m: None)
@@ -120,11 +121,10 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
             variant = staging / f"weights-{index}.npz"
             np.savez(variant, *[a + noise.normal(0, 1e-3, a.shape).astype(a.dtype)
                                 for a in arrays])
-            evaluator.call("grade", {
-                "architecture": str(export / "model.json"), "weights": str(variant),
-                "data": request, "out": str(staging / "model.fbz"), "bits": [4, 4],
-                "attempts": 1, "calibration_samples": 1024, "seed": 0, "training": "bench"},
-                f"job{index}", 600, "bench")
+            evaluator.call(jobs.Grade(
+                architecture=str(export / "model.json"), weights=str(variant), data=spec,
+                out=str(staging / "model.fbz"), weight_bits=4, activation_bits=4, attempts=1,
+                calibration_samples=1024, seed=0, training="bench"), f"job{index}", 600, "bench")
             variant.unlink()
     finally:
         evaluator.close()

@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, similarity, verdicts
+from pytest_akida_grade import catalog, data, scrub, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
-from pytest_akida_grade.evaluator.client import Pool
+from pytest_akida_grade.evaluator import jobs
+from pytest_akida_grade.evaluator.client import Pool, memory_per_process
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
@@ -52,6 +54,7 @@ from pytest_akida_grade.settings import Settings
 if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
 
+log = logging.getLogger("pytest_akida_grade")
 T = TypeVar("T")
 FINGERPRINT_MAX_BYTES = 64 << 20  # larger exports are compared by their hashes alone
 TIMEOUT = "akida_timeout / --akida-timeout"
@@ -83,7 +86,9 @@ class Grader:
         # xdist's workers in this session, 1 without xdist.
         self.workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         share = max(1, len(os.sched_getaffinity(0)) // self.workers)
-        self.trusted = Pool(share, scratch, 2 * settings.memory_limit, self.background.report)
+        self.trusted = Pool(share, scratch,
+                            memory_per_process(share * self.workers, 2 * settings.memory_limit),
+                            self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._bench: Bench | None = None  # opened on first use
         self._fingerprints: dict[tuple[str, str], dict[str, Any]] = {}
@@ -98,10 +103,21 @@ class Grader:
     # ------------------------------------------------------------------ the plugin's API
 
     def verdict(self, submission: Submission, check: str) -> Verdict:
-        """The check's verdict; HarnessError when the grader itself cannot give one."""
+        """The check's verdict, in words for the student (the full text to the log);
+        HarnessError when the grader itself cannot give one."""
+        verdict = self._verdict(submission, check)
+        message = scrub.for_student(verdict.message)
+        if message != verdict.message:
+            log.info("%s %s, in full: %s", submission.name, check, verdict.message)
+        return replace(verdict, message=message)
+
+    def _verdict(self, submission: Submission, check: str) -> Verdict:
         stage = catalog.BY_NAME[check].stage
         if stage == "build":
             return verdicts.FAST[check](self.build(submission))
+        built = self.build(submission)
+        if built.result is not None and built.result.not_rebuilt is not None:
+            return verdicts.not_rebuilt(built.result.not_rebuilt)  # never graded: skipped
         if stage == "grade":
             judge = verdicts.quantized_accuracy if check == "quantized_accuracy" \
                 else verdicts.akida_accuracy
@@ -268,38 +284,43 @@ class Grader:
         declared = _declarations(export, submission.weights_path.is_file())
         if declared.result is None:
             return Stage(failure=declared.failure)
-        files = {"architecture": str(export / "model.json"),
-                 "weights": str(export / "weights.npz"), "seed": self.settings.seed,
-                 **asdict(declared.result)}
+        job = jobs.Inspect(architecture=str(export / "model.json"),
+                           weights=str(export / "weights.npz"), seed=self.settings.seed,
+                           weight_bits=declared.result.weight_bits,
+                           activation_bits=declared.result.activation_bits,
+                           route=declared.result.route)
         if declared.result.route != "weights file":
-            return self._inspected(submission, files)
+            return self._inspected(submission, job)
         if str(submission.path) in self.wanted_grades:
-            return self._inspect_and_grade(submission, files)
-        return self._inspected(submission, files, calibrated=True)
+            return self._inspect_and_grade(submission, job)
+        return self._inspected(submission, self._calibrated(job))
 
-    def _inspected(self, submission: Submission, files: dict[str, Any],
-                   calibrated: bool = False) -> Stage[Built]:
-        """The evaluator's inspection; `calibrated`: on the grade's first calibration images."""
-        request = {**files, "calibration": {"data": self.data.request(),
-                                            "samples": self.settings.calibration_samples}} \
-            if calibrated else files
-        reply = self.trusted.call("inspect", request, submission.name, self.settings.timeout,
-                                  TIMEOUT, self._urgency(submission))
+    def _calibrated(self, job: jobs.Inspect) -> jobs.Inspect:
+        """On the grade's first calibration images (a pre-trained model)."""
+        return replace(job, calibration=jobs.Calibration(
+            data=self._data(), samples=self.settings.calibration_samples))
+
+    def _data(self) -> jobs.DataSpec:
+        return jobs.DataSpec(**self.data.request())
+
+    def _inspected(self, submission: Submission, job: jobs.Inspect) -> Stage[Built]:
+        """The evaluator's inspection."""
+        reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT,
+                                  self._urgency(submission))
         return reply.stage(built_from_json, submission.name)
 
-    def _inspect_and_grade(self, submission: Submission, files: dict[str, Any]) -> Stage[Built]:
+    def _inspect_and_grade(self, submission: Submission, job: jobs.Inspect) -> Stage[Built]:
         """A pre-trained model wanted graded: one job, one conversion for both stages; the grade
         is stored (cache, or memory without one) for the grade stage to find."""
         s, keys = self.settings, self._keys(submission)
         with self.cache.lock("grade", keys["grade"]):
             if self.cache.load("grade", keys["grade"]) is not None:  # another worker's
-                return self._inspected(submission, files, calibrated=True)
+                return self._inspected(submission, self._calibrated(job))
             out = self._staged("model.fbz")
-            reply = self.trusted.call("inspect+grade", {
-                **files, "data": self.data.request(), "out": str(out),
-                "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
-                "training": "weights file"}, submission.name, s.timeout + s.grade_timeout,
-                GRADE_TIMEOUT, self._urgency(submission))
+            grade = self._grade_job(job.architecture, job.weights, out, job, "weights file")
+            reply = self.trusted.call(jobs.InspectAndGrade(inspect=job, grade=grade),
+                                      submission.name, s.timeout + s.grade_timeout,
+                                      GRADE_TIMEOUT, self._urgency(submission))
             both = reply.stage(built_and_graded_from_json, submission.name)
             if both.result is None:
                 return Stage(failure=both.failure, repeatable=both.repeatable)
@@ -307,6 +328,15 @@ class Grader:
             self._fused[str(submission.path)] = graded if graded.result is None else \
                 self._stored_grade(keys["grade"], graded.result, out)
             return Stage(result=built)
+
+    def _grade_job(self, architecture: str, weights: str, out: Path,
+                   declared: Declarations | jobs.Inspect, training: str) -> jobs.Grade:
+        s = self.settings
+        return jobs.Grade(architecture=architecture, weights=weights, data=self._data(),
+                          out=str(out), weight_bits=declared.weight_bits,
+                          activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
+                          calibration_samples=s.calibration_samples, seed=s.seed,
+                          training=training)
 
     def _build_files(self, submission: Submission) -> Path:
         """The build's model.json and weights.npz: from the cache, or from the child."""
@@ -389,11 +419,11 @@ class Grader:
         elif route == "default recipe":
             weights = self._staged("weights.npz")
             s = self.settings
-            reply = self.trusted.call("train", {
-                "architecture": str(files / "model.json"), "weights": str(files / "weights.npz"),
-                "data": self.data.request(), "out": str(weights), "epochs": s.epochs,
-                "batch_size": s.batch_size, "seed": s.seed}, submission.name, s.grade_timeout,
-                GRADE_TIMEOUT, self._urgency(submission))
+            reply = self.trusted.call(jobs.Train(
+                architecture=str(files / "model.json"), weights=str(files / "weights.npz"),
+                data=self._data(), out=str(weights), epochs=s.epochs, batch_size=s.batch_size,
+                seed=s.seed), submission.name, s.grade_timeout, GRADE_TIMEOUT,
+                self._urgency(submission))
             failed = reply.stage(lambda result: result, submission.name)
             if not failed.ok:
                 return Stage(failure=failed.failure, repeatable=failed.repeatable)
@@ -407,15 +437,10 @@ class Grader:
 
     def _evaluate(self, submission: Submission, declared: Declarations, architecture: Path,
                   weights: Path, training: str, key: str) -> Stage[Graded]:
-        s = self.settings
         out = self._staged("model.fbz")
-        reply = self.trusted.call("grade", {
-            "architecture": str(architecture), "weights": str(weights),
-            "data": self.data.request(),
-            "out": str(out), "bits": declared.bits,
-            "attempts": s.quantize_attempts, "calibration_samples": s.calibration_samples,
-            "seed": s.seed, "training": training}, submission.name, s.grade_timeout,
-            GRADE_TIMEOUT, self._urgency(submission))
+        job = self._grade_job(str(architecture), str(weights), out, declared, training)
+        reply = self.trusted.call(job, submission.name, self.settings.grade_timeout,
+                                  GRADE_TIMEOUT, self._urgency(submission))
         stage = reply.stage(graded_from_json, submission.name)
         return stage if stage.result is None else self._stored_grade(key, stage.result, out)
 

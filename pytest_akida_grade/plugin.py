@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, course, data
+from pytest_akida_grade import catalog, course, data, scrub
 from pytest_akida_grade.cache import Cache, toolchain_versions
 from pytest_akida_grade.discovery import Submission, is_submission, shard_of
 from pytest_akida_grade.grading import Grader
@@ -257,7 +257,8 @@ class CheckItem(pytest.Item):
             self.user_properties.append(("akida_fingerprint", grader.fingerprint(self.submission)))
             return
         except HarnessError as error:
-            problem = str(error)
+            log.error("grader error on %s %s: %s", self.submission.name, self.check, error)
+            problem = scrub.for_student(str(error))  # the full text is in the log
         pytest.fail(problem, pytrace=False)  # an error (not a failure): its message alone
 
     def runtest(self) -> None:

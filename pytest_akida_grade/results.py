@@ -96,6 +96,9 @@ class Built:
     violations: dict[str, tuple[Violation, ...]]  # check name -> the rules it broke
     v1: V1Truth
     route: str  # how it will be trained: "weights file", "train()" or "default recipe"
+    # Why the trusted side did not rebuild it (a layer off its closed list, a budget): its
+    # JSON was judged, but it is never quantized, converted or graded. None: rebuilt.
+    not_rebuilt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,7 +198,8 @@ def built_from_json(data: Any, where: str = "build result") -> Built:
         violations={str(check): tuple(_violation_from_json(v, f"{where}.violations")
                                       for v in found) for check, found in violations.items()},
         v1=v1_from_json(_get(data, "v1", dict, where), f"{where}.v1"),
-        route=_get(data, "route", str, where))
+        route=_get(data, "route", str, where),
+        not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where))
 
 
 def graded_from_json(data: Any, where: str = "grade result") -> Graded:
@@ -239,10 +243,6 @@ class Declarations:
     route: str  # one of ROUTES
     weight_bits: Declared
     activation_bits: Declared
-
-    @property
-    def bits(self) -> list[Declared]:
-        return [self.weight_bits, self.activation_bits]
 
 
 def declarations_from_json(meta: Any, has_weights_file: bool) -> Declarations:

@@ -47,8 +47,10 @@ def loads(built: Stage[Built]) -> Verdict:
     if not built.ok or built.result is None:
         return Verdict(FAILED, f"the submission does not load: {built.failure}")
     result = built.result
+    later = "" if result.not_rebuilt is None else (
+        f"; its accuracy will not be graded: the grader does not rebuild it ({result.not_rebuilt})")
     return Verdict(PASSED, "build_model() returned a tf_keras model with "
-                           f"{len(result.layers)} layers, {result.params} parameters",
+                           f"{len(result.layers)} layers, {result.params} parameters{later}",
                    {"weight_bits": result.weight_bits, "activation_bits": result.activation_bits,
                     "params": result.params})
 
@@ -88,6 +90,10 @@ def quantization_scheme(built: Built) -> Verdict:
 def v1_constraints(built: Built) -> Verdict:
     """Both kinds of evidence: the rules, and the toolchain on a virtual AKD1000."""
     found = built.violations.get("v1_constraints", ())
+    if built.not_rebuilt is not None:
+        return Verdict(FAILED, "\n".join([
+            f"not checked on the Akida tools: the grader does not rebuild this model "
+            f"({built.not_rebuilt})", *_bullets(found)]))
     documented = [v for v in found if v.documented]
     measured = [v for v in found if not v.documented]
     problem = toolchain_problem(built.v1)
@@ -133,6 +139,12 @@ def static_mapping_metrics(mapping: MappingFigures) -> dict[str, Any]:
     """NPs and program memory of the mapping on a virtual AKD1000: static, not measured."""
     return {"nps": mapping.nps, "program_memory_bytes": mapping.program_memory_bytes,
             "mapping_figures": MAPPED_ON}
+
+
+def not_rebuilt(why: str) -> Verdict:
+    """An accuracy or hardware check of a model the grader does not rebuild."""
+    return Verdict(SKIPPED, f"not graded: the grader does not rebuild this model ({why}); "
+                            "see layer_whitelist and v1_constraints")
 
 
 FAST: dict[str, Callable[[Stage[Built]], Verdict]] = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from made_up import student_source
 
+from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.client import Evaluator
 from pytest_akida_grade.results import built_from_json
 from pytest_akida_grade.sandbox import launch, policy
@@ -46,10 +47,10 @@ def evaluator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Evaluator]:
 
 
 def inspect(evaluator: Evaluator, export: Path, seconds: float = 120) -> object:
-    return evaluator.call("inspect", {
-        "architecture": str(export / "model.json"), "weights": str(export / "weights.npz"),
-        "seed": 0, "weight_bits": 4, "activation_bits": 4, "route": "default recipe"},
-        "alice", seconds, "the test's limit")
+    return evaluator.call(jobs.Inspect(
+        architecture=str(export / "model.json"), weights=str(export / "weights.npz"), seed=0,
+        weight_bits=4, activation_bits=4, route="default recipe"), "alice", seconds,
+        "the test's limit")
 
 
 def server_pid(evaluator: Evaluator) -> int:
@@ -80,13 +81,27 @@ def test_a_job_over_its_deadline_fails_and_the_next_job_gets_a_fresh_process(
     assert server_pid(evaluator) != before and time.monotonic() - started < 120
 
 
-def test_a_model_it_refuses_is_the_students_failure_not_a_grader_error(
+def test_an_export_it_cannot_read_is_the_students_failure_not_a_grader_error(
         evaluator: Evaluator, export: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "model.json").write_text((export / "model.json").read_text().replace(
-        '"class_name": "Flatten"', '"class_name": "Lambda"', 1))
+    (broken / "model.json").write_text('{"class_name": "Sequential", "config": {"layers": 7}}')
     (broken / "weights.npz").write_bytes((export / "weights.npz").read_bytes())
     reply = inspect(evaluator, broken)
     assert reply.error is None and reply.failure is not None
-    assert "Lambda layer carries Python code" in reply.failure
+    assert "not a Sequential or functional model" in reply.failure
+
+
+def test_a_layer_off_its_closed_list_is_judged_on_its_json_and_never_rebuilt(
+        evaluator: Evaluator, export: Path, tmp_path: Path) -> None:
+    lambda_ = tmp_path / "lambda"
+    lambda_.mkdir()
+    (lambda_ / "model.json").write_text((export / "model.json").read_text().replace(
+        '"class_name": "Flatten"', '"class_name": "Lambda"', 1))
+    (lambda_ / "weights.npz").write_bytes((export / "weights.npz").read_bytes())
+    reply = inspect(evaluator, lambda_)
+    assert reply.error is None and reply.ok is not None
+    built = built_from_json(reply.ok)
+    assert built.not_rebuilt is not None and "(Lambda) is not one of the layers" in \
+        built.not_rebuilt
+    assert "Lambda is not an allowed layer" in built.violations["layer_whitelist"][0].message

@@ -241,11 +241,16 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
     ("flooder", "wrote more than 64 MB of output"),
     ("spinner", "did not finish within 20 s"),
     ("hog", "MemoryError"),
-    ("lambda_", "Lambda layer carries Python code"),
 ])
 def test_an_attacker_stopped_by_a_limit_fails_loads_saying_which(graded, attacker, words):
     loads = outcome(graded, attacker, "loads")
     assert loads["outcome"] == "failed" and words in loads["message"], loads
+
+
+def test_a_lambda_is_judged_on_its_json_and_never_rebuilt(graded):
+    whitelist = outcome(graded, "lambda_", "layer_whitelist")
+    assert whitelist["outcome"] == "failed", whitelist
+    assert "Lambda is not an allowed layer" in whitelist["message"], whitelist
 
 
 def test_an_attacker_that_forges_its_declarations_fails_loads_saying_so(graded):

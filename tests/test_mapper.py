@@ -104,9 +104,19 @@ def test_it_names_the_layer_even_when_the_specs_do_not_have_it() -> None:
     assert text.startswith("layer 'conv2d_2' has 1 filter")
 
 
-def test_it_returns_an_unknown_conversion_message_unchanged() -> None:
+def test_it_leads_an_unknown_conversion_message_with_the_layer_and_the_fix() -> None:
     message = "ValueError: Layers 're_lu_2': in AkidaVersion.v1, output_quantizer is mandatory."
-    assert mapper.explain_conversion_error(message, first_one_filter()) == message
+    text = mapper.explain_conversion_error(message, first_one_filter())
+    assert text.startswith("layer 're_lu_2' cannot be converted for Akida 1.0")
+    assert "Fix: keep to the template's pattern" in text
+    assert text.endswith(f"(the Akida tools said: {message})")
+
+
+def test_it_names_the_layer_of_a_conversion_message_from_the_specs() -> None:
+    message = ("RuntimeError: Model incompatible with akida v1 version. The layer conv2d_2 "
+               "followed by flatten is not valid.")
+    text = mapper.explain_conversion_error(message, too_wide())
+    assert text.startswith("layer 5 'conv2d_2' (Conv2D) cannot be converted for Akida 1.0")
 
 
 # ---------------------------------------------------------------------------------- mapping
@@ -177,13 +187,17 @@ def test_it_never_leads_with_the_sequence_end_bullet_of_an_unknown_refusal() -> 
                f"  * Layer 'conv2d_1': {SEQUENCE_END}\n"
                "  * Layer 'conv2d_2': Some new limit of akida 3.")
     text = mapper.explain_mapping_error(message, wide_after_pool())
-    assert text.splitlines()[0] == "  * Layer 'conv2d_2': Some new limit of akida 3."
+    assert "could not place layer 7 'conv2d_2' (Conv2D)" in text.splitlines()[0]
+    assert text.splitlines()[1] == "  * Layer 'conv2d_2': Some new limit of akida 3."
     assert SEQUENCE_END in text and "Cannot map layer 'conv2d_1'" in text
 
 
-def test_it_returns_an_unknown_mapping_message_unchanged() -> None:
+def test_it_leads_an_unknown_mapping_message_with_the_layer_and_keeps_the_mappers_words() -> None:
     message = "Cannot map layer 'dense'. Input dimensions are too large to fit in a FNP."
-    assert mapper.explain_mapping_error(message, three_256()) == message
+    text = mapper.explain_mapping_error(message, three_256())
+    assert text.startswith("the AKD1000's mapper could not place layer")
+    assert "'dense' (Dense) on the chip" in text
+    assert text.endswith(f"(the mapper said: {message})")
 
 
 MALFORMED: list[Any] = [None, [None], [{}], [{"name": "conv2d_2", "config": "x",

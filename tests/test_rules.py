@@ -582,3 +582,22 @@ def test_it_reports_no_channel_limit_at_weight_bits_nobody_measured(bits: Any) -
 def test_the_channel_limit_does_not_apply_to_the_input_convolution() -> None:
     specs = model(conv(16), relu(), flatten(), dense(), input_shape=(28, 28, 600))
     assert {v.rule for v in akida_v1.v1_static(specs)} == {"v1.input_conv"}
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu"])
+def test_it_fails_an_unbounded_relu_written_as_an_activation_layer(activation: str) -> None:
+    specs = model(conv(), other("Activation", activation=activation), flatten(), dense())
+    violation = only(design_space.relu_bounded(specs))
+    assert_names_layer(violation, 1, "activation")
+    assert "no upper bound" in violation.message and "ReLU(max_value=6.0)" in violation.message
+
+
+def test_it_fails_a_leaky_relu_layer_as_unbounded() -> None:
+    specs = model(conv(), other("LeakyReLU", alpha=0.3), flatten(), dense())
+    assert "no upper bound (LeakyReLU)" in only(design_space.relu_bounded(specs)).message
+
+
+def test_it_leaves_a_relu6_activation_layer_to_the_whitelist() -> None:
+    specs = model(conv(), other("Activation", activation="relu6"), flatten(), dense())
+    assert design_space.relu_bounded(specs) == []
+    assert "ReLU(max_value=6.0)" in only(design_space.layer_whitelist(specs)).message

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from pytest_akida_grade.evaluator.jobs import Job, to_json
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import HarnessError, ResultError, Stage
 
@@ -65,18 +66,19 @@ class Evaluator:
 
     # ------------------------------------------------------------------ public
 
-    def call(self, kind: str, request: dict[str, Any], student: str, seconds: float,
-             timeout_source: str) -> Reply:
+    def call(self, job: Job, student: str, seconds: float, timeout_source: str) -> Reply:
         """Run one job; a crash is retried once in a fresh server."""
         with self._lock:
-            first = self._attempt(kind, request, student, seconds, timeout_source)
+            first = self._attempt(job, student, seconds, timeout_source)
             if first.error != "crashed":
                 return first
-            second = self._attempt(kind, request, student, seconds, timeout_source)
+            second = self._attempt(job, student, seconds, timeout_source)
             if second.error != "crashed":
                 return second
             return Reply(failure=f"the grader's evaluator crashed twice on this model "
-                                 f"({second.failure}); this is reported to you because it "
+                                 f"({second.failure}); it may have needed more than the "
+                                 f"{self.memory_bytes / (1 << 30):.1f} GB of memory the grader "
+                                 "allows one evaluation. This is reported to you because it "
                                  "happened only with your model", repeatable=False)
 
     def start(self) -> None:
@@ -90,30 +92,29 @@ class Evaluator:
 
     # ------------------------------------------------------------------ one attempt
 
-    def _attempt(self, kind: str, request: dict[str, Any], student: str, seconds: float,
-                 timeout_source: str) -> Reply:
+    def _attempt(self, job: Job, student: str, seconds: float, timeout_source: str) -> Reply:
         try:
             process = self._ensure_started()
         except OSError as error:
             return Reply(error=f"the grader's {self.role} could not start: {error}")
         self._jobs += 1
-        job = self._jobs
+        number = self._jobs
         started = time.monotonic()
         assert process.stdin is not None
         try:
-            process.stdin.write((json.dumps({"id": job, "kind": kind, **request}) + "\n").encode())
+            process.stdin.write((json.dumps({"id": number, **to_json(job)}) + "\n").encode())
             process.stdin.flush()
         except OSError:
             return self._crashed()
         try:
-            reply = self._read(process, job, student, started + seconds)
+            reply = self._read(process, number, student, started + seconds)
         except TimeoutError:
             self._stop()
             return Reply(failure=f"evaluating the model took more than {seconds:g} s (the limit "
                                  f"set by {timeout_source}); it was stopped", repeatable=False)
         if reply is None:
             return self._crashed()
-        self._trace(kind, student, reply, time.monotonic() - started)
+        self._trace(job.KIND, student, reply, time.monotonic() - started)
         if "failure" in reply:
             return Reply(failure=str(reply["failure"]))
         if "error" in reply:
@@ -212,6 +213,17 @@ class Evaluator:
                "seconds": round(seconds, 3), "rss_mb": reply.get("rss_mb")})
 
 
+RESERVED_BYTES = 4 << 30  # pytest, the sandboxed children beside the trusted processes
+FLOOR_BYTES = 5 << 30  # TensorFlow's training alone reserves 3.3 GB of address space
+
+
+def memory_per_process(processes: int, ceiling: int) -> int:
+    """Each trusted process's address-space limit: all of this machine's (`processes`, over
+    every pytest worker) fit in its memory with room for pytest; never above `ceiling`."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(FLOOR_BYTES, min(ceiling, (total - RESERVED_BYTES) // max(1, processes)))
+
+
 class Pool:
     """A few warm trusted processes; a job goes to the first free one, the most urgent job first
     (the student being judged before the ones prefetched), in arrival order otherwise.
@@ -234,12 +246,12 @@ class Pool:
             for process in self.processes:
                 threading.Thread(target=process.start, daemon=True).start()
 
-    def call(self, kind: str, request: dict[str, Any], student: str, seconds: float,
-             timeout_source: str, urgency: Callable[[], int] = lambda: 0) -> Reply:
+    def call(self, job: Job, student: str, seconds: float, timeout_source: str,
+             urgency: Callable[[], int] = lambda: 0) -> Reply:
         self.start()
         process = self._acquire(urgency)
         try:
-            return process.call(kind, request, student, seconds, timeout_source)
+            return process.call(job, student, seconds, timeout_source)
         finally:
             with self._changed:
                 self._free.append(process)

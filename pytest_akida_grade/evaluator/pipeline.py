@@ -10,6 +10,7 @@ student code. Three jobs, each returning a typed result (results.py):
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import warnings
@@ -22,10 +23,20 @@ import numpy as np
 
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
-from pytest_akida_grade.evaluator.rebuild import SubmissionError, rebuild
+from pytest_akida_grade.evaluator import jobs
+from pytest_akida_grade.evaluator.rebuild import (
+    BadNumbers,
+    SubmissionError,
+    exported,
+    rebuild,
+    rebuilt,
+    why_not_rebuilt,
+)
 from pytest_akida_grade.quality import argmax_accuracy
-from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth
-from pytest_akida_grade.rules import akida_v1, design_space, mapper
+from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth, Violation
+from pytest_akida_grade.rules import akida_v1, architecture, design_space, mapper
+from pytest_akida_grade.rules.architecture import parameters
+from pytest_akida_grade.rules.specs import Specs, describe
 
 Progress = Callable[[str], None]
 Array = np.ndarray[Any, Any]
@@ -42,42 +53,71 @@ def inspect(architecture: Path, weights: Path, weight_bits: Declared,
             samples: Array | None = None) -> Built:
     """The fast checks' evidence: specs, every rule's violations, the Akida 1.0 truth.
 
-    `samples` calibrate the quantization (a pre-trained model: the grade's own first
-    calibration); without them, seeded random images do (an untrained model)."""
+    `samples` calibrate the quantization (a pre-trained model: the grade's first calibration);
+    without them, seeded random images do (an untrained model). A model the grader does not
+    rebuild is judged on its JSON alone."""
     if samples is None:
         random = np.random.default_rng(seed).integers(0, 256, (FIT_SAMPLES, 28, 28, 1))
         samples = random.astype("uint8")
-    built, _ = _inspected(rebuild(architecture, weights), weight_bits, activation_bits, route,
-                          samples)
-    return built
+    config, layers = exported(architecture)
+    why = why_not_rebuilt(config, layers)
+    if why is not None:
+        return _not_rebuilt(layers, weight_bits, activation_bits, route, why)
+    model, _ = _with_weights(config, weights)
+    return _inspected(model, layers, weight_bits, activation_bits, route, samples)[0]
 
 
-def inspect_and_grade(architecture: Path, weights: Path, data: Split, out: Path, *,
-                      weight_bits: Declared, activation_bits: Declared, route: str, attempts: int,
-                      calibration_samples: int, seed: int, training: str,
+def inspect_and_grade(job: jobs.InspectAndGrade, data: Split,
                       progress: Progress) -> tuple[Built, Graded | str]:
     """Both for a pre-trained model: the Akida 1.0 truth is the grade's first conversion, made
     once. The same figures as `inspect` with the same samples, then `grade`."""
-    model = rebuild(architecture, weights)
-    built, shared = _inspected(model, weight_bits, activation_bits, route,
-                               first_calibration(data, calibration_samples, seed))
+    seen, grade_job = job.inspect, job.grade
+    config, layers = exported(Path(seen.architecture))
+    why = why_not_rebuilt(config, layers)
+    if why is not None:
+        return (_not_rebuilt(layers, seen.weight_bits, seen.activation_bits, seen.route, why),
+                f"the grader does not rebuild this model: {why}")
+    model, bad_numbers = _with_weights(config, Path(seen.weights))
+    built, shared = _inspected(
+        model, layers, seen.weight_bits, seen.activation_bits, seen.route,
+        first_calibration(data, grade_job.calibration_samples, grade_job.seed))
+    if bad_numbers is not None:
+        return built, bad_numbers
     try:
-        return built, _grade(model, data, out, bits=(weight_bits, activation_bits),
-                             attempts=attempts, calibration_samples=calibration_samples,
-                             seed=seed, training=training, progress=progress, first=shared)
+        return built, _grade(model, layers, data, grade_job, progress, first=shared)
     except SubmissionError as error:
         return built, str(error)
 
 
-def _inspected(model: Any, weight_bits: Declared, activation_bits: Declared, route: str,
-               samples: Array) -> tuple[Built, Conversion | None]:
+def _with_weights(config: dict[str, Any], weights: Path) -> tuple[Any, str | None]:
+    """The rebuilt model with its weights; or as initialized, with why its weights are unusable
+    (NaN, huge: the Akida 1.0 fit does not depend on them, the grade does)."""
+    try:
+        return rebuilt(config, weights), None
+    except BadNumbers as error:
+        return rebuilt(config, None), str(error)
+
+
+def _not_rebuilt(layers: Specs, weight_bits: Declared, activation_bits: Declared, route: str,
+                 why: str) -> Built:
+    """The rules' verdicts on the JSON of a model the grader does not rebuild."""
+    bits, declared = checked_bits(weight_bits, activation_bits)
+    return Built(layers=tuple(layers), params=sum(parameters(layer) or 0 for layer in layers),
+                 weight_bits=weight_bits, activation_bits=activation_bits,
+                 violations=_violations(layers, weight_bits, activation_bits, bits),
+                 v1=V1Truth(bits, declared), route=route, not_rebuilt=why)
+
+
+def _inspected(model: Any, layers: Specs, weight_bits: Declared, activation_bits: Declared,
+               route: str, samples: Array) -> tuple[Built, Conversion | None]:
     """The build's evidence, and its conversion when it is the grade's own first one (made at
     the declared, supported precision)."""
     bits, declared = checked_bits(weight_bits, activation_bits)
     conversion = _converted(model, bits, samples)
-    layers = layer_specs(model)
-    built = _built(model, layers, weight_bits, activation_bits, route, bits,
-                   _v1_truth(layers, bits, declared, conversion))
+    built = Built(layers=tuple(layers), params=int(model.count_params()),
+                  weight_bits=weight_bits, activation_bits=activation_bits,
+                  violations=_violations(layers, weight_bits, activation_bits, bits),
+                  v1=_v1_truth(layers, bits, declared, conversion), route=route)
     return built, conversion if declared and not isinstance(conversion, str) else None
 
 
@@ -95,20 +135,16 @@ def first_calibration(data: Split, calibration_samples: int, seed: int) -> Array
     return _images(data.x_fit[rng.choice(len(data.x_fit), count, replace=False)])
 
 
-def _built(model: Any, layers: list[dict[str, Any]], weight_bits: Declared,
-           activation_bits: Declared, route: str, bits: tuple[int, int],
-           truth: V1Truth) -> Built:
-    """The rules' verdicts (Akida 1.0's at the precision the truth was checked at)."""
-    violations = {
+def _violations(layers: Specs, weight_bits: Declared, activation_bits: Declared,
+                bits: tuple[int, int]) -> dict[str, tuple[Violation, ...]]:
+    """The rules' verdicts (Akida 1.0's at the precision the truth is checked at)."""
+    found = {
         "layer_whitelist": design_space.layer_whitelist(layers),
         "relu_bounded": design_space.relu_bounded(layers),
         "quantization_scheme": design_space.quantization_scheme(weight_bits, activation_bits),
         "v1_constraints": akida_v1.v1_static(layers, weight_bits=bits[0]),
     }
-    return Built(layers=tuple(layers), params=int(model.count_params()),
-                 weight_bits=weight_bits, activation_bits=activation_bits,
-                 violations={check: tuple(found) for check, found in violations.items()},
-                 v1=truth, route=route)
+    return {check: tuple(violations) for check, violations in found.items()}
 
 
 def _converted(model: Any, bits: tuple[int, int], samples: Array) -> Conversion | str:
@@ -129,30 +165,9 @@ def _v1_truth(layers: list[dict[str, Any]], bits: tuple[int, int], declared: boo
                    mapping=map_on_virtual_akd1000(conversion.akida, layers))
 
 
-def layer_specs(model: Any) -> list[dict[str, Any]]:
-    """The layers as plain data (docs/contracts.md) for the pure rules."""
-    return [{"index": index, "name": layer.name, "class_name": type(layer).__name__,
-             "config": _json_safe(layer.get_config()), "input_shape": _shape(layer.input_shape),
-             "output_shape": _shape(layer.output_shape)}
-            for index, layer in enumerate(model.layers)]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    if isinstance(value, np.ndarray | np.generic):  # ReLU stores max_value as a 0-d array
-        return value.tolist()
-    return repr(value)
-
-
-def _shape(shape: Any) -> list[Any]:
-    if isinstance(shape, list) and shape and isinstance(shape[0], tuple):
-        shape = shape[0]
-    return list(shape)[1:]
+def layer_specs(model: Any) -> Specs:
+    """A built model's layer specs: the same as its exported JSON's (one source of specs)."""
+    return architecture.layer_specs(json.loads(model.to_json()))
 
 
 # ---------------------------------------------------------------------------- quantize, convert
@@ -271,50 +286,74 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 # ---------------------------------------------------------------------------- grade
 
 
-def grade(architecture: Path, weights: Path, data: Split, out: Path, *,
-          bits: tuple[Declared, Declared], attempts: int, calibration_samples: int, seed: int,
-          training: str, progress: Progress) -> Graded:
-    """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `out`."""
-    return _grade(rebuild(architecture, weights), data, out, bits=bits, attempts=attempts,
-                  calibration_samples=calibration_samples, seed=seed, training=training,
-                  progress=progress, first=None)
+def grade(job: jobs.Grade, data: Split, progress: Progress) -> Graded:
+    """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `job.out`."""
+    architecture = Path(job.architecture)
+    return _grade(rebuild(architecture, Path(job.weights)), exported(architecture)[1], data, job,
+                  progress, first=None)
 
 
-def _grade(model: Any, data: Split, out: Path, *, bits: tuple[Declared, Declared],
-           attempts: int, calibration_samples: int, seed: int, training: str,
-           progress: Progress, first: Conversion | None) -> Graded:
-    float_accuracy = keras_accuracy(model, data.x_test, data.y_test)
+def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: Progress,
+           first: Conversion | None) -> Graded:
+    float_accuracy = argmax_accuracy(_float_outputs(model, layers, data.x_test), data.y_test)
     progress(f"float accuracy {float_accuracy:.4f}")
-    conversion, attempt, scores = _best_conversion(model, bits, data, attempts,
-                                                   calibration_samples, seed, progress, first)
+    conversion, attempt, scores = _best_conversion(model, layers, job, data, progress, first)
     quantized = keras_accuracy(conversion.quantized, data.x_test, data.y_test)
     akida = None if conversion.cut_at else akida_accuracy(conversion.akida, data.x_test,
                                                           data.y_test)
-    mapping = map_on_virtual_akd1000(conversion.akida, layer_specs(model))
-    conversion.akida.save(str(out))
-    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=training,
+    mapping = map_on_virtual_akd1000(conversion.akida, layers)
+    conversion.akida.save(job.out)
+    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=job.training,
                   float_accuracy=float_accuracy, quantized_accuracy=quantized,
                   akida_accuracy=akida, quantize_attempt=attempt,
                   attempt_val_accuracies=tuple(scores), cut_at=conversion.cut_at,
                   mapping=mapping, peak_rss_mb=peak_rss_mb())
 
 
-def _best_conversion(model: Any, bits: tuple[Declared, Declared], data: Split, attempts: int,
-                     calibration_samples: int, seed: int, progress: Progress,
+def _float_outputs(model: Any, layers: Specs, x: Array) -> Array:
+    """The float model's outputs; SubmissionError when they cannot classify anything."""
+    outputs: Array = model.predict(_images(x).astype("float32"), batch_size=100, verbose=0)
+    if not np.isfinite(outputs).all():
+        raise SubmissionError(
+            "the model's outputs are not finite numbers (they overflow): its weights are far too "
+            "large; training diverged (try a lower learning rate)")
+    if len(outputs) > 1 and float(np.ptp(outputs, axis=0).max()) == 0.0:
+        raise SubmissionError(_constant_message(model, layers, x))
+    return outputs
+
+
+def _constant_message(model: Any, layers: Specs, x: Array) -> str:
+    """Name the first layer whose output is the same for every image."""
+    import tf_keras as keras
+
+    probe = keras.Model(model.inputs, [layer.output for layer in model.layers])
+    outputs = probe.predict(_images(x[:64]).astype("float32"), verbose=0)
+    for spec, output in zip(layers, outputs if isinstance(outputs, list) else [outputs],
+                            strict=False):
+        if float(np.ptp(output, axis=0).max()) == 0.0:
+            return (f"the model outputs the same values for every image, so it cannot classify: "
+                    f"{describe(spec)} already outputs the same values for every image (dead "
+                    "ReLUs, weights that are all zero, or a max_value or threshold that clips "
+                    "everything). Retrain it, or check that layer's weights")
+    return "the model outputs the same values for every image, so it cannot classify"
+
+
+def _best_conversion(model: Any, layers: Specs, job: jobs.Grade, data: Split,
+                     progress: Progress,
                      first: Conversion | None) -> tuple[Conversion, int, list[float]]:
     """Seeded attempts, each calibrated on its own sample of training images; best on
     validation. `first`: attempt 0's conversion, already made (inspect_and_grade)."""
     best: Conversion | None = None
     best_index, scores = 0, list[float]()
+    attempts = job.attempts
     for attempt in range(attempts):
-        samples = first_calibration(data, calibration_samples, seed + attempt)
+        samples = first_calibration(data, job.calibration_samples, job.seed + attempt)
         try:
             conversion = first if attempt == 0 and first is not None else \
-                quantize_and_convert(model, bits[0], bits[1], samples)  # type: ignore[arg-type]
+                quantize_and_convert(model, job.weight_bits, job.activation_bits,  # type: ignore[arg-type]
+                                     samples)
         except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
-            raise SubmissionError(
-                f"quantization or conversion for Akida 1.0 failed (see v1_constraints): "
-                f"{type(error).__name__}: {error}") from None
+            raise SubmissionError(quantization_failure(error, layers)) from None
         if attempts == 1:  # nothing to choose: spare the validation pass
             progress("quantized and converted (one attempt)")
             return conversion, 0, scores
@@ -326,6 +365,21 @@ def _best_conversion(model: Any, bits: tuple[Declared, Declared], data: Split, a
             best, best_index = conversion, attempt
     assert best is not None
     return best, best_index, scores
+
+
+def quantization_failure(error: Exception, layers: Specs) -> str:
+    """A quantize/convert failure of a trained model, in our words first."""
+    text = str(error)
+    named = next((layer for layer in layers if f"/{layer['name']}/" in text
+                  or f"'{layer['name']}'" in text), None)
+    where = f" at {describe(named)}" if named else ""
+    if "assert" in text.lower() or type(error).__name__ == "InvalidArgumentError":
+        return (f"quantizing the trained model for Akida 1.0 failed{where}: its values do not "
+                "fit the quantized ranges (weights or biases far larger than its inputs' scale). "
+                "Training probably diverged: retrain with a lower learning rate")
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return (f"quantization or conversion for Akida 1.0 failed{where} (see v1_constraints); "
+            f"the Akida tools said: {first}")
 
 
 def _images(x: Array) -> Array:

@@ -1,12 +1,13 @@
 """An exported model, rebuilt on the trusted side: validated JSON -> tf_keras model -> weights.
 
-Nothing here imports or calls student code: the architecture is checked by schema.py before
-tf_keras deserializes it, and the weights come from a plain .npz read without pickle.
+Nothing here imports or calls student code. The architecture is read as data (schema.py) and
+rebuilt by tf_keras only when it is on the closed list and within the budgets; the weights come
+from a plain .npz read without pickle, and must be finite numbers of a sane size.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,55 +15,67 @@ from typing import Any
 import numpy as np
 
 from pytest_akida_grade.catalog import INPUT_SHAPE, NUM_CLASSES
-from pytest_akida_grade.evaluator.schema import REFUSED, Builtins, SchemaError, validate
+from pytest_akida_grade.evaluator.schema import SchemaError, parse, refusal
+from pytest_akida_grade.rules.architecture import budget_problem, layer_specs
+from pytest_akida_grade.rules.specs import Specs
 
 WEIGHTS_BYTES = 512 << 20
+ARCHITECTURE_BYTES = 8 << 20
+# Beyond this a weight cannot be a trained MNIST model's, and quantizing it overflows the
+# quantizers' ranges (TensorFlow then fails an assertion deep inside quantizeml).
+HUGE = 1e9
 
 
 class SubmissionError(Exception):
     """The submission (what its sandbox handed over) is at fault; the message is for it."""
 
 
-@functools.cache
-def builtins() -> Builtins:
-    """tf_keras' own names, read off the installed tf_keras."""
-    import tf_keras as keras
+class NotRebuilt(SubmissionError):
+    """The model loads (its JSON is read and judged) but the grader will not rebuild it."""
 
-    def classes(module: Any, base: type) -> frozenset[str]:
-        return frozenset(name for name, obj in vars(module).items()
-                         if isinstance(obj, type) and issubclass(obj, base))
 
-    def lowercase(module: Any) -> frozenset[str]:
-        return frozenset(name for name, obj in vars(module).items()
-                         if callable(obj) and name.islower() and not name.startswith("_")
-                         and name not in ("get", "serialize", "deserialize"))
+class BadNumbers(SubmissionError):
+    """The weights fit the model but are not numbers a trained model has (NaN, inf, huge)."""
 
-    return Builtins(
-        layers=classes(keras.layers, keras.layers.Layer) - set(REFUSED) - {"Layer"},
-        initializers=(classes(keras.initializers, keras.initializers.Initializer)
-                      | lowercase(keras.initializers)) - {"Initializer"},
-        regularizers=(classes(keras.regularizers, keras.regularizers.Regularizer)
-                      | lowercase(keras.regularizers)) - {"Regularizer"},
-        constraints=(classes(keras.constraints, keras.constraints.Constraint)
-                     | lowercase(keras.constraints)) - {"Constraint"},
-        activations=lowercase(keras.activations))
+
+def exported(architecture: Path) -> tuple[dict[str, Any], Specs]:
+    """The handed-over architecture as data and its layer specs (nothing deserialized)."""
+    try:
+        if architecture.stat().st_size > ARCHITECTURE_BYTES:
+            raise SchemaError("the exported architecture is too large to grade")
+        config = parse(architecture.read_text(encoding="utf-8"))
+    except (SchemaError, UnicodeDecodeError, OSError) as error:
+        raise SubmissionError(str(error)) from None
+    return config, layer_specs(config)
+
+
+def why_not_rebuilt(config: dict[str, Any], specs: Specs) -> str | None:
+    """The closed list, then the budgets: None when tf_keras may rebuild the model."""
+    return refusal(config, specs) or budget_problem(specs)
 
 
 def rebuild(architecture: Path, weights: Path) -> Any:
     """The model the sandbox exported, checked for the assignment's input and output."""
+    config, specs = exported(architecture)
+    why = why_not_rebuilt(config, specs)
+    if why is not None:
+        raise NotRebuilt(f"the grader does not rebuild this model: {why}")
+    return rebuilt(config, weights)
+
+
+def rebuilt(config: dict[str, Any], weights: Path | None) -> Any:
+    """tf_keras' rebuild of a configuration `why_not_rebuilt` accepted, with its weights (None:
+    as initialized, for the Akida 1.0 fit, which does not depend on them)."""
     import tf_keras as keras
 
     try:
-        validate(architecture.read_text(encoding="utf-8"), builtins())
-    except (SchemaError, UnicodeDecodeError) as error:
-        raise SubmissionError(str(error)) from None
-    try:
-        model = keras.models.model_from_json(architecture.read_text(encoding="utf-8"))
+        model = keras.models.model_from_json(json.dumps(config))
     except Exception as error:  # a config tf_keras itself refuses: the submission's problem
         raise SubmissionError(f"the exported architecture cannot be rebuilt by tf_keras "
                               f"({type(error).__name__}: {error})") from None
     check_model(model)
-    model.set_weights(_weights(weights, model))
+    if weights is not None:
+        model.set_weights(_weights(weights, model))
     return model
 
 
@@ -102,4 +115,25 @@ def _weights(path: Path, model: Any) -> list[np.ndarray[Any, Any]]:
         raise SubmissionError(f"the exported weights do not fit the architecture: {len(arrays)} "
                               f"arrays of shapes {shapes[:6]}..., the model needs "
                               f"{len(expected)} of shapes {expected[:6]}...")
+    for array, weight in zip(arrays, model.weights, strict=True):
+        problem = number_problem(array)
+        if problem:
+            layer, _, kind = weight.name.partition("/")
+            raise BadNumbers(f"the weights of layer '{layer}' ({kind.split(':')[0]}) {problem}")
     return arrays
+
+
+def number_problem(array: np.ndarray[Any, Any]) -> str | None:
+    """Why these numbers cannot be a trained model's, in the student's words; None if fine."""
+    if np.isnan(array).any():
+        return ("contain NaN: training diverged (try a lower learning rate, or check your "
+                "train() or weights file)")
+    if np.isinf(array).any():
+        return ("contain infinite values: training diverged (try a lower learning rate, or "
+                "check your train() or weights file)")
+    largest = float(np.abs(array).max()) if array.size else 0.0
+    if largest > HUGE:
+        return (f"reach {largest:.3g}: far too large to quantize to a few bits (a trained MNIST "
+                "model's weights are small numbers); training diverged, or the weights file "
+                "is not this model's")
+    return None

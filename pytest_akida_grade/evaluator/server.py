@@ -28,14 +28,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from pytest_akida_grade.data import Split, split
-from pytest_akida_grade.evaluator import pipeline
+from pytest_akida_grade.evaluator import jobs, pipeline
 from pytest_akida_grade.evaluator.rebuild import SubmissionError
-from pytest_akida_grade.results import to_json
+from pytest_akida_grade.results import Built, to_json
 
 
 class Server:
-    def __init__(self, protocol: IO[str]) -> None:
-        self.protocol = protocol
+    def __init__(self, protocol: IO[str], memory: int = 0) -> None:
+        self.protocol, self.memory = protocol, memory
 
     def send(self, **message: Any) -> None:
         self.protocol.write(json.dumps(message) + "\n")
@@ -53,10 +53,13 @@ class Server:
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
         truncate_log()
         try:
-            return {"ok": JOBS[request["kind"]](request, self.progress(request["id"]))}
+            return {"ok": run(jobs.from_json(request), self.progress(request["id"]))}
         except SubmissionError as error:
             return {"failure": str(error)}
-        except Exception as error:  # our own failure: say so, with the traceback
+        except Exception as error:
+            if isinstance(error, MemoryError) or type(error).__name__ == "ResourceExhaustedError":
+                return {"failure": out_of_memory(self.memory)}
+            # our own failure: say so, with the traceback
             return {"error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc()[-4000:]}
 
@@ -64,59 +67,45 @@ class Server:
         return lambda message: self.send(id=job, progress=message)
 
 
-def inspect(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
-    seed(request["seed"])
-    samples = None
-    if request.get("calibration"):  # a pre-trained model: the grade's first calibration
-        data = dataset(**request["calibration"]["data"])
-        samples = pipeline.first_calibration(data, request["calibration"]["samples"],
-                                             request["seed"])
-    built = pipeline.inspect(Path(request["architecture"]), Path(request["weights"]),
-                             request["weight_bits"], request["activation_bits"],
-                             request["route"], request["seed"], samples)
-    return to_json(built)
+def out_of_memory(limit: int) -> str:
+    """The student's failure when their model needs more than a trusted process may take."""
+    return (f"evaluating the model needed more memory than the grader allows one evaluation "
+            f"({limit / (1 << 30):.1f} GB of address space); use a smaller model")
 
 
-def inspect_and_grade(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
-    seed(request["seed"])
-    built, graded = pipeline.inspect_and_grade(
-        Path(request["architecture"]), Path(request["weights"]), dataset(**request["data"]),
-        Path(request["out"]), weight_bits=request["weight_bits"],
-        activation_bits=request["activation_bits"], route=request["route"],
-        attempts=request["attempts"], calibration_samples=request["calibration_samples"],
-        seed=request["seed"], training=request["training"], progress=progress)
+def run(job: jobs.Job, progress: pipeline.Progress) -> dict[str, Any]:
+    """One job, typed (jobs.py): its result as JSON."""
+    if isinstance(job, jobs.Inspect):
+        return to_json(inspect(job))
+    if isinstance(job, jobs.Train):
+        pipeline.train(Path(job.architecture), Path(job.weights), dataset(job.data),
+                       Path(job.out), epochs=job.epochs, batch_size=job.batch_size,
+                       seed=job.seed, progress=progress)
+        return {}
+    grade = job if isinstance(job, jobs.Grade) else job.grade
+    seed(grade.seed)
+    if isinstance(job, jobs.Grade):
+        return to_json(pipeline.grade(job, dataset(job.data), progress))
+    built, graded = pipeline.inspect_and_grade(job, dataset(grade.data), progress)
     return {"built": to_json(built), "graded": None if isinstance(graded, str)
             else to_json(graded), "grade_failure": graded if isinstance(graded, str) else None}
 
 
-def train(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
-    data = dataset(**request["data"])
-    pipeline.train(Path(request["architecture"]), Path(request["weights"]), data,
-                   Path(request["out"]), epochs=request["epochs"],
-                   batch_size=request["batch_size"], seed=request["seed"], progress=progress)
-    return {}
-
-
-def grade(request: dict[str, Any], progress: pipeline.Progress) -> dict[str, Any]:
-    seed(request["seed"])
-    data = dataset(**request["data"])
-    graded = pipeline.grade(
-        Path(request["architecture"]), Path(request["weights"]), data, Path(request["out"]),
-        bits=(request["bits"][0], request["bits"][1]), attempts=request["attempts"],
-        calibration_samples=request["calibration_samples"], seed=request["seed"],
-        training=request["training"], progress=progress)
-    return to_json(graded)
-
-
-JOBS = {"inspect": inspect, "train": train, "grade": grade, "inspect+grade": inspect_and_grade}
+def inspect(job: jobs.Inspect) -> Built:
+    seed(job.seed)
+    samples = None
+    if job.calibration is not None:  # a pre-trained model: the grade's first calibration
+        samples = pipeline.first_calibration(dataset(job.calibration.data),
+                                             job.calibration.samples, job.seed)
+    return pipeline.inspect(Path(job.architecture), Path(job.weights), job.weight_bits,
+                            job.activation_bits, job.route, job.seed, samples)
 
 
 @functools.lru_cache(maxsize=2)
-def dataset(path: str, sha256: str, seed: int, validation_split: float, train_limit: int,
-            test_limit: int) -> Split:
+def dataset(spec: jobs.DataSpec) -> Split:
     """MNIST split as the grader configured it; kept between students (sha256 in the key)."""
-    return split(Path(path), seed=seed, validation_split=validation_split,
-                 train_limit=train_limit, test_limit=test_limit)
+    return split(Path(spec.path), seed=spec.seed, validation_split=spec.validation_split,
+                 train_limit=spec.train_limit, test_limit=spec.test_limit)
 
 
 def seed(value: int) -> None:
@@ -173,7 +162,7 @@ def main(argv: list[str]) -> int:
     import cnn2snn  # noqa: F401
     import quantizeml.models  # noqa: F401
 
-    server = Server(protocol)
+    server = Server(protocol, args.memory)
     server.send(id=0, ok={"ready": True, "pid": os.getpid()}, rss_mb=rss_mb(), seconds=0.0)
     server.serve(sys.stdin)
     return 0

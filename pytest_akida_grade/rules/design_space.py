@@ -148,15 +148,34 @@ def _missing_classifier(body: Specs) -> Violation | None:
 # -------------------------------------------------------------------------------- bounded ReLU
 
 
+# ReLUs with no upper bound however they are written: an Activation layer's function, or a layer.
+UNBOUNDED_RELU_FUNCTIONS = frozenset({"relu", "leaky_relu", "elu", "selu", "gelu", "silu",
+                                      "swish", "mish", "softplus"})
+UNBOUNDED_RELU_LAYERS = frozenset({"LeakyReLU", "PReLU", "ELU", "ThresholdedReLU"})
+
+
 def relu_bounded(layers: Specs) -> list[Violation]:
     """Every ReLU is a plain clipped ReLU with a finite max_value; no activations inside layers."""
     found: list[Violation | None] = []
     for layer in layers:
         if cls(layer) == RELU:
             found += [_relu_cap_problem(layer), _relu_shape_problem(layer)]
-        elif cls(layer) != "Activation":  # a standalone Activation is a whitelist matter
+        elif cls(layer) == "Activation" or cls(layer) in UNBOUNDED_RELU_LAYERS:
+            found.append(_unbounded_relu_problem(layer))  # what it is: a whitelist matter
+        else:
             found.append(_inner_activation_problem(layer))
     return [v for v in found if v]
+
+
+def _unbounded_relu_problem(layer: Layer) -> Violation | None:
+    """An Activation('relu') or a LeakyReLU layer is a ReLU with no upper bound."""
+    name = _activation_name(layer) if cls(layer) == "Activation" else cls(layer)
+    if cls(layer) == "Activation" and name not in UNBOUNDED_RELU_FUNCTIONS:
+        return None
+    return Violation.at(
+        CHECK_RELU_BOUNDED, layer,
+        f"{describe(layer)} is a ReLU with no upper bound ({name}), but Akida 1.0 only supports "
+        f"a ReLU with a finite, positive upper bound. Fix: use {BOUNDED_RELU_EXAMPLE}.")
 
 
 def _relu_cap_problem(layer: Layer) -> Violation | None:

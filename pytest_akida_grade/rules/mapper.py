@@ -64,7 +64,25 @@ def _explain_conversion(message: str, layers: Specs) -> str:
         return (f"{describe(layer)} is the first processing layer, but quantizeml only reads the "
                 "8-bit image into a Conv2D. Fix: start the model (after Rescaling) with a "
                 f"keras.layers.Conv2D with at least 2 filters. (quantizeml said: {message})")
-    return message
+    return (f"{_blamed(message, layers)} cannot be converted for Akida 1.0: quantizeml and "
+            f"cnn2snn support only its own layer patterns. {PATTERN_FIX} (the Akida tools "
+            f"said: {message})")
+
+
+PATTERN_FIX = ("Fix: keep to the template's pattern: convolution blocks (Conv2D or "
+               "SeparableConv2D, optional BatchNormalization, MaxPooling2D, "
+               "ReLU(max_value=...)), then Flatten and Dense(10).")
+
+
+def _blamed(message: str, layers: Specs) -> str:
+    """The layer a tool's message names (the first one it mentions), or "the model"."""
+    named = [(message.find(f"{layer.get('name')}"), layer) for layer in layers
+             if layer.get("name") and re.search(rf"\b{re.escape(str(layer.get('name')))}\b",
+                                                 message)]
+    if named:
+        return describe(min(named, key=lambda pair: pair[0])[1])
+    quoted = re.search(r"'(\w+)'", message)
+    return f"layer '{quoted.group(1)}'" if quoted else "the model"
 
 
 def _one_filter(name: str, layers: Specs, *, first: bool) -> str:
@@ -104,7 +122,8 @@ def _explain_mapping(message: str, layers: Specs) -> str:
         issues, raw = [(header.group(1) if header else None, rest)], message
     explanation = _plain(*issues[0], layers)
     if explanation is None:
-        return raw
+        explanation = (f"the AKD1000's mapper could not place "
+                       f"{_blamed(issues[0][0] or raw, layers)} on the chip. {PATTERN_FIX}")
     return f"{explanation} The mapper said:\n{raw}" if "\n" in raw else (
         f"{explanation} (the mapper said: {raw})")
 

@@ -33,6 +33,17 @@ CNP_MAX_INPUT_CHANNELS = {4: {1: 448, 3: 448, 5: 448, 7: 149},
 # A SeparableConv2D maps with this many input channels at every kernel and bit width.
 SEPARABLE_INPUT_CHANNELS_MAPPED = 512
 AKD1000_NPS = 80  # BrainChip's figure for the chip
+# The most neurons (filters) one layer maps with ("num_neurons should be set between 1 and
+# 512"), and the most inputs of a Dense (FNP: "The maximum value is 57334").
+MAPPER_MAX_NEURONS = 512
+MAPPER_MAX_DENSE_INPUTS = 57_334
+# Budgets checked on the exported JSON before the trusted side allocates anything: far beyond
+# any model the virtual AKD1000 maps (the largest we mapped: 1.3 million parameters; one layer's
+# output at most 28 x 28 x 512 = 401,408 values, 0.6 million over a whole model), so they only
+# stop a model no AKD1000 could hold, before it costs the grader gigabytes.
+MAX_PARAMETERS = 16_000_000
+MAX_LAYER_VALUES = 4 * 28 * 28 * MAPPER_MAX_NEURONS
+MAX_MODEL_VALUES = 4_000_000
 # The virtual AKD1000 mesh lists 78 NPs, each able to run a convolution (CNP1), plus the input
 # unit (HRC) that runs the first Conv2D; "N are needed but M are available" counts these 78.
 MAPPER_CNP1_NPS = 78

@@ -1,0 +1,121 @@
+"""The jobs a pytest process sends a warm trusted process (client.py -> server.py), typed.
+
+One frozen dataclass per kind, keyword-only, with its JSON form: both sides import this module,
+so a renamed or missing field fails in mypy or in `from_json` with the field's name, never as a
+KeyError deep in a subprocess. Replies are the stage results of results.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from pytest_akida_grade.results import Declared, ResultError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """The validated MNIST file and how to split it, as the grader configured it."""
+
+    path: str
+    sha256: str
+    seed: int
+    validation_split: float
+    train_limit: int
+    test_limit: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """The grade's first calibration images: `samples` of the training split, seeded."""
+
+    data: DataSpec
+    samples: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inspect:
+    """The fast checks' evidence of a build's hand-over (model.json, weights.npz)."""
+
+    KIND: ClassVar[str] = "inspect"
+    architecture: str
+    weights: str
+    seed: int
+    weight_bits: Declared
+    activation_bits: Declared
+    route: str
+    calibration: Calibration | None = None  # a pre-trained model: the grade's own images
+
+
+@dataclass(frozen=True, kw_only=True)
+class Train:
+    """The default recipe on the training split; the trained weights to `out`."""
+
+    KIND: ClassVar[str] = "train"
+    architecture: str
+    weights: str
+    data: DataSpec
+    out: str
+    epochs: int
+    batch_size: int
+    seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grade:
+    """Float, quantized and Akida accuracy of trained weights; the .fbz to `out`."""
+
+    KIND: ClassVar[str] = "grade"
+    architecture: str
+    weights: str
+    data: DataSpec
+    out: str
+    weight_bits: Declared
+    activation_bits: Declared
+    attempts: int
+    calibration_samples: int
+    seed: int
+    training: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectAndGrade:
+    """Both for a pre-trained model: one conversion serves the Akida 1.0 truth and the grade."""
+
+    KIND: ClassVar[str] = "inspect+grade"
+    inspect: Inspect
+    grade: Grade
+
+
+Job = Inspect | Train | Grade | InspectAndGrade
+KINDS: dict[str, type[Any]] = {kind.KIND: kind for kind in (Inspect, Train, Grade,
+                                                               InspectAndGrade)}
+NESTED: dict[str, type[Any]] = {"data": DataSpec, "calibration": Calibration,
+                                "inspect": Inspect, "grade": Grade}
+
+
+def to_json(job: Job) -> dict[str, Any]:
+    return {"kind": job.KIND, **asdict(job)}
+
+
+def from_json(data: Any) -> Job:
+    """The typed job; ResultError naming what is missing or unknown."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in KINDS:
+        raise ResultError(f"a job of an unknown kind: {kind!r}")
+    job: Job = _build(KINDS[kind], {k: v for k, v in data.items() if k not in ("kind", "id")})
+    return job
+
+
+def _build(kind: type[Any], data: Any) -> Any:
+    if not isinstance(data, dict):
+        raise ResultError(f"{kind.__name__}: expected an object, got {type(data).__name__}")
+    names = {field.name for field in fields(kind)}
+    if set(data) - names:
+        raise ResultError(f"{kind.__name__}: unknown fields {sorted(set(data) - names)}")
+    values = {name: _build(NESTED[name], value) if name in NESTED and value is not None
+              else value for name, value in data.items()}
+    try:
+        return kind(**values)
+    except TypeError as error:
+        raise ResultError(f"{kind.__name__}: {error}") from None
