@@ -43,8 +43,7 @@ TEMPLATE = "the unmodified template (student_models/template.py)"
 # The normalised source hash of student_models/template.py (tests/test_similarity.py keeps it
 # in sync): two students who both hand in the template are not copying each other.
 TEMPLATE_SOURCE = "5265674080fa4dd96215151385f1c5e2ef36209fb677d400c1b112f25ffc431e"
-# Where the weights compared came from: the student's own, or the grader's seeded ones.
-OWN = ("weights file", "train()")
+# Weights the grader made from the seeded build (not the student's own: a weights file, train()).
 SEEDED = ("default recipe", "initial")
 SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 
