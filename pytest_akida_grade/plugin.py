@@ -24,6 +24,7 @@ from pytest_akida_grade.cache import Cache, toolchain_versions
 from pytest_akida_grade.discovery import Submission, is_submission, shard_of
 from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
+from pytest_akida_grade.report import files
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
 from pytest_akida_grade.sandbox import policy as sandbox_policy
 from pytest_akida_grade.settings import Settings, add_options, settings_from_config
@@ -62,7 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.chmod(scratch, 0o711)  # a sandbox's uid may reach its own directory, list nothing
     config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
                                   progress=lambda student, text: progress(config, student, text))
-    config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS])
+    config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS],
+                                      view=_gradescope_view(settings))
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
@@ -81,6 +83,18 @@ def pytest_configure(config: pytest.Config) -> None:
 def _points(settings: Settings) -> dict[str, float]:
     try:
         return catalog.parse_points(settings.points)
+    except catalog.PointsError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _gradescope_view(settings: Settings) -> files.GradescopeView:
+    """akida_visibility, akida_stdout_visibility, akida_leaderboard: a usage error now."""
+    stdout = (settings.stdout_visibility or "").strip()
+    try:
+        return files.GradescopeView(
+            catalog.parse_visibility(settings.visibility),
+            catalog.visibility_of(stdout, "ini akida_stdout_visibility") if stdout else None,
+            catalog.parse_leaderboard(settings.leaderboard))
     except catalog.PointsError as error:
         raise pytest.UsageError(str(error)) from None
 

@@ -53,8 +53,10 @@ class Recorder:
     """Collects outcomes by student; on the xdist controller reports come from every worker."""
 
     def __init__(self, config: pytest.Config, settings: Settings,
-                 points: Mapping[str, float]) -> None:
+                 points: Mapping[str, float],
+                 view: files.GradescopeView | None = None) -> None:
         self.config, self.settings, self.points = config, settings, points
+        self.view = view or files.GradescopeView()  # what Gradescope shows students, and when
         self.records: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
         self.graded = 0
@@ -131,10 +133,7 @@ class Recorder:
                 files.write_csv(records, settings.csv, points)
             if settings.gradescope:
                 files.write_gradescope(records, settings.gradescope, points,
-                                       quality_max=settings.quality_max,
-                                       view=files.GradescopeView(
-                                           settings.visibility, settings.stdout_visibility,
-                                           settings.leaderboard))
+                                       quality_max=settings.quality_max, view=self.view)
         except files.ReportError as error:
             write_line(self.config, f"[akida-grade] {error}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

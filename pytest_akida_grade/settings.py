@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 import pytest
 
-from pytest_akida_grade import catalog
-
 
 def _bad_value(message: str) -> pytest.UsageError:
     """A bad option value: a usage error naming the option and where the value came from."""
@@ -125,19 +123,9 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _visibility(text: str) -> dict[str, str]:
-    return catalog.parse_visibility(text.splitlines(), where="line")
-
-
-def _stdout_visibility(text: str) -> str:
-    return catalog.visibility_of(text.strip(), "akida_stdout_visibility")
-
-
-def _leaderboard(text: str) -> tuple[catalog.LeaderboardColumn, ...]:
-    return catalog.parse_leaderboard(text.splitlines(), where="line")
-
-
 LINE_LISTS = ("points", "students", "visibility", "leaderboard")  # ini keys read a line each
+# Read as lines here, parsed with the catalog by the plugin (an error names the ini key).
+CATALOG_LINES = ("points", "visibility", "leaderboard")
 
 OPTIONS: tuple[Option, ...] = (
     Option("students", "Directories (or single .py files) holding student submissions; each "
@@ -212,13 +200,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("visibility", "Gradescope: when students see each check, one 'check = visibility' a "
            "line (hidden, after_due_date, after_published, visible; a course check by its "
            "function name), 'default = ...' for the others and the submission as a whole.",
-           _visibility, {}),
+           str, None),
     Option("stdout_visibility", "Gradescope: when students see the autograder's output "
            "(hidden, after_due_date, after_published, visible; Gradescope's default: hidden).",
-           _stdout_visibility, None),
+           str, None),
     Option("leaderboard", "Gradescope leaderboard columns, one 'name = metric [asc|desc]' a "
-           "line; metrics: " + ", ".join(catalog.LEADERBOARD_METRICS) + " (asc: lower is "
-           "better; a figure not measured is left out).", _leaderboard, ()),
+           "line; metrics: quality, akida_accuracy, quantized_accuracy, fps, power, memory, NPs, "
+           "parameters (asc: lower is better; a figure not measured is left out).", str, None),
 )
 
 
@@ -251,9 +239,9 @@ class Settings:
     sandbox: Literal["auto", "required", "off"]
     memory_limit: int
     shard: tuple[int, int] | None
-    visibility: dict[str, str]
+    visibility: list[str]
     stdout_visibility: str | None
-    leaderboard: tuple[catalog.LeaderboardColumn, ...]
+    leaderboard: list[str]
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -284,16 +272,14 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
         ini_dirs = [base / p for p in config.getini("akida_students")]
         flag = option.flag or ""
         return [p for value in cli or [] for p in _validated(option, value, flag)] + ini_dirs
-    if option.name == "points":
-        return list(config.getini("akida_points"))
+    if option.name in CATALOG_LINES:
+        return list(config.getini(option.ini_key))
     if cli is not None:
         return _validated(option, str(cli), f"the command line ({option.flag})")
     if option.env and os.environ.get(option.env):
         return _validated(option, os.environ[option.env], f"the {option.env} environment variable")
     if option.ini:
         raw = config.getini(option.ini_key)
-        if isinstance(raw, list):
-            raw = "\n".join(raw)
         if raw not in ("", None, []):
             return _validated(option, str(raw), f"the ini setting {option.ini_key}")
     return option.default

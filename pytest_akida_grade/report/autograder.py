@@ -35,7 +35,6 @@ import iniconfig
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.fileio import atomic_write
-from pytest_akida_grade.report.files import GradescopeView
 
 DISTRIBUTION = "pytest-akida-grade"
 PACKAGE = "pytest_akida_grade"
@@ -413,12 +412,14 @@ def results_settings(ini: str | os.PathLike[str]) -> tuple[list[str], float | No
     return _lines(table.get("akida_points", "")), quality_max
 
 
-def results_view(ini: str | os.PathLike[str]) -> GradescopeView:
-    """What students see and when (visibility, stdout, leaderboard) per the autograder's ini."""
+def results_view(ini: str | os.PathLike[str]) -> tuple[
+        dict[str, str], str | None, tuple[catalog.LeaderboardColumn, ...]]:
+    """What students see and when per the autograder's ini: (akida_visibility,
+    akida_stdout_visibility, akida_leaderboard), files.GradescopeView's fields."""
     table = read_ini(ini)
     stdout = table.get("akida_stdout_visibility", "").strip()
     try:
-        return GradescopeView(
+        return (
             catalog.parse_visibility(_lines(table.get("akida_visibility", "")),
                                      where=f"{ini}: akida_visibility"),
             catalog.visibility_of(stdout, f"{ini}: akida_stdout_visibility") if stdout else None,

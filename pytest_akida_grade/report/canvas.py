@@ -16,13 +16,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pytest_akida_grade.report.files import ReportError, format_number
-
 DEFAULT_MATCH = "SIS Login ID"
 STUDENT = "Student"  # Canvas's name column: its non-student rows have no name or a label
 NOT_STUDENTS = ("", "Points Possible")
 ROSTER_STUDENT = "student"  # the roster's column of graded file stems (import-submissions)
 BOM = "\ufeff"
+
+
+class ReportError(Exception):
+    """The export, the roster or the assignment cannot be used; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def _key(text: str) -> str:
     return text.strip().casefold()
 
 
-def _keys(grades: Mapping[str, float], roster: Mapping[str, str] | None) -> dict[str, str]:
+def _keys(grades: Mapping[str, str], roster: Mapping[str, str] | None) -> dict[str, str]:
     """gradebook key -> graded student (a student missing from the roster has none)."""
     keys = {}
     for student in grades:
@@ -103,9 +105,10 @@ def _keys(grades: Mapping[str, float], roster: Mapping[str, str] | None) -> dict
     return keys
 
 
-def fill(text: str, grades: Mapping[str, float], *, assignment: str, match: str = DEFAULT_MATCH,
+def fill(text: str, grades: Mapping[str, str], *, assignment: str, match: str = DEFAULT_MATCH,
          roster: Mapping[str, str] | None = None, where: str = "--gradebook") -> Filled:
-    """The export with the assignment's column filled; refuses (ReportError) what it cannot."""
+    """The export with the assignment's column filled with `grades` (student -> points as
+    written); refuses (ReportError) what it cannot."""
     rows = _rows(text, where)
     header = rows[0]
     column = assignment_column(header, assignment, where)
@@ -123,7 +126,7 @@ def fill(text: str, grades: Mapping[str, float], *, assignment: str, match: str 
             continue
         if student in filled:
             raise ReportError(f"{where}: two rows match {student!r} by {match!r}")
-        row[column] = format_number(grades[student])
+        row[column] = grades[student]
         filled.append(student)
     return Filled(_written(text, rows), tuple(filled),
                   tuple(sorted(set(grades) - set(filled))), tuple(without), header[column],

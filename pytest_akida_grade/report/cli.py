@@ -165,7 +165,8 @@ def _single_record(path: str) -> dict[str, Any]:
 
 def _results_command(args: argparse.Namespace) -> int:
     lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
-    view = autograder.results_view(args.ini) if args.ini else files.GradescopeView()
+    view = files.GradescopeView(*autograder.results_view(args.ini)) if args.ini \
+        else files.GradescopeView()
     if args.quality_max is not None:
         quality_max = args.quality_max
     if quality_max is not None:
@@ -182,8 +183,9 @@ def _results_command(args: argparse.Namespace) -> int:
 
 def _canvas_command(args: argparse.Namespace) -> int:
     records = files.read_json(args.grades)
-    grades = {str(r["student"]): float(r["points"]) if files.is_number(r.get("points"))
-              else catalog.score(r, catalog.DEFAULT_POINTS)[0] for r in records}
+    grades = {str(r["student"]): format_number(r["points"] if files.is_number(r.get("points"))
+                                               else catalog.score(r, catalog.DEFAULT_POINTS)[0])
+              for r in records}
     roster = canvas.read_roster(args.roster, args.match) if args.roster else None
     done = canvas.fill(canvas.read_gradebook(args.gradebook), grades, assignment=args.assignment,
                        match=args.match, roster=roster, where=f"--gradebook {args.gradebook}")
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError) as exc:
+    except (ReportError, autograder.AutograderError, catalog.PointsError,
+            canvas.ReportError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
