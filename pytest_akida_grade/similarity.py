@@ -186,10 +186,11 @@ def _weights_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
         return None
     figures = ", ".join(f"{c:.4f}" for c in found)
     if a.get("weights") in SEEDED and b.get("weights") in SEEDED:
-        return ("the same architecture, and neither handed in weights nor train(): the grader's "
-                "seeded default recipe gives the same architecture the same weights, so this "
-                f"alone is not copying (per-layer correlation {figures})")
-    return (f"the same architecture and near-identical weights, filters in any order "
+        return ("the same layer types and weight shapes, and neither handed in weights nor "
+                "train(): the grader's seeded default recipe gives such models the same weights, "
+                f"so this alone is not copying (per-layer correlation {figures})")
+    return (f"the same layer types and weight shapes and near-identical weights, filters in any "
+            "order "
             f"(per-layer correlation {figures}; {a.get('weights')} / {b.get('weights')})")
 
 
