@@ -32,7 +32,7 @@ sandbox:
 
 grade: setup
 	mkdir -p reports
-	$(BIN)/pytest student_models --html=reports/report.html --self-contained-html \
+	$(BIN)/pytest student_models course_checks --html=reports/report.html --self-contained-html \
 		--akida-json=reports/grades.json --akida-csv=reports/gradebook.csv $(PYTEST_ARGS) \
 		|| test $$? -eq 1  # failing students are grades, not a broken run
 

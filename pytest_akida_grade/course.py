@@ -1,5 +1,7 @@
 """A course's own checks are ordinary pytest tests, through two fixtures (registered by plugin.py).
+They live in the course checks' directory (akida_course_checks), never among the students:
 
+    # course_checks/test_course.py
     def test_at_most_20000_parameters(akida_student):
         assert akida_student.params <= 20_000
 
@@ -115,6 +117,7 @@ def akida_student(request: pytest.FixtureRequest) -> Student:
     name = getattr(request.node, "originalname", request.node.name)
     request.node.user_properties.append(("akida_student", submission.name))
     request.node.user_properties.append(("akida_check", name))
+    request.node.user_properties.append(("akida_file", submission.path.name))
     return Student(submission, grader_of(request.config))
 
 

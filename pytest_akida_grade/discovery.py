@@ -1,26 +1,42 @@
-"""Which files are submissions, what identifies one (its name, source and weights), and which
-part of a sharded class it belongs to."""
+"""Which files are submissions, what identifies one (its name, source and weights), what a
+students folder holds that is not graded (and why), and which part of a sharded class a student
+belongs to.
+
+A module whose file name is not a plain Python name (`john-doe.py`, `Jane Smith.py`, `José.py`,
+`2nd.py`) is graded under a normalised name (`john_doe`, `Jane_Smith`, `Jose`, `student_2nd`); two
+files normalising alike are both graded, the later (by file name) with `_2`, `_3`... The student
+name is what test ids, cache keys, reports and shards use; the record keeps the file name.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import keyword
+import os
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_akida_grade.fileio import file_sha256
 
 WEIGHTS_SUFFIX = ".weights.h5"
+ROSTER = "roster.csv"  # written by import-submissions beside the modules: not a submission
+# Not handed in: the importer's roster and pytest's own files (a class graded in its project root).
+NOT_HANDED_IN = (ROSTER, "__pycache__", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
+ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar", ".gz")
+IMPORT_HINT = "python -m pytest_akida_grade import-submissions"
 
 
 @dataclass(frozen=True)
 class Submission:
-    name: str
+    name: str  # the student: a plain Python name, unique in the class
     path: Path
 
     @property
     def weights_path(self) -> Path:
-        """`<name>.weights.h5` beside the module: loaded instead of training when present."""
-        return self.path.with_name(self.name + WEIGHTS_SUFFIX)
+        """`<file stem>.weights.h5` beside the module: loaded instead of training when present."""
+        return self.path.with_name(self.path.stem + WEIGHTS_SUFFIX)
 
     def fingerprint(self) -> dict[str, str | None]:
         """Hashes of everything of the student's that grading depends on."""
@@ -31,14 +47,46 @@ class Submission:
         }
 
 
+@dataclass(frozen=True)
+class NotGraded:
+    """A file (or folder) of a students folder that is not graded: why, and what to do."""
+    file: str
+    reason: str
+    fix: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "reason": self.reason, "fix": self.fix}
+
+
+def is_pytest_name(name: str) -> bool:
+    """A file pytest itself would import (conftest, test modules, packages): never a student's."""
+    stem = name.lower().removesuffix(".py")  # lower: on a case-blind disk Test_x.py is test_x
+    return (stem in ("conftest", "__init__") or stem.startswith("test_")
+            or stem.endswith("_test"))
+
+
+def is_plain_name(stem: str) -> bool:
+    """A student name as it is: ASCII, a Python name, not a keyword nor a pytest file's stem."""
+    return (stem.isascii() and stem.isidentifier() and not keyword.iskeyword(stem)
+            and not stem.startswith("_") and not is_pytest_name(stem))
+
+
+def normalise(stem: str) -> str:
+    """A plain name for any file stem: accents dropped, other characters runs of `_`."""
+    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9]+", "_", ascii_text).strip("_") or "student"
+    if name[0].isdigit() or name.lower().startswith("test_") or \
+            name.lower() in ("test", "conftest", "init"):
+        name = "student_" + name
+    if name.lower().endswith("_test") or keyword.iskeyword(name):
+        name += "_py"
+    return name
+
+
 def is_submission_name(path: Path) -> bool:
-    """`<name>.py`, not private (`_x.py`) and not a test module (`test_x.py`)."""
-    return (
-        path.suffix == ".py"
-        and not path.name.startswith(("_", "test_"))
-        and path.name != "conftest.py"
-        and path.stem.isidentifier()
-    )
+    """`<anything>.py`, not private (`_x.py`) and not a file pytest imports (`test_x.py`)."""
+    return (path.suffix == ".py" and path.stem != "" and not path.name.startswith("_")
+            and not is_pytest_name(path.name))
 
 
 def is_submission(path: Path, student_dirs: list[Path]) -> bool:
@@ -53,16 +101,86 @@ def is_submission(path: Path, student_dirs: list[Path]) -> bool:
     return False
 
 
-def find_class(entries: list[Path], shard: tuple[int, int] | None = None) -> list[Submission]:
-    """Every submission of these students directories (or files), in shard `I/N` when given."""
-    found: dict[str, Submission] = {}
+def _listing(entries: list[Path]) -> list[Path]:
+    """The files of these students directories (or the files themselves), each once."""
+    seen: dict[Path, None] = {}
     for entry in entries:
         paths = sorted(entry.iterdir()) if entry.is_dir() else [entry]
-        for path in paths:
-            if path.is_file() and is_submission_name(path):
-                found.setdefault(path.stem, Submission(path.stem, path.resolve()))
-    return [s for name, s in sorted(found.items())
+        seen.update((path.resolve(), None) for path in paths)
+    return list(seen)
+
+
+def student_names(entries: list[Path]) -> dict[Path, str]:
+    """Each submission's student name, by resolved path: a plain stem stays itself, the others
+    are normalised, and a name already taken gets `_2`, `_3`... (in file name order)."""
+    modules = [p for p in _listing(entries) if p.is_file() and is_submission_name(p)]
+    modules.sort(key=lambda p: (p.name, str(p)))
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for plain in (True, False):  # plain names first: john_doe.py keeps john_doe
+        for path in modules:
+            if is_plain_name(path.stem) != plain:
+                continue
+            names[path] = unique(path.stem if plain else normalise(path.stem), taken)
+    return names
+
+
+def unique(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`... the first not taken yet (then taken)."""
+    name, count = base, 1
+    while name in taken:
+        count += 1
+        name = f"{base}_{count}"
+    taken.add(name)
+    return name
+
+
+def find_class(entries: list[Path], shard: tuple[int, int] | None = None) -> list[Submission]:
+    """Every submission of these students directories (or files), in shard `I/N` when given."""
+    found = sorted((name, path) for path, name in student_names(entries).items())
+    return [Submission(name, path) for name, path in found
             if shard is None or shard_of(name, shard[1]) == shard[0]]
+
+
+def not_graded(entries: list[Path]) -> list[NotGraded]:
+    """What the students directories hold that is not graded, each with the reason and the fix.
+    Hidden files, the importer's roster and the files pytest itself reads are left out."""
+    listing = _listing([e for e in entries if e.is_dir()])
+    modules = {p.name for p in listing if p.is_file() and is_submission_name(p)}
+    found = []
+    for path in listing:
+        name = path.name
+        module = name.removesuffix(WEIGHTS_SUFFIX) + ".py"  # of weights: graded with it
+        if name.startswith(".") or name in NOT_HANDED_IN or is_pytest_name(name) \
+                or name in modules or (name.endswith(WEIGHTS_SUFFIX) and
+                                       (module in modules or is_pytest_name(module))):
+            continue
+        found.append(_why_not(path, modules))
+    return sorted(found, key=lambda item: item.file)
+
+
+def _why_not(path: Path, modules: set[str]) -> NotGraded:
+    name, lower = path.name, path.name.lower()
+    if path.is_dir():
+        return NotGraded(name, "a folder: only the files directly in the students folder are "
+                         "graded", f"put its <name>.py in the students folder (an LMS download: "
+                         f"{IMPORT_HINT})")
+    if lower.endswith(WEIGHTS_SUFFIX):
+        module = name[: -len(WEIGHTS_SUFFIX)] + ".py"
+        return NotGraded(name, f"weights without their module: no {module} beside them",
+                         f"hand in {module} (defining build_model()) with the weights")
+    if lower.endswith(".ipynb"):
+        return NotGraded(name, "a notebook is not graded",
+                         "export the notebook's build_model() module as a .py file "
+                         "(File > Download as > Python) and hand that in")
+    if lower.endswith(ARCHIVES):
+        return NotGraded(name, "an archive is not unpacked",
+                         f"unpack it into the students folder (an LMS download: {IMPORT_HINT})")
+    if path.suffix == ".py":  # _private.py
+        return NotGraded(name, "a name starting with _ is a private module, not a submission",
+                         "rename it without the leading _ to grade it")
+    return NotGraded(name, "not a Python module",
+                     "hand in the model as <name>.py (and its weights as <name>.weights.h5)")
 
 
 def shard_of(name: str, count: int) -> int:
@@ -70,3 +188,34 @@ def shard_of(name: str, count: int) -> int:
     of files or of the machine, so every machine splits a class the same way."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def pytest_would_import(name: str) -> bool:
+    """A module of a pytest name (its default python_files, conftest, a package's __init__), or
+    a `.pth` (run by `site` wherever it lands)."""
+    lower = name.lower()
+    return lower.endswith(".pth") or (lower.endswith(".py") and is_pytest_name(name))
+
+
+def code_pytest_would_import(entry: Path) -> list[Path]:
+    """Every file in a students directory (subdirectories too, links followed once) that
+    pytest would import; for a single file, the file itself when named so."""
+    if not entry.is_dir():
+        return [entry] if entry.is_file() and pytest_would_import(entry.name) else []
+    found: list[Path] = []
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(entry, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree: walked already
+            subfolders.clear()
+            continue
+        seen.add(real)
+        subfolders.sort()
+        found += [Path(folder, name) for name in sorted(files) if pytest_would_import(name)]
+    return found
+
+
+def is_inside(path: Path, entry: Path) -> bool:
+    """`path` is `entry` or lies anywhere below it (both resolved)."""
+    path, entry = path.resolve(), entry.resolve()
+    return path == entry or entry in path.parents

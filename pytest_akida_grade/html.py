@@ -36,8 +36,10 @@ class HtmlIntegration:
     """pytest-html hooks; `records()` gives the student records (without points) at the end."""
 
     def __init__(self, records: Callable[[], list[dict[str, Any]]],
-                 points: Mapping[str, float], quality_max: float) -> None:
+                 points: Mapping[str, float], quality_max: float,
+                 not_graded: Callable[[], list[dict[str, str]]] = list) -> None:
         self.records = records
+        self.not_graded = not_graded
         self.points = points
         self.quality_max = quality_max
 
@@ -65,7 +67,9 @@ class HtmlIntegration:
 
     def pytest_html_results_summary(self, prefix: list[str], summary: list[str],
                                     postfix: list[str], session: Any) -> None:
-        records = self.records()
+        records, left_out = self.records(), self.not_graded()
+        if left_out:
+            prefix.append(table.not_graded_html(left_out))
         if not records:
             return
         prefix.append(table.class_table_html(catalog.with_points(records, self.points),

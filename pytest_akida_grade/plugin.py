@@ -21,20 +21,29 @@ import pytest
 
 from pytest_akida_grade import catalog, course, data, scrub
 from pytest_akida_grade.cache import Cache, toolchain_versions
-from pytest_akida_grade.discovery import Submission, is_submission, shard_of
+from pytest_akida_grade.discovery import (
+    Submission,
+    code_pytest_would_import,
+    is_inside,
+    is_submission,
+    shard_of,
+    student_names,
+)
 from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
 from pytest_akida_grade.report import files
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
 from pytest_akida_grade.sandbox import policy as sandbox_policy
-from pytest_akida_grade.settings import Settings, add_options, settings_from_config
+from pytest_akida_grade.settings import Settings, add_options, directories, settings_from_config
 
 log = logging.getLogger("pytest_akida_grade")
 GRADER = course.GRADER
 SETTINGS = pytest.StashKey[Settings]()
 RECORDER = pytest.StashKey[Recorder]()
 POINTS = pytest.StashKey[Mapping[str, float]]()
+NAMES = pytest.StashKey[dict[Path, str]]()
 SANDBOX = pytest.StashKey[sandbox_policy.Policy]()
+NAMED_AT_MOST = 50  # files named by the usage error (a whole venv in a class folder: the rest)
 
 
 # ---------------------------------------------------------------------------- options
@@ -47,13 +56,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
                                   args: list[str]) -> None:
-    """A bare `--akida-device` means the first board; argparse alone would eat a path after it."""
+    """Before pytest imports any conftest (ours runs first): a students directory holding code
+    pytest would import is a usage error. A bare `--akida-device` means the first board;
+    argparse alone would eat a path after it."""
+    refuse_code_in_students_dirs(directories(early_config, "students", early=True))
     args[:] = ["--akida-device=first" if arg == "--akida-device" else arg for arg in args]
+
+
+def refuse_code_in_students_dirs(entries: list[Path]) -> None:
+    """Student files are data: one named so that pytest imports it (conftest.py, test_*.py,
+    __init__.py, ...) would run in this process, with the grader's rights, outside any sandbox."""
+    found = list({path.resolve(): path for entry in entries if entry.exists()
+                  for path in code_pytest_would_import(entry)}.values())
+    if not found:
+        return
+    raise pytest.UsageError(
+        "a students directory holds files that pytest would import, running them in the "
+        "grader itself (submissions only ever run in the sandbox):\n"
+        + "".join(f"    {path}\n" for path in found[:NAMED_AT_MOST])
+        + (f"    and {len(found) - NAMED_AT_MOST} more\n" if len(found) > NAMED_AT_MOST else "")
+        + "A student's file: rename it to the student's name (e.g. alice.py) and it is graded "
+        "as a submission, in the sandbox. An instructor's file (a course check or its "
+        "conftest.py): move it to the course checks' directory (ini akida_course_checks, "
+        "--akida-course-checks DIR). Anything else (__init__.py, a .pth): delete it.")
 
 
 @pytest.hookimpl(trylast=True)  # after cacheprovider has set config.cache
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from_config(config)
+    refuse_code_in_students_dirs(settings.students)  # again, for a plugin loaded late
     config.stash[SETTINGS] = settings
     config.stash[POINTS] = _points(settings)  # a bad line is a usage error now, not at the end
     cache = Cache(None if settings.no_cache else _cache_root(config, settings),
@@ -64,11 +95,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
                                   progress=lambda student, text: progress(config, student, text))
     config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS],
+                                      lambda path: student_name(config, path),
                                       view=_gradescope_view(settings))
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
-    _add_student_dirs(config)
+    _add_student_dirs(config, settings)
     _group_students_under_xdist(config)
     _describe_sandbox_in_the_html_report(config)
     if config.pluginmanager.hasplugin("html"):
@@ -76,7 +108,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
         recorder = config.stash[RECORDER]
         config.pluginmanager.register(
-            HtmlIntegration(recorder.sorted_records, config.stash[POINTS], settings.quality_max),
+            HtmlIntegration(recorder.sorted_records, config.stash[POINTS], settings.quality_max,
+                            recorder.not_graded),
             "akida-grade-html")
 
 
@@ -116,15 +149,36 @@ def _cache_root(config: pytest.Config, settings: Settings) -> Path:
     return config.rootpath / ".pytest_cache" / "d" / "akida-grade"
 
 
-def _add_student_dirs(config: pytest.Config) -> None:
-    """`--akida-students DIR` grades DIR from anywhere: it joins (or replaces) the paths."""
+def _add_student_dirs(config: pytest.Config, settings: Settings) -> None:
+    """`--akida-students DIR` grades DIR from anywhere: it joins (or replaces) the paths. The
+    course checks join a run of the class: `--akida-course-checks DIR` always, the ini's
+    directories unless paths were named on the command line without `--akida-students`."""
     cli = [Path(p).expanduser() for p in config.getoption("akida_students") or []]
+    checks_cli = [Path(p).expanduser() for p in config.getoption("akida_course_checks") or []]
     for path in cli:
         if not path.exists():
             raise pytest.UsageError(f"--akida-students {path}: no such file or directory")
-    if cli:
-        explicit = config.args_source == pytest.Config.ArgsSource.ARGS
-        config.args = ([*config.args] if explicit else []) + [str(p) for p in cli]
+    for path in settings.course_checks:
+        if not path.is_dir():
+            raise pytest.UsageError(f"course checks directory {path} (akida_course_checks, "
+                                    "--akida-course-checks): no such directory")
+    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+    args = ([*config.args] if explicit or not cli else []) + [str(p) for p in cli]
+    checks = settings.course_checks if cli or not explicit else checks_cli
+    config.args = args + [str(p) for p in checks if not _collected(p, args)]
+
+
+def _collected(path: Path, args: list[str]) -> bool:
+    """Whether pytest collects `path` already, from one of these paths (or node ids)."""
+    return any(is_inside(path, Path(arg.split("::")[0])) for arg in args)
+
+
+def student_name(config: pytest.Config, path: Path) -> str:
+    """The student a module is graded as (discovery.student_names over the whole class)."""
+    if NAMES not in config.stash:
+        config.stash[NAMES] = student_names(config.stash[SETTINGS].students)
+    path = path.resolve()
+    return config.stash[NAMES].get(path) or student_names([path])[path]
 
 
 def _group_students_under_xdist(config: pytest.Config) -> None:
@@ -183,12 +237,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None
 def pytest_collect_file(file_path: Path, parent: pytest.Collector
                         ) -> Generator[None, list[pytest.Collector] | None,
                                        list[pytest.Collector] | None]:
-    """Submissions are graded, never imported: replace any Python module pytest made of one."""
+    """Submissions are graded, never imported: no Python module pytest makes of a file in a
+    students directory is kept; a submission becomes a StudentFile."""
     collected = yield
     settings = parent.config.stash.get(SETTINGS, None)
-    if settings is None or not is_submission(file_path, settings.students):
+    if settings is None or not any(is_inside(file_path, entry) for entry in settings.students):
         return collected
+    # Whatever python_files or --doctest-modules say, no file here is imported.
     kept = [node for node in collected or [] if not isinstance(node, pytest.Module)]
+    if not is_submission(file_path, settings.students):
+        return kept
     return [*kept, StudentFile.from_parent(parent, path=file_path)]
 
 
@@ -225,7 +283,7 @@ class StudentFile(pytest.File):
     """One submission; its items are the checks, in grading order."""
 
     def collect(self) -> Iterator[CheckItem]:
-        submission = Submission(self.path.stem, self.path)
+        submission = Submission(student_name(self.config, self.path), self.path)
         for check in catalog.NAMES:
             yield CheckItem.from_parent(self, name=check, submission=submission, check=check)
 
@@ -260,6 +318,7 @@ class CheckItem(pytest.Item):
         self.add_marker(pytest.mark.akida_check(check))
         self.user_properties.append(("akida_student", submission.name))
         self.user_properties.append(("akida_check", check))
+        self.user_properties.append(("akida_file", submission.path.name))
 
     def setup(self) -> None:
         """Run the stage this check needs; the grader's own failures are errors, not fails."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, similarity
+from pytest_akida_grade import catalog, discovery, roster, similarity
 from pytest_akida_grade.report import files
 from pytest_akida_grade.settings import Settings
 
@@ -52,10 +52,12 @@ def write_line(config: pytest.Config, line: str) -> None:
 class Recorder:
     """Collects outcomes by student; on the xdist controller reports come from every worker."""
 
-    def __init__(self, config: pytest.Config, settings: Settings,
-                 points: Mapping[str, float],
+    def __init__(self, config: pytest.Config, settings: Settings, points: Mapping[str, float],
+                 name_of: Callable[[Path], str] = lambda path: path.stem,
                  view: files.GradescopeView | None = None) -> None:
         self.config, self.settings, self.points = config, settings, points
+        self.name_of = name_of  # a module's student name (discovery.student_names)
+        self._roster: list[roster.Entry] | None = None  # read once, at the end
         self.view = view or files.GradescopeView()  # what Gradescope shows students, and when
         self.records: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
@@ -76,7 +78,8 @@ class Recorder:
         for nodeid in ids:
             path, _, check = nodeid.partition("::")
             if check in catalog.BY_NAME:
-                self.pending.setdefault(Path(path).stem, set()).add(check)
+                student = self.name_of(self.config.rootpath / path)
+                self.pending.setdefault(student, set()).add(check)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         properties = dict(report.user_properties)
@@ -92,6 +95,8 @@ class Recorder:
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
+        if properties.get("akida_file"):
+            record["file"] = properties["akida_file"]
         record["checks"][check] = {
             "outcome": outcome,
             "message": properties.get("akida_message") or _longrepr_text(report)}
@@ -118,7 +123,27 @@ class Recorder:
             write_line(self.config, str(warning_message.message))
 
     def sorted_records(self) -> list[dict[str, Any]]:
-        return [self.records[name] for name in sorted(self.records)]
+        """The records by student, with the roster's late flag and file names when there is
+        one (import-submissions writes it beside the modules)."""
+        return roster.annotate([self.records[name] for name in sorted(self.records)],
+                               self._roster_entries())
+
+    def _roster_entries(self) -> list[roster.Entry]:
+        if self._roster is None:
+            self._roster = []
+            for folder in self.settings.students:
+                path = folder / roster.NAME
+                if not path.is_file():
+                    continue
+                try:
+                    self._roster += roster.read(path)
+                except roster.RosterError as error:
+                    write_line(self.config, f"[akida-grade] {error}: the roster is ignored")
+        return self._roster
+
+    def not_graded(self) -> list[dict[str, str]]:
+        """What the students folders hold that is not graded, with the reason and the fix."""
+        return [item.as_dict() for item in discovery.not_graded(self.settings.students)]
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -128,7 +153,8 @@ class Recorder:
         records = catalog.with_points(self.sorted_records(), points)
         try:
             if settings.json:
-                files.write_json(records, settings.json, similar=similarity.similar_pairs(records))
+                files.write_json(records, settings.json, not_graded=self.not_graded(),
+                                 similar=similarity.similar_pairs(records))
             if settings.csv:
                 files.write_csv(records, settings.csv, points)
             if settings.gradescope:
@@ -139,11 +165,17 @@ class Recorder:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records:
+        if hasattr(self.config, "workerinput"):
+            return
+        left_out = self.not_graded()
+        if not self.records and not left_out:
             return
         terminalreporter.section("akida grades")
         for record in self.sorted_records():
             terminalreporter.write_line(_summary_line(record))
+        for item in left_out:
+            terminalreporter.write_line(f"{item['file']}: not graded: {item['reason']}; "
+                                        f"fix: {item['fix']}")
 
 
 def _summary_line(record: dict[str, Any]) -> str:
@@ -160,7 +192,10 @@ def _summary_line(record: dict[str, Any]) -> str:
         names = [name for name, c in outcomes.items() if c["outcome"] == outcome]
         if names:
             figures.append(f"{outcome}: " + ", ".join(names))
-    return f"{record['student']}: " + "; ".join(figures)
+    file, late = record.get("file"), " (late)" if record.get("late") else ""
+    shown = record["student"] if file in (None, f"{record['student']}.py") \
+        else f"{record['student']} ({file})"
+    return f"{shown}{late}: " + "; ".join(figures)
 
 
 def _longrepr_text(report: pytest.TestReport) -> str:

@@ -123,7 +123,6 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
-LINE_LISTS = ("points", "students", "visibility", "leaderboard")  # ini keys read a line each
 # Read as lines here, parsed with the catalog by the plugin (an error names the ini key).
 CATALOG_LINES = ("points", "visibility", "leaderboard")
 
@@ -131,6 +130,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("students", "Directories (or single .py files) holding student submissions; each "
            "<name>.py in them is graded. Default: none besides files named on the command line "
            "inside an ini-listed directory.", _paths, [], flag="--akida-students",
+           cli_kwargs={"action": "append", "metavar": "DIR"}),
+    Option("course_checks", "Directories of the course's own checks (test_*.py files asking for "
+           "the akida_student fixture, and their conftest.py): collected with the students, "
+           "never inside a students directory.", _paths, [], flag="--akida-course-checks",
            cli_kwargs={"action": "append", "metavar": "DIR"}),
     Option("timeout", "Wall-clock limit in seconds for building and inspecting one submission "
            "in its child process (default 120).", _positive_float, 120.0, flag="--akida-timeout",
@@ -210,9 +213,14 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
+_BY_NAME = {option.name: option for option in OPTIONS}
+DIRECTORIES = ("students", "course_checks")  # lists of paths: flag appends, ini lines
+
+
 @dataclass(frozen=True)
 class Settings:
     students: list[Path]
+    course_checks: list[Path]
     timeout: float
     grade_timeout: float
     mnist: Path | None
@@ -251,7 +259,7 @@ def add_options(parser: pytest.Parser) -> None:
             kwargs = {"dest": f"akida_{option.name}", "default": None, **option.cli_kwargs}
             group.addoption(option.flag, help=option.help, **kwargs)
         if option.ini:
-            if option.name in LINE_LISTS:
+            if option.name in (*CATALOG_LINES, *DIRECTORIES):
                 parser.addini(option.ini_key, option.help, type="linelist")
             else:
                 parser.addini(option.ini_key, option.help, type="string")
@@ -265,13 +273,24 @@ def _validated(option: Option, raw: str, where: str) -> Any:
         raise _bad_value(message) from None
 
 
+def directories(config: pytest.Config, name: str, *, early: bool = False) -> list[Path]:
+    """`students` or `course_checks`: the flag's (from the current directory), then the ini's
+    (from the ini file's directory). `early`: before pytest's final parse of the command line
+    (pytest_load_initial_conftests), the flag is read from the arguments parsed so far."""
+    option = _BY_NAME[name]
+    dest = f"akida_{name}"
+    cli = (getattr(config.known_args_namespace, dest, None) if early
+           else config.getoption(dest, None))
+    base = config.inipath.parent if config.inipath else config.rootpath
+    flag = option.flag or ""
+    return ([p for value in cli or [] for p in _validated(option, value, flag)]
+            + [base / p for p in config.getini(option.ini_key)])
+
+
 def _resolve(config: pytest.Config, option: Option) -> Any:
+    if option.name in DIRECTORIES:
+        return directories(config, option.name)
     cli = config.getoption(f"akida_{option.name}", None) if option.flag else None
-    if option.name == "students":
-        base = config.inipath.parent if config.inipath else config.rootpath
-        ini_dirs = [base / p for p in config.getini("akida_students")]
-        flag = option.flag or ""
-        return [p for value in cli or [] for p in _validated(option, value, flag)] + ini_dirs
     if option.name in CATALOG_LINES:
         return list(config.getini(option.ini_key))
     if cli is not None:

@@ -28,6 +28,10 @@ THREE_CONVS = REPO / "student_models" / "three_convs.py"
 FAST_ARGS = "-k 'not accuracy and not hardware_quality'"  # the seconds-long checks only
 PINS = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy", "pytest",
         "pytest-html", "filelock")
+# Names pytest imports of its own accord; imported, each file writes its marker.
+TEST_NAMES = ("conftest.py", "test_model.py", "model_test.py")
+MARKER = ("import pathlib\nmarker = pathlib.Path({path!r})\n"
+          "marker.parent.mkdir(exist_ok=True)\nmarker.write_text('imported')\n")
 RUN_TIMEOUT = 300  # seconds for run_autograder: ~15 s here, more on a busy machine
 
 # Gradescope's documented results.json fields (autograder specifications).
@@ -134,6 +138,7 @@ def test_it_writes_a_zip_with_setup_run_autograder_and_the_settings(
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text('[tool.pytest.ini_options]\ntestpaths = ["student_models"]\n'
                          'akida_students = "student_models"\naddopts = "-p no:randomly"\n'
+                         'akida_course_checks = "course_checks"\n'
                          'akida_epochs = 3\nakida_points = ["loads = 2", "hardware_quality = 0"]\n')
     status, built, err = _build(tmp_path, capsys, "--ini", str(pyproject),
                                 "--option", "akida_timeout=60",
@@ -141,6 +146,7 @@ def test_it_writes_a_zip_with_setup_run_autograder_and_the_settings(
                                 f"--pytest-args={FAST_ARGS}")
     assert status == 0, err
     assert "akida_students left out" in err
+    assert "akida_course_checks left out: the zip holds no course checks" in err
     with zipfile.ZipFile(built) as archive:
         modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in archive.infolist()}
     assert modes == {"setup.sh": 0o755, "run_autograder": 0o755, "pytest.ini": 0o644,
@@ -360,15 +366,18 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     view = tmp_path / "course.ini"
     view.write_text(COURSE_VIEW)
-    status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=60",
+    status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=300",
                                 f"--pytest-args={FAST_ARGS}", "--ini", str(view))
     assert status == 0, err
     assert "    akida_accuracy = after_due_date\n" in _zip_text(built, "pytest.ini")
-    # A test_*.py would run inside the grader: it is never copied, so it never runs.
-    root = _autograder_root(tmp_path, built, {
-        "alice.py": THREE_CONVS, "test_mine.py": "def test_x():\n    raise SystemExit(9)\n"})
+    # Files pytest would import would run inside the grader: never copied, so they never run.
+    # A module named as students name them (not a Python name) is graded under a plain name.
+    markers = tmp_path / "markers"
+    root = _autograder_root(tmp_path, built, {"my-model.py": THREE_CONVS, **{
+        name: MARKER.format(path=str(markers / name)) for name in TEST_NAMES}})
     done = _run_autograder(root)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert not markers.exists()  # none of the files named like a test was imported
     assert "akida-grade sandbox: " in done.stdout  # a sandbox of the plugin's choosing ran
     result = _strict_json(root / "results" / "results.json")
     assert _gradescope_problems(result) == []
@@ -379,7 +388,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
         "Not run, so it counts as failed."}  # deselected by the instructor's -k
     assert result["score"] == sum(test["score"] for test in result["tests"]) == sum(
         catalog.DEFAULT_POINTS[name] for name in catalog.FAST)
-    assert result["output"].startswith("alice: 6 / 20 points.")
+    assert result["output"].startswith("my_model: 6 / 20 points.")
     assert isinstance(result["execution_time"], int) and result["execution_time"] >= 1
     assert tests["akida_accuracy"]["visibility"] == "after_due_date"
     assert tests["loads"]["visibility"] == result["visibility"] == "visible"
@@ -389,20 +398,26 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
 
 @pytest.mark.parametrize(("files", "message"), [
     ({"notes.txt": "hi"}, "No model file found"),
+    ({"mnist.ipynb": "{{}}"}, "export the notebook's build_model() module as a .py file"),
     ({"a.py": "x = 1\n", "b.py": "x = 2\n"}, "found: a.py b.py"),
-], ids=["none", "two"])
+    (dict.fromkeys(TEST_NAMES, MARKER),
+     "only conftest.py model_test.py test_model.py: a file named like a test"),
+], ids=["none", "notebook", "two", "tests only"])
 def test_run_autograder_explains_a_submission_without_exactly_one_model_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str],
         message: str) -> None:
     status, built, _ = _build(tmp_path, capsys)
     assert status == 0
-    root = _autograder_root(tmp_path, built, dict(files))
+    markers = tmp_path / "markers"
+    root = _autograder_root(tmp_path, built, {
+        name: text.format(path=str(markers / name)) for name, text in files.items()})
     done = _run_autograder(root)
     assert done.returncode == 0, done.stderr
     result = _strict_json(root / "results" / "results.json")
     assert _gradescope_problems(result) == []
     assert result["score"] == 0 and result["tests"] == []
     assert message in result["output"]
+    assert not markers.exists()  # none of the files named like a test was imported
 
 
 # ---------------------------------------------------------------- --akida-gradescope

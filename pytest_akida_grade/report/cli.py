@@ -12,11 +12,12 @@ import json
 import math
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.quality import QUALITY_MAX
-from pytest_akida_grade.report import autograder, canvas, files, plot, table
+from pytest_akida_grade.report import autograder, canvas, files, lms, plot, table, unpack
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
@@ -43,8 +44,24 @@ def _parser() -> argparse.ArgumentParser:
                            help="full credit below this quality (default: %(default)s)")
     _add_autograder_parser(commands)
     _add_results_parser(commands)
+    _add_import_parser(commands)
     _add_canvas_parser(commands)
     return parser
+
+
+def _add_import_parser(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "import-submissions", help="make a students folder of an LMS download",
+        description="Write one <student>.py (and <student>.weights.h5) per student, their "
+        "latest, and roster.csv (the LMS's names, ids, late flags) from a Canvas, Gradescope "
+        "or Moodle download (the zip or its unzipped folder). An unsafe download (paths "
+        "climbing out, links, oversized) is refused before anything is written.")
+    cmd.add_argument("source", metavar="SOURCE", help="the LMS's zip or its unzipped folder")
+    cmd.add_argument("--from", dest="lms", required=True, choices=lms.LMS_NAMES,
+                     help="the LMS the download comes from")
+    cmd.add_argument("--out", required=True, metavar="DIR", help="the students folder to write")
+    cmd.add_argument("--force", action="store_true",
+                     help="write into a non-empty DIR (over a previous import's files)")
 
 
 def _add_autograder_parser(commands: Any) -> None:
@@ -113,16 +130,16 @@ def _summary_line(record: Mapping[str, Any]) -> str:
 
 
 def _write(args: argparse.Namespace, records: list[dict[str, Any]],
-           points: Mapping[str, float]) -> None:
+           points: Mapping[str, float], not_graded: list[dict[str, str]]) -> None:
     similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
     if args.json:
-        files.write_json(records, args.json, similar=similar)
+        files.write_json(records, args.json, not_graded=not_graded, similar=similar)
     if args.csv:
         files.write_csv(records, args.csv, points)
     if args.html:
         svg = plot.quality_plot_svg(records, quality_max=args.quality_max)
         page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max,
-                                     similar=similar)
+                                     not_graded=not_graded, similar=similar)
         files.write_text(args.html, page)
     if args.gradescope:
         files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)
@@ -138,9 +155,13 @@ def _merge_command(args: argparse.Namespace) -> int:
     points = catalog.parse_points(args.points, where="--points")
     records = catalog.with_points(files.merge([files.read_json(path) for path in args.inputs]),
                                   points)
-    _write(args, records, points)
+    left_out = {item["file"]: item for path in args.inputs
+                for item in files.read_not_graded(path)}  # one line per file, the last wins
+    _write(args, records, points, list(left_out.values()))
     for record in records:
         print(_summary_line(record))
+    for item in left_out.values():
+        print(f"{item['file']}: not graded: {item['reason']}")
     return 0
 
 
@@ -199,8 +220,20 @@ def _canvas_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_command(args: argparse.Namespace) -> int:
+    planned, unknown = lms.import_submissions(Path(args.source), args.lms, Path(args.out),
+                                              force=args.force)
+    for line in lms.summary(planned, unknown):
+        print(line)
+    graded = sum(1 for item in planned if item.module is not None)
+    print(f"wrote {graded} modules and {Path(args.out) / 'roster.csv'} "
+          f"({len(planned) - graded} students without a module)")
+    return 0
+
+
 COMMANDS = {"merge": _merge_command, "gradescope-autograder": _autograder_command,
-            "gradescope-results": _results_command, "canvas": _canvas_command}
+            "gradescope-results": _results_command, "import-submissions": _import_command,
+            "canvas": _canvas_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError,
+    except (ReportError, autograder.AutograderError, catalog.PointsError, unpack.Refused,
             canvas.ReportError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

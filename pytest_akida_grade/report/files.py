@@ -45,6 +45,9 @@ CSV_COLUMNS = (
     "points",
     "max_points",
 )
+# Last, when a record has them: the graded file's name (john-doe.py is graded as john_doe) and
+# the late flag of the importer's roster.csv.
+FILE_COLUMNS = ("file", "late")
 SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
 COURSE_PREFIX = "test_"  # a course check is named after its test function
 
@@ -130,10 +133,33 @@ def _dump(data: Any) -> str:
 
 
 def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *,
+               not_graded: Sequence[Mapping[str, str]] = (),
                similar: Sequence[Mapping[str, Any]] | None = None) -> None:
-    """Write {"students": [...]} sorted by student (and the class's "similar" pairs)."""
-    extra = {} if similar is None else {"similar": list(similar)}
-    write_text(path, _dump({"students": _by_student(records), **extra}))
+    """Write {"students": [...], "not_graded": [...]} sorted by student (and by file), and the
+    class's "similar" pairs when given."""
+    left_out = sorted((dict(item) for item in not_graded), key=lambda item: item["file"])
+    data: dict[str, Any] = {"students": _by_student(records)}
+    if left_out:
+        data["not_graded"] = left_out
+    if similar is not None:
+        data["similar"] = list(similar)
+    write_text(path, _dump(data))
+
+
+NOT_GRADED_KEYS = ("file", "reason", "fix")
+
+
+def read_not_graded(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The "not_graded" list of a file written by write_json (none in older files)."""
+    source = Path(path)
+    data = _load(source)
+    items = data.get("not_graded", []) if isinstance(data, dict) else []
+    if not isinstance(items, list) or not all(
+            isinstance(item, dict) and all(isinstance(item.get(k), str) for k in NOT_GRADED_KEYS)
+            for item in items):
+        raise ReportError(f"{source}: \"not_graded\" must be a list of objects with "
+                          + ", ".join(f'"{k}"' for k in NOT_GRADED_KEYS) + " (strings)")
+    return [{k: item[k] for k in NOT_GRADED_KEYS} for item in items]
 
 
 def _unknown_check(name: str) -> str:
@@ -165,6 +191,8 @@ def _check_record(item: Any, where: str) -> Record:
     _check_entries(checks, where)
     if not isinstance(item.get("metrics", {}), dict):
         raise ReportError(f"{where}: \"metrics\" must be an object")
+    if not isinstance(item.get("file", ""), str) or not isinstance(item.get("late", False), bool):
+        raise ReportError(f"{where}: \"file\" must be a string and \"late\" true or false")
     for key in ("points", "max_points"):
         value = item.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
@@ -253,9 +281,11 @@ def _csv_value(value: Any) -> str:
 
 def csv_columns(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     """CSV_COLUMNS with a check_<name> column per course check, after the built-in checks."""
+    records = list(records)
     split = 1 + len(catalog.NAMES)
     course = tuple(f"check_{name}" for name in course_checks(records))
-    return (*CSV_COLUMNS[:split], *course, *CSV_COLUMNS[split:])
+    extra = tuple(key for key in FILE_COLUMNS if any(key in record for record in records))
+    return (*CSV_COLUMNS[:split], *course, *CSV_COLUMNS[split:], *extra)
 
 
 def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str],
@@ -265,7 +295,9 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]
     checks = [*catalog.NAMES, *course_checks(records)]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(csv_columns(records))
+    columns = csv_columns(records)
+    extra = [key for key in FILE_COLUMNS if key in columns]
+    writer.writerow(columns)
     for record in records:
         metrics = record.get("metrics", {})
         earned, maximum = catalog.score(record, points)
@@ -275,6 +307,7 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]
             *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
             format_number(earned),
             format_number(maximum),
+            *(_csv_value(record.get(key)) for key in extra),
         ])
     write_text(path, buffer.getvalue())
 

@@ -122,12 +122,32 @@ def _figure_cells(record: Mapping[str, Any], quality_max: float) -> list[str]:
 def _table_row(record: Mapping[str, Any], checks: list[str], points: Mapping[str, float],
                quality_max: float) -> str:
     student = str(record.get("student", ""))
-    cells = [f'<th scope="row" data-sort="{escape(student.lower())}">{escape(student)}</th>']
+    cells = [f'<th scope="row" data-sort="{escape(student.lower())}">{escape(student)}'
+             f'{_file_note(record)}</th>']
     cells += [_outcome_cell(record, check) for check in checks]
     cells += _figure_cells(record, quality_max)
     earned, maximum = catalog.score(record, points)
     cells.append(f'<td data-sort="{earned!r}">{_fmt_number(earned)} / {_fmt_number(maximum)}</td>')
     return f'<tr data-student="{escape(student)}">' + "".join(cells) + "</tr>"
+
+
+def _file_note(record: Mapping[str, Any]) -> str:
+    """The graded file when its name is not the student's, and a late flag from the roster."""
+    file, student = record.get("file"), str(record.get("student", ""))
+    note = f'<br><small class="akida-file">{escape(str(file))}</small>' \
+        if file and file != f"{student}.py" else ""
+    return note + (' <small class="akida-late">late</small>' if record.get("late") else "")
+
+
+def not_graded_html(items: Iterable[Mapping[str, str]]) -> str:
+    """The files handed in but not graded, each with the reason and the fix ("" when none)."""
+    rows = "".join(f"<tr><td>{escape(i['file'])}</td><td>{escape(i['reason'])}</td>"
+                   f"<td>{escape(i['fix'])}</td></tr>" for i in items)
+    if not rows:
+        return ""
+    return ('<table id="akida-not-graded"><caption>Not graded</caption><thead><tr>'
+            '<th scope="col">file</th><th scope="col">why</th><th scope="col">fix</th></tr>'
+            f"</thead><tbody>{rows}</tbody></table>\n")
 
 
 def _group_row(checks: list[str], quality_max: float) -> str:
@@ -201,6 +221,7 @@ def similar_html(pairs: Iterable[Mapping[str, Any]]) -> str:
 def standalone_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, float], *,
                     plot_svg: str, quality_max: float = QUALITY_MAX,
                     title: str = "Akida grades",
+                    not_graded: Iterable[Mapping[str, str]] = (),
                     similar: Iterable[Mapping[str, Any]] | None = None) -> str:
     """A self-contained page with the class table and `plot_svg` (plot.quality_plot_svg)."""
     records = _by_student(records)
@@ -214,6 +235,7 @@ def standalone_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, f
         f"<h1>{escape(title)}</h1>\n<p>{len(records)} students; {passing} below the quality line "
         f"of {_fmt_quality(quality_max)}.</p>\n"
         + class_table_html(records, points, quality_max=quality_max)
+        + not_graded_html(not_graded)
         + plot_svg
         + ("" if similar is None else similar_html(similar))
         + "\n</body></html>\n"

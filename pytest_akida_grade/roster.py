@@ -1,0 +1,113 @@
+"""roster.csv: who each imported student is on the LMS (written by `import-submissions` beside
+the modules, read by the plugin to carry the late flag and the handed-in file names into the
+records). A leaf module: the csv module only.
+
+Columns (docs/contracts.md): student, name, late, files, module, weights, then the LMS's own
+identifiers (Canvas `ID`; Gradescope `submission_id`, `emails`, `sid`; Moodle `moodle_id`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+NAME = "roster.csv"
+COLUMNS = ("student", "name", "late", "files", "module", "weights")
+REQUIRED = ("student", "late", "files", "module")
+LIST_SEPARATOR = ";"
+MAX_BYTES = 16 * 1024 * 1024  # a class of thousands is well below this
+
+
+class RosterError(Exception):
+    """roster.csv is unusable; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row: the module it describes (`<student>.py`, or "" when none was handed in)."""
+    student: str
+    name: str
+    late: bool
+    files: tuple[str, ...]
+    module: str
+
+
+def join(values: Iterable[str]) -> str:
+    """A ';'-separated cell (a file name holding ';' keeps it: names are listed, not parsed)."""
+    return LIST_SEPARATOR.join(values)
+
+
+def to_csv(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
+    """The roster's text: a header row, then one row per student in the given order."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _flag(value: str, where: str) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    raise RosterError(f"{where}: late must be true or false, not {value!r}")
+
+
+def _entry(row: Mapping[str, str | None], where: str) -> Entry:
+    cells = {key: (row.get(key) or "").strip() for key in (*REQUIRED, "name")}
+    if not cells["student"]:
+        raise RosterError(f"{where}: the student is empty")
+    module = cells["module"]
+    if module and (Path(module).name != module or not module.endswith(".py")):
+        raise RosterError(f"{where}: module {module!r} is not a file name ending in .py")
+    files = tuple(f for f in cells["files"].split(LIST_SEPARATOR) if f)
+    return Entry(cells["student"], cells["name"], _flag(cells["late"], where), files, module)
+
+
+def parse(text: str, source: str) -> list[Entry]:
+    """The rows of a roster's text, validated; RosterError names the line at fault."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise RosterError(f"{source}: no column {', '.join(missing)} in the header row")
+    entries: list[Entry] = []
+    seen: set[str] = set()
+    try:
+        for row in reader:
+            entry = _entry(row, f"{source}, line {reader.line_num}")
+            if entry.student in seen:
+                raise RosterError(f"{source}, line {reader.line_num}: student "
+                                  f"{entry.student!r} appears twice")
+            seen.add(entry.student)
+            entries.append(entry)
+    except csv.Error as error:
+        raise RosterError(f"{source}, line {reader.line_num}: {error}") from None
+    return entries
+
+
+def read(path: str | os.PathLike[str]) -> list[Entry]:
+    """A roster file, validated (size-capped, UTF-8, the required columns)."""
+    source = Path(path)
+    try:
+        if source.stat().st_size > MAX_BYTES:
+            raise RosterError(f"{source}: larger than {MAX_BYTES // 2**20} MB")
+        text = source.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RosterError(f"{source}: cannot read: {error}") from None
+    return parse(text, str(source))
+
+
+def annotate(records: Iterable[Mapping[str, object]],
+             entries: Iterable[Entry]) -> list[dict[str, object]]:
+    """Records with `late` and `handed_in` (the LMS's file names) of the roster row naming
+    their file; a record no row names is unchanged."""
+    by_module = {entry.module: entry for entry in entries if entry.module}
+    annotated = []
+    for record in records:
+        entry = by_module.get(str(record.get("file", "")))
+        extra = {} if entry is None else {"late": entry.late, "handed_in": list(entry.files)}
+        annotated.append({**record, **extra})
+    return annotated
