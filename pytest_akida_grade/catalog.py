@@ -144,3 +144,78 @@ def with_points(records: Iterable[Mapping[str, Any]],
         earned, maximum = score(record, points)
         result.append({**record, "points": earned, "max_points": maximum})
     return result
+
+
+# ---------------------------------------------------------------------------- Gradescope
+
+VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")  # Gradescope's words
+DEFAULT_VISIBILITY = "default"  # the akida_visibility line for every check not named
+# Leaderboard metrics as instructors name them -> the student record's metric key.
+LEADERBOARD_METRICS = {"quality": "quality", "akida_accuracy": "akida_accuracy",
+                       "quantized_accuracy": "quantized_accuracy", "fps": "fps",
+                       "power": "avg_power_mw", "memory": "memory_bytes", "NPs": "nps",
+                       "parameters": "params"}
+ORDERS = ("asc", "desc")
+
+
+@dataclass(frozen=True)
+class LeaderboardColumn:
+    name: str  # what Gradescope shows
+    metric: str  # a LEADERBOARD_METRICS name
+    order: str  # asc: lower is better
+
+    @property
+    def key(self) -> str:
+        return LEADERBOARD_METRICS[self.metric]
+
+
+def _lines_of(lines: Iterable[str]) -> Iterable[str]:
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            yield line
+
+
+def visibility_of(text: str, where: str) -> str:
+    """One Gradescope visibility word, else a PointsError naming where it came from."""
+    if text not in VISIBILITIES:
+        raise PointsError(f"{where}: {text!r} is not a visibility; use one of "
+                          + ", ".join(VISIBILITIES))
+    return text
+
+
+def parse_visibility(lines: Iterable[str], *,
+                     where: str = "ini akida_visibility") -> dict[str, str]:
+    """Read "check = visibility" lines (and "default = visibility") -> {check: visibility}."""
+    found: dict[str, str] = {}
+    for line in _lines_of(lines):
+        match = _POINTS_LINE.match(line)
+        if match is None:
+            raise PointsError(f"{where}: cannot read {line!r}: expected 'check = visibility', "
+                              "e.g. 'akida_accuracy = after_due_date' or 'default = visible'")
+        name, text = match.groups()
+        if name not in BY_NAME and name != DEFAULT_VISIBILITY and not name.startswith("test_"):
+            raise PointsError(f"{where}: unknown check {name!r} in {line!r}; {_valid_checks()}, "
+                              f"a course check (test_...) or {DEFAULT_VISIBILITY}")
+        found[name] = visibility_of(text, f"{where}: {line!r}")
+    return found
+
+
+def parse_leaderboard(lines: Iterable[str], *,
+                      where: str = "ini akida_leaderboard") -> tuple[LeaderboardColumn, ...]:
+    """Read "name = metric [asc|desc]" lines (asc by default: lower is better)."""
+    columns = []
+    for line in _lines_of(lines):
+        name, sep, rest = line.partition("=")
+        words = rest.split()
+        if not sep or not name.strip() or not 1 <= len(words) <= 2:
+            raise PointsError(f"{where}: cannot read {line!r}: expected 'name = metric [asc|desc]'"
+                              ", e.g. 'Quality = quality asc'")
+        metric, order = words[0], (words[1] if len(words) == 2 else "asc")
+        if metric not in LEADERBOARD_METRICS:
+            raise PointsError(f"{where}: unknown metric {metric!r} in {line!r}; metrics: "
+                              + ", ".join(LEADERBOARD_METRICS))
+        if order not in ORDERS:
+            raise PointsError(f"{where}: order {order!r} in {line!r} must be asc or desc")
+        columns.append(LeaderboardColumn(name.strip(), metric, order))
+    return tuple(columns)

@@ -20,14 +20,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, scrub, verdicts
+from pytest_akida_grade import catalog, data, scrub, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.client import Pool, memory_per_process
+from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pytest_akida_grade")
 T = TypeVar("T")
+FINGERPRINT_MAX_BYTES = 64 << 20  # larger exports are compared by their hashes alone
 TIMEOUT = "akida_timeout / --akida-timeout"
 GRADE_TIMEOUT = "akida_grade_timeout / --akida-grade-timeout"
 
@@ -89,6 +91,7 @@ class Grader:
                             self.background.report)
         self._fused: dict[str, Stage[Graded]] = {}  # grades computed with their build
         self._bench: Bench | None = None  # opened on first use
+        self._fingerprints: dict[tuple[str, str], dict[str, Any]] = {}
         self._hardware = Hardware(settings, self.bench)
 
     def close(self) -> None:
@@ -125,6 +128,40 @@ class Grader:
         for line in printout:
             self.background.progress(submission.name, line)
         return verdict
+
+    def fingerprint(self, submission: Submission) -> dict[str, Any]:
+        """What the class report compares students by (similarity.py): from the bytes of the
+        files and of what the sandbox handed over, never their code; the trained weights once
+        the grade ran, else the build's. Computed once per state (every check asks); never
+        fails a check: what cannot be read is left out."""
+        built = self.background.finished(("build", str(submission.path)))
+        route = built.result.route if isinstance(built, Stage) and built.result else None
+        trained = route not in (None, "weights file") and \
+            self._peek_graded(submission) is not None
+        memo = (str(submission.path), f"{route}:{trained}")
+        if memo not in self._fingerprints:
+            try:
+                model, weights, kind = self._fingerprinted_files(submission, route, trained)
+            except (HarnessError, OSError):
+                model, weights, kind = None, None, "none"
+            weights_file = submission.weights_path
+            self._fingerprints[memo] = similarity.fingerprint(
+                _small(submission.path),
+                _sha256(weights_file),
+                _small(model), _small(weights), kind)
+        return self._fingerprints[memo]
+
+    def _fingerprinted_files(self, submission: Submission, route: str | None,
+                             trained: bool) -> tuple[Path | None, Path | None, str]:
+        if route is None:
+            return None, None, "none"
+        if trained:
+            hit = self.cache.load("trained", self._keys(submission)["trained"])
+            if hit is not None:
+                return hit.file("model.json"), hit.file("weights.npz"), route
+        files = self._build_files(submission)
+        kind = route if route == "weights file" else "initial"
+        return files / "model.json", files / "weights.npz", kind
 
     def judge(self, submission: Submission) -> None:
         """pytest is at this student: start its stages (if not yet) and the next few's (enough
@@ -418,6 +455,23 @@ class Grader:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _small(path: Path | None) -> bytes | None:
+    """A file's bytes when it is small enough to fingerprint, else None."""
+    try:
+        if path is None or not path.is_file() or path.stat().st_size > FINGERPRINT_MAX_BYTES:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return file_sha256(path) if path.is_file() else None
+    except OSError:
+        return None
 
 
 def _not_loaded(built: Stage[Built]) -> Stage[Graded]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.report import plot, table
 
 COLUMNS = (("student", "Student"), ("check", "Check"))
@@ -75,3 +75,4 @@ class HtmlIntegration:
         prefix.append(table.class_table_html(catalog.with_points(records, self.points),
                                              self.points, quality_max=self.quality_max))
         prefix.append(plot.quality_plot_svg(records, quality_max=self.quality_max))
+        prefix.append(table.similar_html(similarity.similar_pairs(records)))

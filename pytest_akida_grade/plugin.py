@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_akida_grade import catalog, course, data, scrub
-from pytest_akida_grade.cache import Cache
+from pytest_akida_grade.cache import Cache, toolchain_versions
 from pytest_akida_grade.discovery import (
     Submission,
     code_pytest_would_import,
@@ -31,6 +31,7 @@ from pytest_akida_grade.discovery import (
 )
 from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
+from pytest_akida_grade.report import files
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
 from pytest_akida_grade.sandbox import policy as sandbox_policy
 from pytest_akida_grade.settings import Settings, add_options, directories, settings_from_config
@@ -94,7 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
                                   progress=lambda student, text: progress(config, student, text))
     config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS],
-                                      lambda path: student_name(config, path))
+                                      lambda path: student_name(config, path),
+                                      view=_gradescope_view(settings))
     config.pluginmanager.register(config.stash[RECORDER], "akida-grade-recorder")
     config.pluginmanager.register(course, "akida-grade-course")  # akida_student, akida_device
     config.addinivalue_line("markers", "akida_check(name): a check of pytest-akida-grade")
@@ -114,6 +116,18 @@ def pytest_configure(config: pytest.Config) -> None:
 def _points(settings: Settings) -> dict[str, float]:
     try:
         return catalog.parse_points(settings.points)
+    except catalog.PointsError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def _gradescope_view(settings: Settings) -> files.GradescopeView:
+    """akida_visibility, akida_stdout_visibility, akida_leaderboard: a usage error now."""
+    stdout = (settings.stdout_visibility or "").strip()
+    try:
+        return files.GradescopeView(
+            catalog.parse_visibility(settings.visibility),
+            catalog.visibility_of(stdout, "ini akida_stdout_visibility") if stdout else None,
+            catalog.parse_leaderboard(settings.leaderboard))
     except catalog.PointsError as error:
         raise pytest.UsageError(str(error)) from None
 
@@ -174,10 +188,14 @@ def _group_students_under_xdist(config: pytest.Config) -> None:
 
 
 def _describe_sandbox_in_the_html_report(config: pytest.Config) -> None:
+    """The report's environment table: the sandbox and the toolchain behind the figures (their
+    installed versions, read from package metadata: nothing imported)."""
     with contextlib.suppress(ImportError):
         from pytest_metadata.plugin import metadata_key  # type: ignore[import-untyped]
 
-        config.stash[metadata_key]["Akida sandbox"] = config.stash[SANDBOX].describe()
+        metadata = config.stash[metadata_key]
+        metadata["Akida sandbox"] = config.stash[SANDBOX].describe()
+        metadata.update(toolchain_versions())
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -308,6 +326,8 @@ class CheckItem(pytest.Item):
         grader.flush_progress()
         try:
             self.verdict = grader.verdict(self.submission, self.check)
+            # For the class's similarity report (recorder.py), never for the student's feedback.
+            self.user_properties.append(("akida_fingerprint", grader.fingerprint(self.submission)))
             return
         except HarnessError as error:
             log.error("grader error on %s %s: %s", self.submission.name, self.check, error)

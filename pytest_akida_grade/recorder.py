@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, discovery, roster
+from pytest_akida_grade import catalog, discovery, roster, similarity
 from pytest_akida_grade.report import files
 from pytest_akida_grade.settings import Settings
 
@@ -53,10 +53,12 @@ class Recorder:
     """Collects outcomes by student; on the xdist controller reports come from every worker."""
 
     def __init__(self, config: pytest.Config, settings: Settings, points: Mapping[str, float],
-                 name_of: Callable[[Path], str] = lambda path: path.stem) -> None:
+                 name_of: Callable[[Path], str] = lambda path: path.stem,
+                 view: files.GradescopeView | None = None) -> None:
         self.config, self.settings, self.points = config, settings, points
         self.name_of = name_of  # a module's student name (discovery.student_names)
         self._roster: list[roster.Entry] | None = None  # read once, at the end
+        self.view = view or files.GradescopeView()  # what Gradescope shows students, and when
         self.records: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
         self.graded = 0
@@ -84,18 +86,22 @@ class Recorder:
         student, check = properties.get("akida_student"), properties.get("akida_check")
         if student is None or check is None:
             return
+        record = self.records.setdefault(str(student), {"student": student, "checks": {},
+                                                        "metrics": {}})
+        # The time pytest spent on the student's checks (Gradescope's execution_time).
+        record["seconds"] = record.get("seconds", 0.0) + max(0.0, report.duration)
         if report.when == "teardown":
             self._count(str(student), str(check))
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
-        record = self.records.setdefault(str(student), {"student": student, "checks": {},
-                                                        "metrics": {}})
         if properties.get("akida_file"):
             record["file"] = properties["akida_file"]
         record["checks"][check] = {
             "outcome": outcome,
             "message": properties.get("akida_message") or _longrepr_text(report)}
+        if properties.get("akida_fingerprint"):  # the latest: the trained weights once known
+            record["fingerprint"] = properties["akida_fingerprint"]
         metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
         record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
 
@@ -147,12 +153,13 @@ class Recorder:
         records = catalog.with_points(self.sorted_records(), points)
         try:
             if settings.json:
-                files.write_json(records, settings.json, not_graded=self.not_graded())
+                files.write_json(records, settings.json, not_graded=self.not_graded(),
+                                 similar=similarity.similar_pairs(records))
             if settings.csv:
                 files.write_csv(records, settings.csv, points)
             if settings.gradescope:
                 files.write_gradescope(records, settings.gradescope, points,
-                                       quality_max=settings.quality_max)
+                                       quality_max=settings.quality_max, view=self.view)
         except files.ReportError as error:
             write_line(self.config, f"[akida-grade] {error}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

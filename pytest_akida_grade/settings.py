@@ -123,6 +123,9 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+# Read as lines here, parsed with the catalog by the plugin (an error names the ini key).
+CATALOG_LINES = ("points", "visibility", "leaderboard")
+
 OPTIONS: tuple[Option, ...] = (
     Option("students", "Directories (or single .py files) holding student submissions; each "
            "<name>.py in them is graded. Default: none besides files named on the command line "
@@ -198,6 +201,16 @@ OPTIONS: tuple[Option, ...] = (
            "a stable hash of their name, the same on every machine; merge the parts' --akida-json "
            "files with `python -m pytest_akida_grade merge`.", _shard, None,
            flag="--akida-shard", env="AKIDA_GRADE_SHARD", cli_kwargs={"metavar": "I/N"}),
+    Option("visibility", "Gradescope: when students see each check, one 'check = visibility' a "
+           "line (hidden, after_due_date, after_published, visible; a course check by its "
+           "function name), 'default = ...' for the others and the submission as a whole.",
+           str, None),
+    Option("stdout_visibility", "Gradescope: when students see the autograder's output "
+           "(hidden, after_due_date, after_published, visible; Gradescope's default: hidden).",
+           str, None),
+    Option("leaderboard", "Gradescope leaderboard columns, one 'name = metric [asc|desc]' a "
+           "line; metrics: quality, akida_accuracy, quantized_accuracy, fps, power, memory, NPs, "
+           "parameters (asc: lower is better; a figure not measured is left out).", str, None),
 )
 
 
@@ -235,6 +248,9 @@ class Settings:
     sandbox: Literal["auto", "required", "off"]
     memory_limit: int
     shard: tuple[int, int] | None
+    visibility: list[str]
+    stdout_visibility: str | None
+    leaderboard: list[str]
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -244,7 +260,7 @@ def add_options(parser: pytest.Parser) -> None:
             kwargs = {"dest": f"akida_{option.name}", "default": None, **option.cli_kwargs}
             group.addoption(option.flag, help=option.help, **kwargs)
         if option.ini:
-            if option.name in ("points", *DIRECTORIES):
+            if option.name in (*CATALOG_LINES, *DIRECTORIES):
                 parser.addini(option.ini_key, option.help, type="linelist")
             else:
                 parser.addini(option.ini_key, option.help, type="string")
@@ -276,8 +292,8 @@ def _resolve(config: pytest.Config, option: Option) -> Any:
     if option.name in DIRECTORIES:
         return directories(config, option.name)
     cli = config.getoption(f"akida_{option.name}", None) if option.flag else None
-    if option.name == "points":
-        return list(config.getini("akida_points"))
+    if option.name in CATALOG_LINES:
+        return list(config.getini(option.ini_key))
     if cli is not None:
         return _validated(option, str(cli), f"the command line ({option.flag})")
     if option.env and os.environ.get(option.env):

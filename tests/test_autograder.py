@@ -76,6 +76,10 @@ def _gradescope_problems(result: Any) -> list[str]:
             problems.append(f"{key} {result[key]!r}")
     for i, test in enumerate(result.get("tests", [])):
         problems += [f"tests[{i}]: {p}" for p in _test_problems(test)]
+    for i, entry in enumerate(result.get("leaderboard", [])):
+        if not (isinstance(entry.get("name"), str) and _number(entry.get("value"))
+                and entry.get("order", "desc") in ("asc", "desc")):
+            problems.append(f"leaderboard[{i}]: {entry!r}")
     return problems
 
 
@@ -265,8 +269,14 @@ def test_the_known_settings_are_the_plugins_ini_keys() -> None:
     (["--option", "akida_timeout=soon"], "invalid akida_timeout value 'soon'"),  # the plugin's
     (["--pytest-args=--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--ini", "missing.ini"], "missing.ini: no such file"),
+    (["--option", "akida_visibility=akida_accuracy = later"], "'later' is not a visibility"),
+    (["--option", "akida_visibility=speed = hidden"], "unknown check 'speed'"),
+    (["--option", "akida_stdout_visibility=staff"], "'staff' is not a visibility"),
+    (["--option", "akida_leaderboard=Speed = latency asc"], "unknown metric 'latency'"),
+    (["--option", "akida_leaderboard=Quality = quality up"], "order 'up'"),
 ], ids=["unknown key", "no value", "points check", "points value", "replay", "sandbox",
-        "replay key", "plugin value", "pytest args", "ini file"])
+        "replay key", "plugin value", "pytest args", "ini file", "visibility value",
+        "visibility check", "stdout visibility", "leaderboard metric", "leaderboard order"])
 def test_it_refuses_bad_settings_with_status_2_and_writes_no_zip(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         args: list[str], message: str) -> None:
@@ -316,6 +326,49 @@ def test_gradescope_results_writes_one_students_results_with_the_ini_points(
         catalog.DEFAULT_POINTS.values()) - 1
 
 
+COURSE_VIEW = ("[pytest]\nakida_visibility =\n    default = visible\n"
+               "    akida_accuracy = after_due_date\n    quantized_accuracy = after_due_date\n"
+               "    test_report_pdf = hidden\n"
+               "akida_stdout_visibility = hidden\n"
+               "akida_leaderboard =\n    Quality = quality asc\n"
+               "    Accuracy = akida_accuracy desc\n    Parameters = parameters\n")
+
+
+def test_gradescope_results_writes_visibility_execution_time_and_a_leaderboard(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ini = tmp_path / "pytest.ini"
+    ini.write_text(COURSE_VIEW)
+    grades = tmp_path / "grades.json"
+    grades.write_text(json.dumps({"students": [{
+        "student": "alice", "seconds": 48.6,
+        "checks": {"loads": {"outcome": "passed", "message": "ok"},
+                   "test_report_pdf": {"outcome": "failed", "message": "no pdf"}},
+        "metrics": {"akida_accuracy": 0.981, "params": 5226, "quality": None}}]}))
+    out = tmp_path / "results.json"
+    assert cli.main(["gradescope-results", str(grades), str(out), "--ini", str(ini)]) == 0
+    result = _strict_json(out)
+    assert _gradescope_problems(result) == []
+    assert result["execution_time"] == 49
+    assert (result["visibility"], result["stdout_visibility"]) == ("visible", "hidden")
+    seen = {test["name"].rsplit("[", 1)[1].rstrip("]"): test["visibility"]
+            for test in result["tests"]}
+    assert seen == {**dict.fromkeys(catalog.NAMES, "visible"), "akida_accuracy": "after_due_date",
+                    "quantized_accuracy": "after_due_date", "test_report_pdf": "hidden"}
+    # The quality was not measured: left out of the leaderboard, not invented.
+    assert result["leaderboard"] == [
+        {"name": "Accuracy", "value": 0.981, "order": "desc"},
+        {"name": "Parameters", "value": 5226.0, "order": "asc"}]
+
+
+def test_gradescope_results_without_a_view_writes_no_visibility_or_leaderboard(
+        tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    assert cli.main(["gradescope-results", str(_grades(tmp_path, "alice")), str(out)]) == 0
+    result = _strict_json(out)
+    assert not {"visibility", "stdout_visibility", "leaderboard", "execution_time"} & set(result)
+    assert all("visibility" not in test for test in result["tests"])
+
+
 @pytest.mark.parametrize(("students", "message"), [
     ((), "holds 0 students (none)"),
     (("alice", "bob"), "holds 2 students (alice, bob)"),
@@ -334,9 +387,12 @@ def test_gradescope_results_needs_exactly_one_student(
 
 def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view = tmp_path / "course.ini"
+    view.write_text(COURSE_VIEW)
     status, built, err = _build(tmp_path, capsys, "--option", "akida_timeout=300",
-                                f"--pytest-args={FAST_ARGS}")
+                                f"--pytest-args={FAST_ARGS}", "--ini", str(view))
     assert status == 0, err
+    assert "    akida_accuracy = after_due_date\n" in _zip_text(built, "pytest.ini")
     # Files pytest would import would run inside the grader: never copied, so they never run.
     # A module named as students name them (not a Python name) is graded under a plain name.
     markers = tmp_path / "markers"
@@ -356,6 +412,11 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     assert result["score"] == sum(test["score"] for test in result["tests"]) == sum(
         catalog.DEFAULT_POINTS[name] for name in catalog.FAST)
     assert result["output"].startswith("my_model: 6 / 20 points.")
+    assert isinstance(result["execution_time"], int) and result["execution_time"] >= 1
+    assert tests["akida_accuracy"]["visibility"] == "after_due_date"
+    assert tests["loads"]["visibility"] == result["visibility"] == "visible"
+    # Only the parameter count was measured by these checks: the one leaderboard entry.
+    assert [entry["name"] for entry in result["leaderboard"]] == ["Parameters"]
 
 
 @pytest.mark.parametrize(("files", "message"), [
@@ -380,3 +441,31 @@ def test_run_autograder_explains_a_submission_without_exactly_one_model_file(
     assert result["score"] == 0 and result["tests"] == []
     assert message in result["output"]
     assert not markers.exists()  # none of the files named like a test was imported
+
+
+# ---------------------------------------------------------------- --akida-gradescope
+
+
+def test_akida_gradescope_writes_the_view_and_a_leaderboard_of_what_was_measured(
+        grading: pytest.Pytester) -> None:
+    from board_double import PUBLISHED_PASS
+    from made_up import add_student, student_source
+
+    add_student(grading, "alice", student_source())
+    (grading.path / "replay.json").write_text(json.dumps({"alice": PUBLISHED_PASS}))
+    ini = grading.path / "pytest.ini"
+    ini.write_text(ini.read_text() + "\n" + COURSE_VIEW.removeprefix("[pytest]\n"))
+    result = grading.runpytest_subprocess("--akida-replay=replay.json", "--akida-gradescope=gs",
+                                          "--akida-timeout=600", "-k", "loads or hardware_quality")
+    result.assert_outcomes(passed=2)
+    gradescope = _strict_json(grading.path / "gs" / "alice" / "results.json")
+    assert _gradescope_problems(gradescope) == []
+    assert isinstance(gradescope["execution_time"], int)
+    assert gradescope["stdout_visibility"] == "hidden"
+    tests = {test["name"].rsplit("[", 1)[1].rstrip("]"): test for test in gradescope["tests"]}
+    assert tests["akida_accuracy"]["visibility"] == "after_due_date"
+    assert tests["hardware_quality"]["visibility"] == "visible"
+    # The replayed quality and the parameter count were measured; the accuracy was not graded.
+    board = [(entry["name"], entry["order"]) for entry in gradescope["leaderboard"]]
+    assert board == [("Quality", "asc"), ("Parameters", "asc")]
+    assert gradescope["leaderboard"][0]["value"] == pytest.approx(122.8, abs=0.5)

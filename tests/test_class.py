@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from made_up import FAST_INI, TEMPLATE_LAYERS, add_student, save_weights, student_source
 
+from pytest_akida_grade.report import cli
+
 SOFTWARE = ("-k", "not hardware_quality")
 
 
@@ -34,6 +36,7 @@ def test_a_class_graded_together_gets_what_each_student_gets_graded_alone(
     add_student(pytester, "alice", student_source() + "\n# alice, trained by the grader\n")
     add_student(pytester, "dave", student_source(TEMPLATE_LAYERS) + "\n# fails v1\n")
     together = graded(pytester, tmp_path / "class")
+    _the_copy_is_reported_to_the_instructor_only(pytester)
     for name in ("alice", "bob"):  # dave's verdicts need no figure: the class run is enough
         alone = graded(pytester, tmp_path / name, f"students/{name}.py")
         assert alone[name]["checks"] == together[name]["checks"], name
@@ -41,3 +44,21 @@ def test_a_class_graded_together_gets_what_each_student_gets_graded_alone(
     assert together["bob"]["metrics"]["training"] == "weights file"
     assert together["alice"]["metrics"]["training"] == "default recipe"
     assert together["dave"]["checks"]["v1_constraints"]["outcome"] == "failed"
+
+
+def _the_copy_is_reported_to_the_instructor_only(pytester: pytest.Pytester) -> None:
+    """alice and bob hand in one module (comments aside): the class's JSON and the merged HTML
+    report say so; dave, another model, is in no pair; no student's own results mention it."""
+    grades = pytester.path / "grades.json"
+    similar = json.loads(grades.read_text())["similar"]
+    assert similar == [{"students": ["alice", "bob"],
+                        "why": "the same source, comments and spacing aside"}], similar
+    page, merged = pytester.path / "class.html", pytester.path / "merged.json"
+    assert cli.main(["merge", str(grades), "--html", str(page), "--json", str(merged),
+                     "--gradescope", str(pytester.path / "gs")]) == 0
+    assert json.loads(merged.read_text())["similar"] == similar
+    section = page.read_text().split('<section id="akida-similar">', 1)[1]
+    assert "alice &amp; bob" in section and "dave" not in section
+    for name in ("alice", "bob"):
+        own = (pytester.path / "gs" / name / "results.json").read_text()
+        assert "similar" not in own.lower() and "fingerprint" not in own

@@ -248,6 +248,19 @@ def test_it_rejects_a_bad_setting_naming_where_it_came_from(grading: pytest.Pyte
     result.stderr.fnmatch_lines(["*AKIDA_GRADE_TIMEOUT environment variable*positive*"])
 
 
+def test_it_rejects_a_bad_gradescope_view_naming_the_setting_and_the_line(
+        grading: pytest.Pytester):
+    grading.makefile(".ini", pytest="[pytest]\nakida_visibility =\n    default = visible\n"
+                                    "    akida_accuracy = soon\n")
+    result = grading.runpytest("--collect-only")
+    result.stderr.fnmatch_lines(["*ini akida_visibility*akida_accuracy = soon*'soon' is not a "
+                                 "visibility*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    grading.makefile(".ini", pytest="[pytest]\nakida_leaderboard = Speed = fps fastest\n")
+    result = grading.runpytest("--collect-only")
+    result.stderr.fnmatch_lines(["*ini akida_leaderboard*order 'fastest'*"])
+
+
 def test_it_rejects_points_for_an_unknown_check(grading: pytest.Pytester):
     grading.makefile(".ini", pytest="[pytest]\nakida_points =\n    hardware_quality = 12\n"
                                     "    speed = 3\n")

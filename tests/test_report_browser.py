@@ -137,6 +137,30 @@ def test_the_plot_without_hardware_figures_shows_a_visible_panel(
     assert_shown(page.get_by_text("No hardware figures yet", exact=True))
 
 
+def test_the_plot_without_a_board_shows_accuracy_against_the_static_memory(
+        page: Page, tmp_path: Path) -> None:
+    records = [record("dan", {}, akida_accuracy=0.975, program_memory_bytes=80000, source="none"),
+               record("eve", {}, akida_accuracy=0.962, program_memory_bytes=150000,
+                      source="none"), RECORDS[2]]
+    path = tmp_path / "grades.html"
+    path.write_text(table.standalone_html(records, DEFAULT_POINTS,
+                                          plot_svg=plot.quality_plot_svg(records)),
+                    encoding="utf-8")
+    page.goto(path.as_uri())
+    plot_box = page.locator("#akida-quality-plot")
+    assert_shown(plot_box)
+    frame = plot_box.bounding_box()
+    for name in ("dan", "eve"):
+        dot = plot_box.locator(f'.akida-point[data-student="{name}"] circle')
+        assert dot.is_visible()
+        box = dot.bounding_box()
+        assert frame is not None and box is not None and box["width"] > 5
+        assert frame["x"] < box["x"] < frame["x"] + frame["width"]
+        assert frame["y"] < box["y"] < frame["y"] + frame["height"]
+    for text in ("No hardware figures yet", "Program memory (bytes, static estimate, log scale)"):
+        assert page.get_by_text(text, exact=True).is_visible(), text
+
+
 REPLAY = {"alice": PUBLISHED_PASS, "bob": PUBLISHED_FAIL}
 
 
@@ -163,3 +187,11 @@ def test_the_graded_class_report_shows_the_class_table_and_the_plot(
     assert plot.locator("#akida-pass-line").is_visible()
     student_cells = page.locator("#results-table td.col-student")
     assert sorted(set(student_cells.all_inner_texts())) == ["alice", "bob", "carol"]
+    environment = page.locator("#environment")  # pytest-html's table, with the toolchain
+    assert_shown(environment)
+    text = environment.inner_text()
+    for name in ("Akida sandbox", "tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida"):
+        assert name in text, name
+    similar = page.locator("#akida-similar")  # three copies of one module
+    assert_shown(similar)
+    assert "alice & bob" in similar.inner_text() and "bob & carol" in similar.inner_text()

@@ -52,7 +52,11 @@ KNOWN_KEYS = frozenset(f"akida_{name}" for name in (
     "students", "course_checks", "timeout", "grade_timeout", "mnist", "no_cache", "cache_dir",
     "json", "csv", "gradescope", "replay", "record", "epochs", "batch_size", "seed",
     "validation_split", "calibration_samples", "quantize_attempts", "min_accuracy", "quality_max",
-    "train_limit", "test_limit", "points", "sandbox", "memory_limit", "shard"))
+    "train_limit", "test_limit", "points", "sandbox", "memory_limit", "shard", "visibility",
+    "stdout_visibility", "leaderboard"))
+# Keys of one setting a line, read (and checked) like akida_points.
+LINE_KEYS = {"akida_visibility": catalog.parse_visibility,
+             "akida_leaderboard": catalog.parse_leaderboard}
 # Paths of the instructor's machine and outputs run_autograder manages: left out, with a note.
 DROPPED = {
     "akida_students": "run_autograder grades the submission",
@@ -195,6 +199,8 @@ def _merge(entries: Iterable[tuple[str, str, str]]) -> tuple[dict[str, str], lis
         _check_key(key, where)
         if key == "akida_points":
             points.extend(_lines(value))
+        elif key in LINE_KEYS:  # once a line, like points: the lines add up
+            values[key] = "\n".join([*_lines(values.get(key, "")), *_lines(value)])
         elif "\n" in value.strip():
             raise AutograderError(f"{where}: {key}: expected one line, got {value!r}")
         else:
@@ -210,6 +216,10 @@ def autograder_settings(*, ini: str | os.PathLike[str] | None = None,
     values, points = _merge([*((k, v, str(ini)) for k, v in table.items() if k != "addopts"),
                              *((*parse_option(text), "--option") for text in options)])
     catalog.parse_points(points, where="akida_points")  # raises PointsError with the line
+    for key, parse in LINE_KEYS.items():
+        parse(_lines(values.get(key, "")), where=key)
+    if "akida_stdout_visibility" in values:
+        catalog.visibility_of(values["akida_stdout_visibility"], "akida_stdout_visibility")
     notes = [f"{key} left out: {why}" for key, why in DROPPED.items() if values.pop(key, None)]
     if values.pop("akida_replay", None) is not None:
         raise AutograderError("akida_replay names a file on this machine: bundle a recording "
@@ -234,6 +244,9 @@ def render_ini(settings: AutograderSettings) -> str:
         if key == "akida_points":
             lines.append("akida_points =")
             lines.extend(f"    {line}" for line in settings.points)
+        elif key in LINE_KEYS:
+            lines.append(f"{key} =")
+            lines.extend(f"    {line}" for line in _lines(settings.values[key]))
         else:
             lines.append(f"{key} = {settings.values[key]}")
     return "\n".join(lines) + "\n"
@@ -402,3 +415,20 @@ def results_settings(ini: str | os.PathLike[str]) -> tuple[list[str], float | No
     if not math.isfinite(quality_max) or quality_max <= 0:
         raise AutograderError(f"{ini}: akida_quality_max {raw!r} must be a positive number")
     return _lines(table.get("akida_points", "")), quality_max
+
+
+def results_view(ini: str | os.PathLike[str]) -> tuple[
+        dict[str, str], str | None, tuple[catalog.LeaderboardColumn, ...]]:
+    """What students see and when per the autograder's ini: (akida_visibility,
+    akida_stdout_visibility, akida_leaderboard), files.GradescopeView's fields."""
+    table = read_ini(ini)
+    stdout = table.get("akida_stdout_visibility", "").strip()
+    try:
+        return (
+            catalog.parse_visibility(_lines(table.get("akida_visibility", "")),
+                                     where=f"{ini}: akida_visibility"),
+            catalog.visibility_of(stdout, f"{ini}: akida_stdout_visibility") if stdout else None,
+            catalog.parse_leaderboard(_lines(table.get("akida_leaderboard", "")),
+                                      where=f"{ini}: akida_leaderboard"))
+    except catalog.PointsError as error:
+        raise AutograderError(str(error)) from None

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.quality import QUALITY_MAX
-from pytest_akida_grade.report import autograder, files, lms, plot, table, unpack
+from pytest_akida_grade.report import autograder, canvas, files, lms, plot, table, unpack
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_autograder_parser(commands)
     _add_results_parser(commands)
     _add_import_parser(commands)
+    _add_canvas_parser(commands)
     return parser
 
 
@@ -93,12 +94,33 @@ def _add_results_parser(commands: Any) -> None:
     cmd.add_argument("grades", metavar="GRADES.json", help="an --akida-json file, one student")
     cmd.add_argument("out", metavar="OUT.json", help="the results.json to write")
     cmd.add_argument("--ini", metavar="FILE",
-                     help="take akida_points and akida_quality_max from this ini file")
+                     help="take akida_points, akida_quality_max, akida_visibility, "
+                     "akida_stdout_visibility and akida_leaderboard from this ini file")
     cmd.add_argument("--points", action="extend", nargs="+", default=[], metavar="CHECK=PTS",
                      help="points per check, after --ini's")
     cmd.add_argument("--quality-max", type=float, default=None,
                      help=f"full credit below this quality (default: --ini's, else "
                      f"{format_number(QUALITY_MAX)})")
+
+
+def _add_canvas_parser(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "canvas", help="fill an assignment's column of a Canvas gradebook export",
+        description="Write Canvas's gradebook export back with the assignment's column filled "
+        "with each student's points (every other cell unchanged), ready for Canvas's import. "
+        "A student is the row whose --match column equals their file stem (or, with --roster, "
+        "the roster's value for it). On an error nothing is written.")
+    cmd.add_argument("grades", metavar="GRADES.json", help="an --akida-json (or merged) file")
+    cmd.add_argument("--gradebook", required=True, metavar="EXPORT.csv",
+                     help="Canvas's gradebook export (Grades > Export > Export Entire Gradebook)")
+    cmd.add_argument("--assignment", required=True, metavar="NAME",
+                     help="the assignment: its column's name, or the name before ' (id)'")
+    cmd.add_argument("--out", required=True, metavar="OUT.csv", help="the CSV to import")
+    cmd.add_argument("--match", default=canvas.DEFAULT_MATCH, metavar="COLUMN",
+                     help="the export's column holding the student's name (default: "
+                     "%(default)s), compared case-insensitively")
+    cmd.add_argument("--roster", metavar="ROSTER.csv", help="a CSV with a 'student' column "
+                     "(file stems) and a column named as --match, when names differ")
 
 
 def _summary_line(record: Mapping[str, Any]) -> str:
@@ -110,14 +132,15 @@ def _summary_line(record: Mapping[str, Any]) -> str:
 
 def _write(args: argparse.Namespace, records: list[dict[str, Any]],
            points: Mapping[str, float], not_graded: list[dict[str, str]]) -> None:
+    similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
     if args.json:
-        files.write_json(records, args.json, not_graded=not_graded)
+        files.write_json(records, args.json, not_graded=not_graded, similar=similar)
     if args.csv:
         files.write_csv(records, args.csv, points)
     if args.html:
         svg = plot.quality_plot_svg(records, quality_max=args.quality_max)
         page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max,
-                                     not_graded=not_graded)
+                                     not_graded=not_graded, similar=similar)
         files.write_text(args.html, page)
     if args.gradescope:
         files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)
@@ -164,16 +187,37 @@ def _single_record(path: str) -> dict[str, Any]:
 
 def _results_command(args: argparse.Namespace) -> int:
     lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
+    view = files.GradescopeView(*autograder.results_view(args.ini)) if args.ini \
+        else files.GradescopeView()
     if args.quality_max is not None:
         quality_max = args.quality_max
     if quality_max is not None:
         _check_quality_max(quality_max)
     points = catalog.parse_points([*lines, *args.points], where="points")
     record = _single_record(args.grades)
-    result = files.gradescope_result(record, points, quality_max=quality_max or QUALITY_MAX)
+    result = files.gradescope_result(record, points, quality_max=quality_max or QUALITY_MAX,
+                                     view=view)
     files.write_text(args.out, json.dumps(result, indent=2, ensure_ascii=False,
                                           allow_nan=False) + "\n")
     print(f"{args.out}: {_summary_line(catalog.with_points([record], points)[0])}")
+    return 0
+
+
+def _canvas_command(args: argparse.Namespace) -> int:
+    records = files.read_json(args.grades)
+    grades = {str(r["student"]): format_number(r["points"] if files.is_number(r.get("points"))
+                                               else catalog.score(r, catalog.DEFAULT_POINTS)[0])
+              for r in records}
+    roster = canvas.read_roster(args.roster, args.match) if args.roster else None
+    done = canvas.fill(canvas.read_gradebook(args.gradebook), grades, assignment=args.assignment,
+                       match=args.match, roster=roster, where=f"--gradebook {args.gradebook}")
+    files.write_text(args.out, done.text)
+    print(f"{args.out}: {done.column}: {len(done.filled)} students filled"
+          + (f" (Points Possible {done.points_possible})" if done.points_possible else ""))
+    for label, names in (("graded but not in the gradebook", done.not_in_gradebook),
+                         ("in the gradebook without a grade", done.without_grade)):
+        if names:
+            print(f"{label}: " + ", ".join(names))
     return 0
 
 
@@ -189,7 +233,8 @@ def _import_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"merge": _merge_command, "gradescope-autograder": _autograder_command,
-            "gradescope-results": _results_command, "import-submissions": _import_command}
+            "gradescope-results": _results_command, "import-submissions": _import_command,
+            "canvas": _canvas_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError, unpack.Refused) as exc:
+    except (ReportError, autograder.AutograderError, catalog.PointsError, unpack.Refused,
+            canvas.ReportError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

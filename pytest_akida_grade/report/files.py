@@ -14,6 +14,7 @@ import keyword
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,15 @@ def format_quality(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def metric(record: Mapping[str, Any], key: str) -> float | None:
     """A finite number from the record's metrics, else None."""
     value = record.get("metrics", {}).get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+    return float(value) if is_number(value) else None
 
 
 def _percent(value: float | None) -> float | None:
@@ -129,12 +133,16 @@ def _dump(data: Any) -> str:
 
 
 def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *,
-               not_graded: Sequence[Mapping[str, str]] = ()) -> None:
-    """Write {"students": [...], "not_graded": [...]} sorted by student (and by file)."""
+               not_graded: Sequence[Mapping[str, str]] = (),
+               similar: Sequence[Mapping[str, Any]] | None = None) -> None:
+    """Write {"students": [...], "not_graded": [...]} sorted by student (and by file), and the
+    class's "similar" pairs when given."""
     left_out = sorted((dict(item) for item in not_graded), key=lambda item: item["file"])
     data: dict[str, Any] = {"students": _by_student(records)}
     if left_out:
         data["not_graded"] = left_out
+    if similar is not None:
+        data["similar"] = list(similar)
     write_text(path, _dump(data))
 
 
@@ -350,8 +358,30 @@ def _gradescope_output(outcome: str, message: str) -> str:
     return message or "Failed."
 
 
+@dataclass(frozen=True)
+class GradescopeView:
+    """What students see on Gradescope, and when (akida_visibility, akida_stdout_visibility,
+    akida_leaderboard); nothing configured writes none of those fields."""
+
+    visibility: Mapping[str, str] = field(default_factory=dict)
+    stdout_visibility: str | None = None
+    leaderboard: tuple[catalog.LeaderboardColumn, ...] = ()
+
+    def of(self, check: str) -> str | None:
+        default = self.visibility.get(catalog.DEFAULT_VISIBILITY)
+        return self.visibility.get(check, default or "visible") if self.visibility else None
+
+
+def leaderboard(record: Mapping[str, Any],
+                columns: Iterable[catalog.LeaderboardColumn]) -> list[dict[str, Any]]:
+    """Gradescope's leaderboard entries; a figure not measured is left out, never invented."""
+    return [{"name": column.name, "value": value, "order": column.order}
+            for column in columns if (value := metric(record, column.key)) is not None]
+
+
 def _gradescope_test(record: Mapping[str, Any], name: str, number: int,
-                     points: Mapping[str, float]) -> dict[str, Any]:
+                     points: Mapping[str, float],
+                     view: GradescopeView = GradescopeView()) -> dict[str, Any]:
     outcome, message = catalog.outcome_of(record, name)
     worth = catalog.points_of(points, name)
     check = catalog.BY_NAME.get(name) or catalog.course_check(name)
@@ -362,18 +392,36 @@ def _gradescope_test(record: Mapping[str, Any], name: str, number: int,
         "max_score": worth,
         "status": "passed" if outcome == "passed" else "failed",
         "output": _gradescope_output(outcome, message),
+        **({"visibility": shown} if (shown := view.of(name)) else {}),
     }
 
 
+def _gradescope_extras(record: Mapping[str, Any], view: GradescopeView) -> dict[str, Any]:
+    """execution_time, the submission's visibility, stdout's and the leaderboard: when known."""
+    extras: dict[str, Any] = {}
+    seconds: Any = record.get("seconds")
+    if is_number(seconds) and seconds >= 0:
+        extras["execution_time"] = round(seconds)
+    if view.visibility:
+        extras["visibility"] = view.visibility.get(catalog.DEFAULT_VISIBILITY, "visible")
+    if view.stdout_visibility:
+        extras["stdout_visibility"] = view.stdout_visibility
+    if view.leaderboard:
+        extras["leaderboard"] = leaderboard(record, view.leaderboard)
+    return extras
+
+
 def gradescope_result(record: Mapping[str, Any], points: Mapping[str, float], *,
-                      quality_max: float = QUALITY_MAX) -> dict[str, Any]:
+                      quality_max: float = QUALITY_MAX,
+                      view: GradescopeView = GradescopeView()) -> dict[str, Any]:
     """One student's results.json in Gradescope's autograder format (course checks last)."""
-    tests = [_gradescope_test(record, name, number, points)
+    tests = [_gradescope_test(record, name, number, points, view)
              for number, name in enumerate(catalog.record_checks(record), start=1)]
     earned, maximum = catalog.score(record, points)
     lines = [f"{record.get('student', '')}: {format_number(earned)} / {format_number(maximum)} "
              "points.", _accuracy_summary(record), _hardware_summary(record, quality_max)]
-    return {"score": earned, "output": "\n".join(line for line in lines if line), "tests": tests}
+    return {"score": earned, **_gradescope_extras(record, view),
+            "output": "\n".join(line for line in lines if line), "tests": tests}
 
 
 def _safe_dirname(student: str) -> str:
@@ -383,9 +431,10 @@ def _safe_dirname(student: str) -> str:
 
 
 def write_gradescope(records: Iterable[Mapping[str, Any]], directory: str | os.PathLike[str],
-                     points: Mapping[str, float], *, quality_max: float = QUALITY_MAX) -> None:
+                     points: Mapping[str, float], *, quality_max: float = QUALITY_MAX,
+                     view: GradescopeView = GradescopeView()) -> None:
     """DIRECTORY/<student>/results.json for every student."""
     for record in _by_student(records):
         folder = Path(directory) / _safe_dirname(str(record.get("student", "")))
-        result = gradescope_result(record, points, quality_max=quality_max)
+        result = gradescope_result(record, points, quality_max=quality_max, view=view)
         write_text(folder / "results.json", _dump(result))

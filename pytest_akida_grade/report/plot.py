@@ -100,7 +100,8 @@ def _nice_step(span: float) -> float:
     return 50.0
 
 
-def _empty_plot(records: list[Mapping[str, Any]], quality_max: float) -> str:
+def _empty_plot(quality_max: float) -> str:
+    """Nothing to place: neither quality nor accuracy with a static figure."""
     title = "Quality vs accuracy: no hardware figures yet"
     parts = [_svg_open(title),
              f'<rect x="40" y="40" width="{_W - 80}" height="{_H - 80}" rx="8" fill="#f6f8fa" '
@@ -112,14 +113,62 @@ def _empty_plot(records: list[Mapping[str, Any]], quality_max: float) -> str:
              _text(_W / 2, 152, f"Quality = (100 {_MINUS} accuracy %) {_TIMES} energy per frame "
                    f"[J] {_TIMES} memory [B]; full credit below {_fmt_quality(quality_max)}.",
                    size=13, anchor="middle", fill="#57606a")]
-    budgets = [b for r in records if (b := _energy_budget(r, quality_max))]
-    if budgets:
-        parts.append(_text(70, 190, "Energy budget per student:", size=13,
-                           extra=' font-weight="600"'))
-    for i, line in enumerate(budgets[:10]):
-        parts.append(_text(70, 212 + 20 * i, line, size=12))
-    if len(budgets) > 10:
-        parts.append(_text(70, 212 + 20 * 10, f"… and {len(budgets) - 10} more", size=12))
+    return "".join(parts) + "</svg>"
+
+
+# Without a board: accuracy against what the mapping knows statically (not measured).
+_STATIC = (("program_memory_bytes", "Program memory (bytes, static estimate, log scale)", "B"),
+           ("nps", "Neural processors used (log scale)", "NPs"))
+
+
+def _static_points(records: list[Mapping[str, Any]]) -> tuple[list[Point], tuple[str, str, str]]:
+    for key, label, unit in _STATIC:
+        points = [(acc, value, r) for r in records
+                  if (acc := _accuracy(r)) is not None and (value := _metric(r, key))]
+        if points:
+            return points, (key, label, unit)
+    return [], _STATIC[0]
+
+
+def _static_dots(points: list[Point], axes: _Axes, unit: str,
+                 quality_max: float) -> list[str]:
+    parts = []
+    spots = [(axes.px(acc), axes.py(v), str(r.get("student", ""))) for acc, v, r in points]
+    for (acc, value, record), (x, y, name), (tx, ty, anchor) in zip(
+            points, spots, _place_labels(spots), strict=True):
+        budget = _energy_budget(record, quality_max)
+        tip = f"{name}: accuracy {acc:.2f}%, {value:,.0f} {unit} (static, not measured)" + (
+            f"; {budget.split(' → ', 1)[1]}" if budget else "")
+        parts.append(f'<g class="akida-point akida-static" data-student="{escape(name)}">'
+                     f'<title>{escape(tip)}</title><circle cx="{x:.1f}" cy="{y:.1f}" r="5" '
+                     f'fill="#0969da" stroke="#fff" stroke-width="1.5"/>'
+                     + _text(tx, ty, name, size=11, anchor=anchor) + "</g>")
+    return parts
+
+
+def _static_plot(records: list[Mapping[str, Any]], quality_max: float) -> str | None:
+    """No quality yet: the simulator's accuracy against the static memory estimate (or NPs)."""
+    points, (_, label, unit) = _static_points(records)
+    if not points:
+        return None
+    axes = _Axes.around(points, points[0][1])
+    title = (f"No hardware figures yet: accuracy vs {unit} for {len(points)} students "
+             "(static estimates; quality needs a board or a recording)")
+    mid_y = _TOP + _PLOT_H / 2
+    parts = [_svg_open(title), _text(_LEFT, 26, "No hardware figures yet", size=14,
+                                     extra=' font-weight="600"'),
+             _text(_LEFT + 190, 26, f"accuracy vs {label.split(' (')[0].lower()}: static "
+                   "figures, not measured", size=12, fill="#57606a"),
+             *_grid(axes),
+             f'<rect x="{_LEFT}" y="{_TOP}" width="{_PLOT_W}" height="{_PLOT_H}" fill="none" '
+             f'stroke="#57606a"/>',
+             _text(_LEFT + _PLOT_W / 2, _H - 24, "Akida accuracy (%, simulator)", size=13,
+                   anchor="middle"),
+             _text(18, mid_y, label, size=13, anchor="middle",
+                   extra=f' transform="rotate(-90 18 {mid_y:.1f})"'),
+             *_static_dots(points, axes, unit, quality_max),
+             *_missing_note([str(r.get("student", "")) for r in records
+                             if all(r is not p[2] for p in points)])]
     return "".join(parts) + "</svg>"
 
 
@@ -243,7 +292,7 @@ def quality_plot_svg(records: Iterable[Mapping[str, Any]], *,
         else:
             points.append((acc, quality, record))
     if not points:
-        return _empty_plot(records, quality_max)
+        return _static_plot(records, quality_max) or _empty_plot(quality_max)
     axes = _Axes.around(points, quality_max)
     title = (f"Quality vs accuracy for {len(points)} students; full credit below "
              f"{_fmt_quality(quality_max)}")

@@ -204,10 +204,25 @@ def class_table_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, 
             + f"\n</tbody></table></div>\n<script>\n{resource('table.js')}</script>\n")
 
 
+def similar_html(pairs: Iterable[Mapping[str, Any]]) -> str:
+    """The class's similar submissions (similarity.py), for the instructor: never a student's."""
+    pairs = list(pairs)
+    rows = "".join(f"<tr><td>{escape(' & '.join(str(s) for s in pair['students']))}</td>"
+                   f"<td>{escape(str(pair['why']))}</td></tr>" for pair in pairs)
+    body = (f"<table><thead><tr><th>Students</th><th>Why they look alike</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>") if pairs else \
+        "<p>No two submissions share their source, weights file or trained weights.</p>"
+    return ('<section id="akida-similar"><h2>Similar submissions</h2>'
+            "<p>Pairs to look at, not verdicts: same source (comments and spacing aside), "
+            "identical weights files, or the same architecture with near-identical weights "
+            "(filters in any order).</p>" + body + "</section>\n")
+
+
 def standalone_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, float], *,
                     plot_svg: str, quality_max: float = QUALITY_MAX,
                     title: str = "Akida grades",
-                    not_graded: Iterable[Mapping[str, str]] = ()) -> str:
+                    not_graded: Iterable[Mapping[str, str]] = (),
+                    similar: Iterable[Mapping[str, Any]] | None = None) -> str:
     """A self-contained page with the class table and `plot_svg` (plot.quality_plot_svg)."""
     records = _by_student(records)
     passing = sum(1 for r in records
@@ -222,5 +237,6 @@ def standalone_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, f
         + class_table_html(records, points, quality_max=quality_max)
         + not_graded_html(not_graded)
         + plot_svg
+        + ("" if similar is None else similar_html(similar))
         + "\n</body></html>\n"
     )
