@@ -11,16 +11,20 @@ name is what test ids, cache keys, reports and shards use; the record keeps the 
 from __future__ import annotations
 
 import hashlib
-import keyword
 import os
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_akida_grade.fileio import file_sha256
+from pytest_akida_grade.names import (
+    WEIGHTS_SUFFIX,
+    is_plain_name,
+    is_pytest_name,
+    normalise,
+    pytest_would_import,
+    unique,
+)
 
-WEIGHTS_SUFFIX = ".weights.h5"
 ROSTER = "roster.csv"  # written by import-submissions beside the modules: not a submission
 # Not handed in: the importer's roster and pytest's own files (a class graded in its project root).
 NOT_HANDED_IN = (ROSTER, "__pycache__", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
@@ -56,31 +60,6 @@ class NotGraded:
 
     def as_dict(self) -> dict[str, str]:
         return {"file": self.file, "reason": self.reason, "fix": self.fix}
-
-
-def is_pytest_name(name: str) -> bool:
-    """A file pytest itself would import (conftest, test modules, packages): never a student's."""
-    stem = name.lower().removesuffix(".py")  # lower: on a case-blind disk Test_x.py is test_x
-    return (stem in ("conftest", "__init__") or stem.startswith("test_")
-            or stem.endswith("_test"))
-
-
-def is_plain_name(stem: str) -> bool:
-    """A student name as it is: ASCII, a Python name, not a keyword nor a pytest file's stem."""
-    return (stem.isascii() and stem.isidentifier() and not keyword.iskeyword(stem)
-            and not stem.startswith("_") and not is_pytest_name(stem))
-
-
-def normalise(stem: str) -> str:
-    """A plain name for any file stem: accents dropped, other characters runs of `_`."""
-    ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
-    name = re.sub(r"[^A-Za-z0-9]+", "_", ascii_text).strip("_") or "student"
-    if name[0].isdigit() or name.lower().startswith("test_") or \
-            name.lower() in ("test", "conftest", "init"):
-        name = "student_" + name
-    if name.lower().endswith("_test") or keyword.iskeyword(name):
-        name += "_py"
-    return name
 
 
 def is_submission_name(path: Path) -> bool:
@@ -123,16 +102,6 @@ def student_names(entries: list[Path]) -> dict[Path, str]:
                 continue
             names[path] = unique(path.stem if plain else normalise(path.stem), taken)
     return names
-
-
-def unique(base: str, taken: set[str]) -> str:
-    """`base`, or `base_2`, `base_3`... the first not taken yet (then taken)."""
-    name, count = base, 1
-    while name in taken:
-        count += 1
-        name = f"{base}_{count}"
-    taken.add(name)
-    return name
 
 
 def find_class(entries: list[Path], shard: tuple[int, int] | None = None) -> list[Submission]:
@@ -188,13 +157,6 @@ def shard_of(name: str, count: int) -> int:
     of files or of the machine, so every machine splits a class the same way."""
     digest = hashlib.sha256(name.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
-
-
-def pytest_would_import(name: str) -> bool:
-    """A module of a pytest name (its default python_files, conftest, a package's __init__), or
-    a `.pth` (run by `site` wherever it lands)."""
-    lower = name.lower()
-    return lower.endswith(".pth") or (lower.endswith(".py") and is_pytest_name(name))
 
 
 def code_pytest_would_import(entry: Path) -> list[Path]:

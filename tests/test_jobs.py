@@ -24,15 +24,15 @@ GRADE = jobs.Grade(architecture="a/model.json", weights="a/weights.npz", data=DA
     jobs.Train(architecture="a", weights="w", data=DATA, out="o", epochs=1, batch_size=64,
                seed=0)])
 def test_a_job_comes_back_as_it_was_sent_through_json(job: jobs.Job) -> None:
-    wire = json.loads(json.dumps({"id": 7, **jobs.to_json(job)}))
+    wire = json.loads(json.dumps({"id": 7, **job.to_json()}))
     assert jobs.from_json(wire) == job
 
 
 @pytest.mark.parametrize(("wire", "words"), [
     ({"kind": "format_disk"}, "unknown kind: 'format_disk'"),
-    ({**jobs.to_json(GRADE), "bits": [4, 4]}, r"Grade: unknown fields \['bits'\]"),
-    ({k: v for k, v in jobs.to_json(GRADE).items() if k != "out"}, "Grade: .*'out'"),
-    ({**jobs.to_json(GRADE), "data": [1, 2]}, "DataSpec: expected an object"),
+    ({**GRADE.to_json(), "bits": [4, 4]}, r"Grade: unknown fields \['bits'\]"),
+    ({k: v for k, v in GRADE.to_json().items() if k != "out"}, "Grade: .*'out'"),
+    ({**GRADE.to_json(), "data": [1, 2]}, "DataSpec: expected an object"),
 ])
 def test_a_malformed_job_is_refused_naming_the_field(wire: object, words: str) -> None:
     with pytest.raises(ResultError, match=words):

@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade.evaluator.jobs import Job, to_json
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import HarnessError, ResultError, Stage
+
+if TYPE_CHECKING:  # the jobs carry their own JSON form
+    from pytest_akida_grade.evaluator.jobs import Job
 
 START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
 LOG_TAIL = 1500
@@ -102,7 +104,7 @@ class Evaluator:
         started = time.monotonic()
         assert process.stdin is not None
         try:
-            process.stdin.write((json.dumps({"id": number, **to_json(job)}) + "\n").encode())
+            process.stdin.write((json.dumps({"id": number, **job.to_json()}) + "\n").encode())
             process.stdin.flush()
         except OSError:
             return self._crashed()

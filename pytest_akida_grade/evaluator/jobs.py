@@ -33,8 +33,17 @@ class Calibration:
     samples: int
 
 
+class Message:
+    """A job's JSON form, on the job itself (the client needs no import of this module)."""
+
+    KIND: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.KIND, **asdict(self)}  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True, kw_only=True)
-class Inspect:
+class Inspect(Message):
     """The fast checks' evidence of a build's hand-over (model.json, weights.npz)."""
 
     KIND: ClassVar[str] = "inspect"
@@ -48,7 +57,7 @@ class Inspect:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Train:
+class Train(Message):
     """The default recipe on the training split; the trained weights to `out`."""
 
     KIND: ClassVar[str] = "train"
@@ -62,7 +71,7 @@ class Train:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Grade:
+class Grade(Message):
     """Float, quantized and Akida accuracy of trained weights; the .fbz to `out`."""
 
     KIND: ClassVar[str] = "grade"
@@ -79,7 +88,7 @@ class Grade:
 
 
 @dataclass(frozen=True, kw_only=True)
-class InspectAndGrade:
+class InspectAndGrade(Message):
     """Both for a pre-trained model: one conversion serves the Akida 1.0 truth and the grade."""
 
     KIND: ClassVar[str] = "inspect+grade"
@@ -92,10 +101,6 @@ KINDS: dict[str, type[Any]] = {kind.KIND: kind for kind in (Inspect, Train, Grad
                                                                InspectAndGrade)}
 NESTED: dict[str, type[Any]] = {"data": DataSpec, "calibration": Calibration,
                                 "inspect": Inspect, "grade": Grade}
-
-
-def to_json(job: Job) -> dict[str, Any]:
-    return {"kind": job.KIND, **asdict(job)}
 
 
 def from_json(data: Any) -> Job:

@@ -24,18 +24,12 @@ import numpy as np
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator import jobs
-from pytest_akida_grade.evaluator.rebuild import (
-    BadNumbers,
-    SubmissionError,
-    exported,
-    rebuild,
-    rebuilt,
-    why_not_rebuilt,
-)
+from pytest_akida_grade.evaluator.rebuild import BadNumbers, NotRebuilt, SubmissionError, rebuilt
+from pytest_akida_grade.evaluator.schema import SchemaError, parse, refusal
 from pytest_akida_grade.quality import argmax_accuracy
 from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth, Violation
 from pytest_akida_grade.rules import akida_v1, architecture, design_space, mapper
-from pytest_akida_grade.rules.architecture import parameters
+from pytest_akida_grade.rules.architecture import budget_problem, parameters
 from pytest_akida_grade.rules.specs import Specs, describe
 
 Progress = Callable[[str], None]
@@ -43,6 +37,35 @@ Array = np.ndarray[Any, Any]
 QUANTIZE_STOP = re.compile(r"'([^']+)' of type (\w+) is not supported to quantize")
 CONVERT_STOP = re.compile(r"Conversion stops\s+at layer (\S+)")
 FIT_SAMPLES = 64  # random images that calibrate the untrained model's quantization
+ARCHITECTURE_BYTES = 8 << 20
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+def exported(path: Path) -> tuple[dict[str, Any], Specs]:
+    """The handed-over architecture as data and its layer specs (nothing deserialized)."""
+    try:
+        if path.stat().st_size > ARCHITECTURE_BYTES:
+            raise SchemaError("the exported architecture is too large to grade")
+        config = parse(path.read_text(encoding="utf-8"))
+    except (SchemaError, UnicodeDecodeError, OSError) as error:
+        raise SubmissionError(str(error)) from None
+    return config, architecture.layer_specs(config)
+
+
+def why_not_rebuilt(config: dict[str, Any], specs: Specs) -> str | None:
+    """The closed list, then the budgets: None when tf_keras may rebuild the model."""
+    return refusal(config, specs) or budget_problem(specs)
+
+
+def rebuild(architecture: Path, weights: Path) -> Any:
+    """The model the sandbox exported, checked for the assignment's input and output."""
+    config, specs = exported(architecture)
+    why = why_not_rebuilt(config, specs)
+    if why is not None:
+        raise NotRebuilt(f"the grader does not rebuild this model: {why}")
+    return rebuilt(config, weights)
 
 
 # ---------------------------------------------------------------------------- inspect

@@ -1,8 +1,8 @@
 """An exported model, rebuilt on the trusted side: validated JSON -> tf_keras model -> weights.
 
-Nothing here imports or calls student code. The architecture is read as data (schema.py) and
-rebuilt by tf_keras only when it is on the closed list and within the budgets; the weights come
-from a plain .npz read without pickle, and must be finite numbers of a sane size.
+Nothing here imports or calls student code. Only a configuration pipeline's gate accepted (the
+closed list of schema.py, the budgets of rules/architecture.py) is rebuilt by tf_keras; the
+weights come from a plain .npz read without pickle, and must be finite numbers of a sane size.
 """
 
 from __future__ import annotations
@@ -15,12 +15,8 @@ from typing import Any
 import numpy as np
 
 from pytest_akida_grade.catalog import INPUT_SHAPE, NUM_CLASSES
-from pytest_akida_grade.evaluator.schema import SchemaError, parse, refusal
-from pytest_akida_grade.rules.architecture import budget_problem, layer_specs
-from pytest_akida_grade.rules.specs import Specs
 
 WEIGHTS_BYTES = 512 << 20
-ARCHITECTURE_BYTES = 8 << 20
 # Beyond this a weight cannot be a trained MNIST model's, and quantizing it overflows the
 # quantizers' ranges (TensorFlow then fails an assertion deep inside quantizeml).
 HUGE = 1e9
@@ -36,31 +32,6 @@ class NotRebuilt(SubmissionError):
 
 class BadNumbers(SubmissionError):
     """The weights fit the model but are not numbers a trained model has (NaN, inf, huge)."""
-
-
-def exported(architecture: Path) -> tuple[dict[str, Any], Specs]:
-    """The handed-over architecture as data and its layer specs (nothing deserialized)."""
-    try:
-        if architecture.stat().st_size > ARCHITECTURE_BYTES:
-            raise SchemaError("the exported architecture is too large to grade")
-        config = parse(architecture.read_text(encoding="utf-8"))
-    except (SchemaError, UnicodeDecodeError, OSError) as error:
-        raise SubmissionError(str(error)) from None
-    return config, layer_specs(config)
-
-
-def why_not_rebuilt(config: dict[str, Any], specs: Specs) -> str | None:
-    """The closed list, then the budgets: None when tf_keras may rebuild the model."""
-    return refusal(config, specs) or budget_problem(specs)
-
-
-def rebuild(architecture: Path, weights: Path) -> Any:
-    """The model the sandbox exported, checked for the assignment's input and output."""
-    config, specs = exported(architecture)
-    why = why_not_rebuilt(config, specs)
-    if why is not None:
-        raise NotRebuilt(f"the grader does not rebuild this model: {why}")
-    return rebuilt(config, weights)
 
 
 def rebuilt(config: dict[str, Any], weights: Path | None) -> Any:

@@ -17,8 +17,15 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from pytest_akida_grade.rules.architecture import input_shape, is_chain, model_layers
-from pytest_akida_grade.rules.specs import Specs, cfg, cls, describe
+from pytest_akida_grade.rules.specs import (
+    Specs,
+    cfg,
+    cls,
+    describe,
+    input_shape,
+    is_chain,
+    model_layers,
+)
 
 MAX_DEPTH = 64
 MAX_NODES = 200_000

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_akida_grade import roster
-from pytest_akida_grade.discovery import WEIGHTS_SUFFIX, normalise, unique
+from pytest_akida_grade.names import WEIGHTS_SUFFIX, normalise, unique
 from pytest_akida_grade.report import unpack
-from pytest_akida_grade.report.files import write_text
 from pytest_akida_grade.report.unpack import Member, Refused
 
 LMS_NAMES = ("canvas", "gradescope", "moodle")
@@ -288,7 +287,7 @@ def write(planned: Sequence[Planned], lms: str, out: Path, force: bool) -> None:
             for handed, suffix in ((item.module, ".py"), (item.weights, WEIGHTS_SUFFIX)):
                 if handed is not None and item.module is not None:
                     (staging / f"{item.stem}{suffix}").write_bytes(handed.member.read())
-        write_text(staging / roster.NAME, roster_text(planned, lms))
+        (staging / roster.NAME).write_text(roster_text(planned, lms), encoding="utf-8")
         out.mkdir(exist_ok=True)
         for old in _previous_import(out) if force else []:
             old.unlink(missing_ok=True)

@@ -8,7 +8,6 @@ or a branch, they are None. `parameters` and `activations` give what a rebuild w
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import Any
 
@@ -17,14 +16,17 @@ from pytest_akida_grade.rules.specs import (
     MAX_MODEL_VALUES,
     MAX_PARAMETERS,
     Layer,
+    Shape,
     Specs,
     cfg,
     cls,
     describe,
+    input_shape,
+    is_chain,
+    model_layers,
     pair,
 )
 
-Shape = list[int] | None
 SCALARS = (str, int, float, bool, type(None))
 TEXT_CAP = 200  # a config string kept in a spec of a layer the grader does not know
 SAME_SHAPE = frozenset({
@@ -35,42 +37,6 @@ POOLINGS = frozenset({"MaxPooling2D", "AveragePooling2D"})
 GLOBAL_POOLINGS = frozenset({"GlobalAveragePooling2D", "GlobalMaxPooling2D"})
 KNOWN = SAME_SHAPE | CONVOLUTIONS | POOLINGS | GLOBAL_POOLINGS | {
     "InputLayer", "Flatten", "Dense", "ZeroPadding2D"}
-
-
-def model_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The serialized layers as `model.layers` lists them (a Sequential's InputLayer is not
-    one of them, a functional model's is)."""
-    layers = [entry for entry in cfg(config).get("layers", []) if isinstance(entry, dict)]
-    if config.get("class_name") == "Sequential" and layers and cls(layers[0]) == "InputLayer":
-        return layers[1:]
-    return layers
-
-
-def input_shape(config: dict[str, Any]) -> Shape:
-    """(height, width, channels) the model reads: its InputLayer's, else its first layer's."""
-    layers = [entry for entry in cfg(config).get("layers", []) if isinstance(entry, dict)]
-    for entry in layers[:1]:
-        shape = cfg(entry).get("batch_input_shape")
-        if isinstance(shape, list) and len(shape) > 1 and shape[0] is None:
-            return _dims(shape[1:])
-    build = cfg(config).get("build_input_shape")
-    return _dims(build[1:]) if isinstance(build, list) and build else None
-
-
-def is_chain(config: dict[str, Any]) -> bool:
-    """A Sequential model, or a functional one whose every layer reads the one before it."""
-    if config.get("class_name") == "Sequential":
-        return True
-    layers = model_layers(config)
-    for before, layer in itertools.pairwise(layers):
-        nodes = layer.get("inbound_nodes")
-        if nodes != [[[cfg(before).get("name"), 0, 0, {}]]]:
-            return False
-    if not layers or cls(layers[0]) != "InputLayer":
-        return False
-    ends = [[cfg(layer).get("name"), 0, 0] for layer in (layers[0], layers[-1])]
-    return [cfg(config).get("input_layers"), cfg(config).get("output_layers")] == \
-        [[ends[0]], [ends[1]]]
 
 
 def layer_specs(config: dict[str, Any]) -> Specs:
@@ -92,12 +58,6 @@ def _scalars(config: dict[str, Any]) -> dict[str, Any]:
     """What the rules may read of a layer the grader does not know: short scalars only."""
     return {str(key): value[:TEXT_CAP] if isinstance(value, str) else value
             for key, value in config.items() if isinstance(value, SCALARS)}
-
-
-def _dims(values: list[Any]) -> Shape:
-    if all(type(v) is int and v > 0 for v in values):
-        return list(values)
-    return None
 
 
 # ---------------------------------------------------------------------------- shapes

@@ -6,6 +6,7 @@ Pure: no TensorFlow, Keras or Akida here.
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 
 Layer = dict[str, Any]  # one layer spec: index, name, class_name, config, input/output shape
 Specs = list[Layer]
+Shape = list[int] | None  # (height, width, channels), or as many as the layer outputs
 
 BOUNDED_RELU_EXAMPLE = "keras.layers.ReLU(max_value=6.0)"
 
@@ -148,3 +150,48 @@ def fuse(layers: Specs) -> tuple[list[Block], Specs]:
 
 def first_neural(layers: Specs) -> Layer | None:
     return next((layer for layer in layers if cls(layer) in (*CONV, "Dense")), None)
+
+
+# ------------------------------------------------------------- the exported JSON's structure
+
+
+def model_layers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serialized layers as `model.layers` lists them (a Sequential's InputLayer is not
+    one of them, a functional model's is)."""
+    layers = [entry for entry in cfg(config).get("layers", []) if isinstance(entry, dict)]
+    if config.get("class_name") == "Sequential" and layers and cls(layers[0]) == "InputLayer":
+        return layers[1:]
+    return layers
+
+
+def input_shape(config: dict[str, Any]) -> Shape:
+    """(height, width, channels) the model reads: its InputLayer's, else its first layer's."""
+    layers = [entry for entry in cfg(config).get("layers", []) if isinstance(entry, dict)]
+    for entry in layers[:1]:
+        shape = cfg(entry).get("batch_input_shape")
+        if isinstance(shape, list) and len(shape) > 1 and shape[0] is None:
+            return _dims(shape[1:])
+    build = cfg(config).get("build_input_shape")
+    return _dims(build[1:]) if isinstance(build, list) and build else None
+
+
+def is_chain(config: dict[str, Any]) -> bool:
+    """A Sequential model, or a functional one whose every layer reads the one before it."""
+    if config.get("class_name") == "Sequential":
+        return True
+    layers = model_layers(config)
+    for before, layer in itertools.pairwise(layers):
+        nodes = layer.get("inbound_nodes")
+        if nodes != [[[cfg(before).get("name"), 0, 0, {}]]]:
+            return False
+    if not layers or cls(layers[0]) != "InputLayer":
+        return False
+    ends = [[cfg(layer).get("name"), 0, 0] for layer in (layers[0], layers[-1])]
+    return [cfg(config).get("input_layers"), cfg(config).get("output_layers")] == \
+        [[ends[0]], [ends[1]]]
+
+
+def _dims(values: list[Any]) -> Shape:
+    if all(type(v) is int and v > 0 for v in values):
+        return list(values)
+    return None
