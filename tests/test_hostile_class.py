@@ -63,10 +63,69 @@ runner.export = export
 """
 
 
+# Hand-overs that are hostile themselves (issue 17): the trusted side reads their JSON as data and
+# rebuilds only what is on its closed list; bad numbers fail in the student's words.
+SECRET = "TOPSECRET-first-line-of-a-root-only-file"
+BAD_NUMBERS = {"nan": "the weights of layer 'conv2d' (kernel) contain NaN: training diverged",
+               "huge": "the weights of layer 'conv2d' (kernel) reach 3e+38",
+               "constant": "outputs the same values for every image"}
+NOT_REBUILT = ("lookup", "vectorizer", "giant")
+INTERNALS = ("Traceback", 'File "/', "{{function_node", "<class '")
+
+
+def forged(layers: str) -> str:
+    """Alice's model whose exported JSON gains `layers` before its classifier (a patched
+    to_json: the sandbox built the real model, the hand-over says otherwise)."""
+    return student_source(extra=textwrap.dedent(f"""
+        import json
+        from tf_keras.src.engine import training
+        real = training.Model.to_json
+        def to_json(self, **kwargs):
+            config = json.loads(real(self, **kwargs))
+            config["config"]["layers"][-2:-2] = {layers}
+            for layer in config["config"]["layers"]:
+                layer.pop("build_config", None)  # tf_keras rebuilds without them
+            return json.dumps(config)
+        training.Model.to_json = to_json
+        """))
+
+
+def weights_set_to(expression: str) -> str:
+    """Alice's model whose own train() leaves every weight as `expression` of its shape."""
+    return student_source(extra=f"""
+import numpy as np
+
+def train(model, x_train, y_train):
+    model.set_weights([{expression} for w in model.get_weights()])
+""")
+
+
+def hand_overs(root: Path) -> dict[str, str]:
+    """The hostile hand-overs; a root-only file (0600) their layers name."""
+    secret = root / "secret.txt"
+    secret.write_text(f"{SECRET}\nsecond line\n")
+    secret.chmod(0o600)
+    layer = {"module": "keras.layers", "registered_name": None}
+    return {
+        "relu6": student_source(GOOD_LAYERS.replace("keras.layers.ReLU(max_value=3.0)",
+                                                    'keras.layers.Activation("relu6")')),
+        "lookup": forged(repr([{**layer, "class_name": "IntegerLookup",
+                                "config": {"name": "lookup", "vocabulary": str(secret)}}])),
+        "vectorizer": forged(repr([{**layer, "class_name": "TextVectorization",
+                                    "config": {"name": "text", "vocabulary": str(secret)}}])),
+        "giant": forged(repr([{**layer, "class_name": "Flatten", "config": {"name": "flat"}},
+                              {**layer, "class_name": "Dense",
+                               "config": {"name": "giant", "units": 1_200_000}}])),
+        "nan": weights_set_to("np.full(w.shape, np.nan, 'float32')"),
+        "huge": weights_set_to("np.full(w.shape, 3e38, 'float32')"),
+        "constant": weights_set_to("np.zeros(w.shape, 'float32')"),
+    }
+
+
 def attackers(root: Path, mnist: Path) -> dict[str, str]:
     targets = [str(root / "students" / f"{name}.py") for name in HONEST]
     cache, pwned = str(root / "cache-attack"), str(root / "pwned")
-    return {
+    return {**hand_overs(root),
         "patcher": _with("""
             import sys
             try:
@@ -191,8 +250,9 @@ def _with(attack: str) -> str:
 
 
 def selection(names: list[str]) -> str:
-    """Every software check; accuracy only for the honest and the figure forgers."""
-    graded = [*HONEST, *FIGURES_OF_ALICE]
+    """Every software check; accuracy only for the honest, the figure forgers and the hostile
+    hand-overs (bad numbers fail it, a model not rebuilt skips it)."""
+    graded = [*HONEST, *FIGURES_OF_ALICE, *BAD_NUMBERS, *NOT_REBUILT]
     skipped = [f"({name} and accuracy)" for name in names if name not in graded]
     return " and ".join(["not hardware_quality", *(f"not {s}" for s in skipped)])
 
@@ -359,3 +419,46 @@ def test_the_attack_leaves_no_process_behind_and_the_log_small(graded):
     assert MARKER not in listing
     assert len(graded["output"]) < 200_000
     assert graded["seconds"] < 600
+
+
+@pytest.mark.parametrize("attacker", ["lookup", "vectorizer"])
+def test_a_layer_naming_a_file_loads_fails_the_whitelist_and_the_file_is_never_read(
+        graded, attacker):
+    assert outcome(graded, attacker, "loads")["outcome"] == "passed"
+    whitelist = outcome(graded, attacker, "layer_whitelist")
+    assert whitelist["outcome"] == "failed" and "is not an allowed layer" in whitelist["message"]
+    for check in ("quantized_accuracy", "akida_accuracy"):
+        verdict = outcome(graded, attacker, check)
+        assert verdict["outcome"] == "skipped", verdict
+        assert "does not rebuild this model" in verdict["message"]
+    assert SECRET not in graded["output"] and SECRET not in json.dumps(graded["attack"])
+
+
+def test_a_giant_architecture_is_refused_before_allocation_with_both_numbers(graded):
+    v1 = outcome(graded, "giant", "v1_constraints")
+    assert v1["outcome"] == "failed"
+    assert "954,000,010 parameters" in v1["message"] and "16,000,000" in v1["message"]
+    assert outcome(graded, "giant", "akida_accuracy")["outcome"] == "skipped"
+
+
+@pytest.mark.parametrize(("attacker", "words"), list(BAD_NUMBERS.items()))
+def test_bad_numbers_fail_the_accuracy_checks_in_the_students_words(graded, attacker, words):
+    assert outcome(graded, attacker, "loads")["outcome"] == "passed"
+    for check in ("quantized_accuracy", "akida_accuracy"):
+        verdict = outcome(graded, attacker, check)
+        assert verdict["outcome"] == "failed" and words in verdict["message"], verdict
+
+
+def test_an_honest_relu6_activation_loads_and_fails_only_the_whitelist(graded):
+    assert outcome(graded, "relu6", "loads")["outcome"] == "passed"
+    whitelist = outcome(graded, "relu6", "layer_whitelist")
+    assert whitelist["outcome"] == "failed" and "ReLU(max_value=6.0)" in whitelist["message"]
+    assert outcome(graded, "relu6", "relu_bounded")["outcome"] == "passed"
+
+
+def test_no_message_carries_a_traceback_a_host_path_or_an_op_name(graded):
+    private = (str(PACKAGE.parent), str(graded["root"]))
+    for name, verdicts in graded["attack"].items():
+        for check, verdict in verdicts["checks"].items():
+            for internal in (*INTERNALS, *private):
+                assert internal not in verdict["message"], (name, check, internal)
