@@ -349,8 +349,11 @@ def test_honest_classmates_get_exactly_the_results_of_a_class_without_attackers(
 def test_a_later_regrade_from_the_cache_the_attackers_ran_next_to_is_unchanged(graded):
     if graded["regraded"] is None:
         pytest.skip("regraded in bubblewrap only")
+    def graded_alike(record: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in record.items() if key != "seconds"}  # wall time
+
     for name in HONEST:
-        assert graded["regraded"][name] == graded["reference"][name], name
+        assert graded_alike(graded["regraded"][name]) == graded_alike(graded["reference"][name])
 
 
 def test_no_file_outside_the_sandboxes_changed(graded):
@@ -437,7 +440,7 @@ def test_a_layer_naming_a_file_loads_fails_the_whitelist_and_the_file_is_never_r
 def test_a_giant_architecture_is_refused_before_allocation_with_both_numbers(graded):
     v1 = outcome(graded, "giant", "v1_constraints")
     assert v1["outcome"] == "failed"
-    assert "954,000,010 parameters" in v1["message"] and "16,000,000" in v1["message"]
+    assert "954,004,810 parameters" in v1["message"] and "16,000,000" in v1["message"]
     assert outcome(graded, "giant", "akida_accuracy")["outcome"] == "skipped"
 
 
