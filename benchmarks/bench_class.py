@@ -103,8 +103,9 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
     staging.mkdir(exist_ok=True)
     module = work / "growth.py"
     module.write_text(bench.STUDENT.read_text())
-    job = Job("growth", module, weights, ("build",), 0, None, 300, "bench", 300, "bench",
-                     6 << 30)
+    job = Job(name="growth", module=module, weights=weights, phases=("build",), seed=0,
+              train_data=None, seconds=300, timeout_source="bench", build_seconds=300,
+              build_timeout_source="bench", memory_bytes=6 << 30)
     launch.run(policy.choose("auto"), job, scratch, staging, lambda m: None, lambda p, d: None)
     export = staging / "build"
     source = data.resolve_mnist(npz, work / "mnist")

@@ -232,11 +232,13 @@ class Grader:
     def _job(self, submission: Submission, train: bool) -> Job:
         s, weights = self.settings, submission.weights_path
         return Job(
-            submission.name, submission.path, weights if weights.is_file() else None,
-            ("build", "train") if train else ("build",), s.seed,
-            self.data.fit_file(self.scratch / "data") if train else None,
-            s.grade_timeout if train else s.timeout, GRADE_TIMEOUT if train else TIMEOUT,
-            s.timeout, TIMEOUT, s.memory_limit)
+            name=submission.name, module=submission.path,
+            weights=weights if weights.is_file() else None,
+            phases=("build", "train") if train else ("build",), seed=s.seed,
+            train_data=self.data.fit_file(self.scratch / "data") if train else None,
+            seconds=s.grade_timeout if train else s.timeout,
+            timeout_source=GRADE_TIMEOUT if train else TIMEOUT,
+            build_seconds=s.timeout, build_timeout_source=TIMEOUT, memory_bytes=s.memory_limit)
 
     def _handed_over(self, submission: Submission, phase: str, train: bool) -> Stage[Path]:
         return self.children.handed_over(str(submission.path), phase, train,

@@ -29,8 +29,9 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module.write_text(student_source())
     scratch = Path(tempfile.mkdtemp(prefix="akida-test-"))
     os.chmod(scratch, 0o711)
-    job = Job("alice", module, None, ("build",), 0, None, 120, "test", 120, "test",
-                     6 << 30)
+    job = Job(name="alice", module=module, weights=None, phases=("build",), seed=0,
+              train_data=None, seconds=120, timeout_source="test", build_seconds=120,
+              build_timeout_source="test", memory_bytes=6 << 30)
     end = launch.run(policy.choose("auto"), job, scratch, root, lambda message: None,
                      lambda phase, path: None)
     assert end.failure is None, end.failure

@@ -101,8 +101,10 @@ def run(tmp_path: Path, source: str, sandbox: policy.Policy | str = BWRAP, *,
     os.chmod(scratch, 0o711)
     staging = tmp_path / "staging"
     staging.mkdir(exist_ok=True)
-    job = Job("mallory", module, None, ("build",), 0, None, seconds, "the test's limit",
-                     seconds, "the test's limit", memory, processes)
+    job = Job(name="mallory", module=module, weights=None, phases=("build",), seed=0,
+              train_data=None, seconds=seconds, timeout_source="the test's limit",
+              build_seconds=seconds, build_timeout_source="the test's limit",
+              memory_bytes=memory, processes=processes)
     messages: list[str] = []
     try:
         end = launch.run(sandbox, job, scratch, staging, messages.append,

@@ -44,7 +44,7 @@ class Process(Protocol):
     def poll(self) -> int | None: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """One child: a submission and the phases it must run (build, and maybe train)."""
 
