@@ -138,7 +138,7 @@ def test_a_student_missing_from_the_replay_file_is_skipped_saying_so(
     # The recording's name, not the grader's path to it (no host path reaches a student).
     assert hardware_check(bob)["message"].startswith(f"{replay.name} has no figures for bob. ")
     assert bob["metrics"]["source"] == "none"
-    result.stdout.fnmatch_lines([f"SKIPPED*{replay} has no figures for bob*"])
+    result.stdout.fnmatch_lines([f"SKIPPED*{replay.name} has no figures for bob*"])
 
 
 def test_a_malformed_replay_file_is_an_error_naming_student_and_field(
