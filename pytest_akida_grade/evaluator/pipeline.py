@@ -59,13 +59,14 @@ def why_not_rebuilt(config: dict[str, Any], specs: Specs) -> str | None:
     return refusal(config, specs) or budget_problem(specs)
 
 
-def rebuild(architecture: Path, weights: Path) -> Any:
-    """The model the sandbox exported, checked for the assignment's input and output."""
+def rebuild(architecture: Path, weights: Path) -> tuple[Any, Specs]:
+    """The model the sandbox exported, checked for the assignment's input and output, and its
+    layer specs (the JSON read once)."""
     config, specs = exported(architecture)
     why = why_not_rebuilt(config, specs)
     if why is not None:
         raise NotRebuilt(f"the grader does not rebuild this model: {why}")
-    return rebuilt(config, weights)
+    return rebuilt(config, weights), specs
 
 
 # ---------------------------------------------------------------------------- inspect
@@ -277,7 +278,7 @@ def train(architecture: Path, weights: Path, data: Split, out: Path, *, epochs: 
     """The default recipe: seeded Adam on sparse cross-entropy from logits; weights to `out`."""
     import tf_keras as keras
 
-    model = rebuild(architecture, weights)
+    model, _ = rebuild(architecture, weights)
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -311,9 +312,8 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 
 def grade(job: jobs.Grade, data: Split, progress: Progress) -> Graded:
     """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `job.out`."""
-    architecture = Path(job.architecture)
-    return _grade(rebuild(architecture, Path(job.weights)), exported(architecture)[1], data, job,
-                  progress, first=None)
+    model, layers = rebuild(Path(job.architecture), Path(job.weights))
+    return _grade(model, layers, data, job, progress, first=None)
 
 
 def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: Progress,
