@@ -89,8 +89,8 @@ def peaks(trace: list[dict[str, object]]) -> str:
     return ", ".join(f"{role} {mb:.0f} MB" for role, mb in sorted(found.items()))
 
 
-def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[float, float]:
-    """RSS of one warm evaluator after its first and its last of `jobs` grade jobs."""
+def evaluator_growth(work: Path, npz: Path, weights: Path, count: int) -> tuple[float, float]:
+    """RSS of one warm evaluator after its first and its last of `count` grade jobs."""
     from pytest_akida_grade import data
     from pytest_akida_grade.evaluator import jobs
     from pytest_akida_grade.evaluator.client import Evaluator
@@ -117,7 +117,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, jobs: int) -> tuple[f
     with np.load(export / "weights.npz") as loaded:
         arrays = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
     try:
-        for index in range(jobs):  # distinct weights each time: nothing to reuse
+        for index in range(count):  # distinct weights each time: nothing to reuse
             noise = np.random.default_rng(index)
             variant = staging / f"weights-{index}.npz"
             np.savez(variant, *[a + noise.normal(0, 1e-3, a.shape).astype(a.dtype)

@@ -8,7 +8,6 @@ Nothing in this process imports student code or TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, course, data, scrub
+from pytest_akida_grade import catalog, course, data, grading, scrub
 from pytest_akida_grade.cache import Cache, toolchain_versions
 from pytest_akida_grade.discovery import (
     Submission,
@@ -29,7 +28,6 @@ from pytest_akida_grade.discovery import (
     shard_of,
     student_names,
 )
-from pytest_akida_grade.grading import Grader
 from pytest_akida_grade.recorder import Recorder, progress
 from pytest_akida_grade.report import files
 from pytest_akida_grade.results import FAILED, SKIPPED, HarnessError, Verdict
@@ -92,8 +90,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SANDBOX] = _sandbox(settings, cache)
     scratch = Path(tempfile.mkdtemp(prefix="akida-grade-"))
     os.chmod(scratch, 0o711)  # a sandbox's uid may reach its own directory, list nothing
-    config.stash[GRADER] = Grader(settings, cache, scratch, config.stash[SANDBOX],
-                                  progress=lambda student, text: progress(config, student, text))
+    config.stash[GRADER] = grading.create(
+        settings, cache, scratch, config.stash[SANDBOX],
+        progress=lambda student, text: progress(config, student, text))
     config.stash[RECORDER] = Recorder(config, settings, config.stash[POINTS],
                                       lambda path: student_name(config, path),
                                       view=_gradescope_view(settings))
@@ -268,14 +267,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     grader = session.config.stash.get(GRADER, None)
     if grader is None:
         return
-    grader.wanted_grades = {str(item.path) for item in session.items
-                            if isinstance(item, CheckItem) and item.check in catalog.ACCURACY}
-    if grader.workers == 1:
-        # Alone, this process grades the class in collection order: it may look ahead. Under
-        # several workers the next student may be another worker's (xdist decides late).
-        order = list(dict.fromkeys(i.submission for i in session.items
-                                   if isinstance(i, CheckItem)))
-        grader.following = {str(a.path): b for a, b in itertools.pairwise(order)}
+    grader.plan((item.submission, item.check) for item in session.items
+                if isinstance(item, CheckItem))
     session.config.stash[RECORDER].expect(session.items)
 
 
@@ -323,7 +316,7 @@ class CheckItem(pytest.Item):
     def setup(self) -> None:
         """Run the stage this check needs; the grader's own failures are errors, not fails."""
         grader = self.config.stash[GRADER]
-        grader.flush_progress()
+        grader.background.flush()
         try:
             self.verdict = grader.verdict(self.submission, self.check)
             # For the class's similarity report (recorder.py), never for the student's feedback.

@@ -36,6 +36,11 @@ class Option:
     def ini_key(self) -> str:
         return f"akida_{self.name}"
 
+    @property
+    def called(self) -> str:
+        """How a message names it: the ini key and the flag."""
+        return f"{self.ini_key} / {self.flag}" if self.flag else self.ini_key
+
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -215,6 +220,13 @@ OPTIONS: tuple[Option, ...] = (
 
 
 _BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def called(name: str) -> str:
+    """An option as a message names it ("akida_timeout / --akida-timeout")."""
+    return _BY_NAME[name].called
+
+
 DIRECTORIES = ("students", "course_checks")  # lists of paths: flag appends, ini lines
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from pytest_akida_grade.evaluator import jobs
-from pytest_akida_grade.results import ResultError
 
 DATA = jobs.DataSpec(path="/d/mnist.npz", sha256="ab", seed=0, validation_split=0.1,
                      train_limit=0, test_limit=500)
@@ -35,7 +34,7 @@ def test_a_job_comes_back_as_it_was_sent_through_json(job: jobs.Job) -> None:
     ({**GRADE.to_json(), "data": [1, 2]}, "DataSpec: expected an object"),
 ])
 def test_a_malformed_job_is_refused_naming_the_field(wire: object, words: str) -> None:
-    with pytest.raises(ResultError, match=words):
+    with pytest.raises(jobs.JobError, match=words):
         jobs.from_json(wire)
 
 

@@ -241,6 +241,10 @@ class Pool:
         self._changed = threading.Condition()
         self._started = threading.Event()
 
+    @property
+    def size(self) -> int:
+        return len(self.processes)
+
     def start(self) -> None:
         """Start them now, in the background (their imports take seconds): once a session."""
         if not self._started.is_set():

@@ -8,9 +8,14 @@ KeyError deep in a subprocess. Replies are the stage results of results.py.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_akida_grade.results import Declared, ResultError
+if TYPE_CHECKING:  # nothing of the package at run time: the stages below the grader build jobs
+    from pytest_akida_grade.results import Declared
+
+
+class JobError(ValueError):
+    """A job without the fields its kind needs, or with fields it does not know."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,23 +109,23 @@ NESTED: dict[str, type[Any]] = {"data": DataSpec, "calibration": Calibration,
 
 
 def from_json(data: Any) -> Job:
-    """The typed job; ResultError naming what is missing or unknown."""
+    """The typed job; JobError naming what is missing or unknown."""
     kind = data.get("kind") if isinstance(data, dict) else None
     if kind not in KINDS:
-        raise ResultError(f"a job of an unknown kind: {kind!r}")
+        raise JobError(f"a job of an unknown kind: {kind!r}")
     job: Job = _build(KINDS[kind], {k: v for k, v in data.items() if k not in ("kind", "id")})
     return job
 
 
 def _build(kind: type[Any], data: Any) -> Any:
     if not isinstance(data, dict):
-        raise ResultError(f"{kind.__name__}: expected an object, got {type(data).__name__}")
+        raise JobError(f"{kind.__name__}: expected an object, got {type(data).__name__}")
     names = {field.name for field in fields(kind)}
     if set(data) - names:
-        raise ResultError(f"{kind.__name__}: unknown fields {sorted(set(data) - names)}")
+        raise JobError(f"{kind.__name__}: unknown fields {sorted(set(data) - names)}")
     values = {name: _build(NESTED[name], value) if name in NESTED and value is not None
               else value for name, value in data.items()}
     try:
         return kind(**values)
     except TypeError as error:
-        raise ResultError(f"{kind.__name__}: {error}") from None
+        raise JobError(f"{kind.__name__}: {error}") from None

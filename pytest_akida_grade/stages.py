@@ -1,0 +1,268 @@
+"""One submission's stages, below the orchestrator (grading.py). Each takes what it needs and
+returns a typed result; none reads another's cache or state, none decides what comes next.
+
+    HandOver    the sandboxed child's files: its build (and training, when asked) -> Export
+    Inspection  an Export -> the evaluator's Akida 1.0 truth (Built), and the grade when one
+                job makes both (a pre-trained model: the fused path)
+    Training    an Export -> its trained weights (weights file | train() | default recipe)
+    Evaluation  trained weights -> Graded (float, quantized, Akida accuracy; the .fbz)
+
+Their collaborators (the sandbox's Children, the Trusted evaluator pool, the Data set) are passed
+in as the protocols below, so a test drives them with fakes. Student code runs only in Children.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pytest_akida_grade.evaluator import jobs
+from pytest_akida_grade.results import (
+    Built,
+    Declarations,
+    Graded,
+    ResultError,
+    Stage,
+    built_and_graded_from_json,
+    built_from_json,
+    declarations_from_json,
+    graded_from_json,
+)
+from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.settings import called
+
+if TYPE_CHECKING:
+    from pytest_akida_grade.data import MnistSource, Split
+    from pytest_akida_grade.discovery import Submission
+    from pytest_akida_grade.evaluator.client import Reply
+    from pytest_akida_grade.settings import Settings
+
+Urgency = Callable[[], int]  # 0: the student pytest is judging now; its jobs go first
+TIMEOUT = called("timeout")  # the options a timeout message names
+GRADE_TIMEOUT = called("grade_timeout")
+
+
+class Children(Protocol):
+    """The sandboxed children (sandbox/launch.py): one run a submission, keyed by its path."""
+
+    def started(self, key: str) -> bool: ...
+
+    def handed_over(self, key: str, phase: str, train: bool,
+                    job: Callable[[], Job]) -> Stage[Path]: ...
+
+    def staging(self) -> Path: ...
+
+    def close(self) -> None: ...
+
+
+class Trusted(Protocol):
+    """The warm trusted processes (evaluator/client.py): figures from code that never imported
+    a submission."""
+
+    @property
+    def size(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def call(self, job: jobs.Job, student: str, seconds: float, timeout_source: str,
+             urgency: Urgency = ...) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+class Data(Protocol):
+    """The session's MNIST (data.py)."""
+
+    def source(self) -> MnistSource: ...
+
+    def request(self) -> dict[str, Any]: ...
+
+    def split(self) -> Split: ...
+
+    def fit_file(self, directory: Path) -> Path: ...
+
+
+@dataclass(frozen=True)
+class Export:
+    """What a build hands on: the architecture and weights, and what the submission declared."""
+
+    files: Path  # model.json and weights.npz: the child's hand-over or the build's cache entry
+    declarations: Declarations
+
+
+@dataclass(frozen=True)
+class Trained:
+    """An architecture with its trained weights, and the route that trained them."""
+
+    architecture: Path
+    weights: Path
+    route: str  # a ROUTE, with " (cached)" when the weights came from the cache
+
+
+def staged(children: Children, name: str) -> Path:
+    """A fresh path for a trusted process's output, out of every child's reach."""
+    return Path(tempfile.mkdtemp(dir=children.staging())) / name
+
+
+def data_spec(data: Data) -> jobs.DataSpec:
+    return jobs.DataSpec(**data.request())
+
+
+class HandOver:
+    """The sandboxed child's files. A run builds the submission and, asked to, trains it in the
+    same child: a later `train=True` for a child that only built starts one that trains."""
+
+    def __init__(self, settings: Settings, children: Children, data: Data,
+                 scratch: Path) -> None:
+        self.settings, self.children, self.data, self.scratch = settings, children, data, scratch
+
+    def files(self, submission: Submission, phase: str, train: bool) -> Stage[Path]:
+        return self.children.handed_over(str(submission.path), phase, train,
+                                         lambda: self._job(submission, train))
+
+    def export(self, submission: Submission, train: bool) -> Stage[Export]:
+        """The build's files and its checked declarations (meta.json)."""
+        files = self.files(submission, "build", train)
+        if files.result is None:
+            return Stage(failure=files.failure, repeatable=files.repeatable)
+        declared = declarations(files.result, submission.weights_path.is_file())
+        if declared.result is None:
+            return Stage(failure=declared.failure)
+        return Stage(result=Export(files.result, declared.result))
+
+    def _job(self, submission: Submission, train: bool) -> Job:
+        s, weights = self.settings, submission.weights_path
+        return Job(
+            name=submission.name, module=submission.path,
+            weights=weights if weights.is_file() else None,
+            phases=("build", "train") if train else ("build",), seed=s.seed,
+            train_data=self.data.fit_file(self.scratch / "data") if train else None,
+            seconds=s.grade_timeout if train else s.timeout,
+            timeout_source=GRADE_TIMEOUT if train else TIMEOUT,
+            build_seconds=s.timeout, build_timeout_source=TIMEOUT, memory_bytes=s.memory_limit)
+
+
+class Inspection:
+    """The evaluator's inspection of an export: the rules, the Akida 1.0 truth. A pre-trained
+    model is inspected on the grade's own calibration images, and may be graded in the same job
+    (one quantization and conversion for both)."""
+
+    def __init__(self, settings: Settings, trusted: Trusted, data: Data,
+                 children: Children) -> None:
+        self.settings, self.trusted, self.data, self.children = settings, trusted, data, children
+
+    def inspect(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Built]:
+        job = self._job(export)
+        if export.declarations.route == "weights file":
+            job = replace(job, calibration=jobs.Calibration(
+                data=data_spec(self.data), samples=self.settings.calibration_samples))
+        reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT, urgency)
+        return reply.stage(built_from_json, submission.name)
+
+    def inspect_and_grade(self, submission: Submission, export: Export, urgency: Urgency,
+                          ) -> tuple[Stage[Built], Stage[Graded]]:
+        """A pre-trained model: its build and its grade (the .fbz written beside the grade's)."""
+        s, inspect = self.settings, self._job(export)
+        grade = grade_job(s, self.data, Trained(export.files / "model.json",
+                                                export.files / "weights.npz", "weights file"),
+                          export.declarations, staged(self.children, "model.fbz"))
+        reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
+                                  submission.name, s.timeout + s.grade_timeout, GRADE_TIMEOUT,
+                                  urgency)
+        both = reply.stage(built_and_graded_from_json, submission.name)
+        if both.result is None:
+            failed: Stage[Any] = Stage(failure=both.failure, repeatable=both.repeatable)
+            return failed, failed
+        built, graded = both.result
+        if graded.result is not None:
+            graded = Stage(result=replace(graded.result, model_path=grade.out))
+        return Stage(result=built), graded
+
+    def _job(self, export: Export) -> jobs.Inspect:
+        declared = export.declarations
+        return jobs.Inspect(architecture=str(export.files / "model.json"),
+                            weights=str(export.files / "weights.npz"), seed=self.settings.seed,
+                            weight_bits=declared.weight_bits,
+                            activation_bits=declared.activation_bits, route=declared.route)
+
+
+class Training:
+    """Trained weights for an export, by its route: the weights file as handed over, the child's
+    own train() (in the sandbox), or the default recipe (in a trusted process)."""
+
+    def __init__(self, settings: Settings, hand_over: HandOver, trusted: Trusted,
+                 data: Data) -> None:
+        self.settings, self.hand_over, self.trusted, self.data = \
+            settings, hand_over, trusted, data
+
+    def train(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Path]:
+        """The trained weights.npz."""
+        route = export.declarations.route
+        if route == "train()":
+            trained = self.hand_over.files(submission, "train", True)
+            if trained.result is None:
+                return Stage(failure=trained.failure, repeatable=trained.repeatable)
+            return Stage(result=trained.result / "weights.npz")
+        if route == "default recipe":
+            return self._default_recipe(submission, export.files, urgency)
+        return Stage(result=export.files / "weights.npz")
+
+    def _default_recipe(self, submission: Submission, files: Path,
+                        urgency: Urgency) -> Stage[Path]:
+        s, weights = self.settings, staged(self.hand_over.children, "weights.npz")
+        reply = self.trusted.call(jobs.Train(
+            architecture=str(files / "model.json"), weights=str(files / "weights.npz"),
+            data=data_spec(self.data), out=str(weights), epochs=s.epochs,
+            batch_size=s.batch_size, seed=s.seed), submission.name, s.grade_timeout,
+            GRADE_TIMEOUT, urgency)
+        done = reply.stage(lambda result: result, submission.name)
+        if not done.ok:
+            return Stage(failure=done.failure, repeatable=done.repeatable)
+        return Stage(result=weights)
+
+
+class Evaluation:
+    """Trained weights quantized, converted and evaluated on the test set, in a trusted process."""
+
+    def __init__(self, settings: Settings, trusted: Trusted, data: Data,
+                 children: Children) -> None:
+        self.settings, self.trusted, self.data, self.children = settings, trusted, data, children
+
+    def evaluate(self, submission: Submission, trained: Trained, declared: Declarations,
+                 urgency: Urgency) -> Stage[Graded]:
+        """The grade; its model_path is the .fbz it wrote."""
+        job = grade_job(self.settings, self.data, trained, declared,
+                        staged(self.children, "model.fbz"))
+        reply = self.trusted.call(job, submission.name, self.settings.grade_timeout,
+                                  GRADE_TIMEOUT, urgency)
+        graded = reply.stage(graded_from_json, submission.name)
+        if graded.result is None:
+            return graded
+        return Stage(result=replace(graded.result, model_path=job.out))
+
+
+def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
+              out: Path) -> jobs.Grade:
+    return jobs.Grade(architecture=str(trained.architecture), weights=str(trained.weights),
+                      data=data_spec(data), out=str(out), weight_bits=declared.weight_bits,
+                      activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
+                      calibration_samples=s.calibration_samples, seed=s.seed,
+                      training=trained.route)
+
+
+def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:
+    """The route and the bits the sandbox handed over (meta.json), checked."""
+    try:
+        return Stage(result=declarations_from_json(
+            json.loads((export / "meta.json").read_bytes()), pretrained))
+    except (ValueError, ResultError) as error:
+        return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
+
+
+def declared_by(built: Built) -> Declarations:
+    """What a built submission had declared (a cached build)."""
+    return Declarations(built.route, built.weight_bits, built.activation_bits)
