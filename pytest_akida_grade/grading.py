@@ -261,7 +261,7 @@ class Grader:
             self.background.progress(submission.name, line)
         return verdict
 
-    def judge(self, submission: Submission) -> None:
+    def focus(self, submission: Submission) -> None:
         """pytest is at this student: start its stages (if not yet) and the next few's (enough
         to keep every trusted process busy; the student being judged goes first)."""
         self._current = str(submission.path)

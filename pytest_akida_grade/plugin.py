@@ -287,7 +287,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     grader = item.config.stash.get(GRADER, None)
     if grader is None or not isinstance(item, CheckItem):
         return
-    grader.judge(item.submission)
+    grader.focus(item.submission)
     if isinstance(nextitem, CheckItem) and nextitem.submission != item.submission:
         grader.prefetch(nextitem.submission)  # this worker's next, as xdist told it
 

@@ -175,8 +175,8 @@ class Inspection:
                                   urgency)
         both = reply.stage(built_and_graded_from_json, submission.name)
         if both.result is None:
-            failed: Stage[Any] = Stage(failure=both.failure, repeatable=both.repeatable)
-            return failed, failed
+            return (Stage(failure=both.failure, repeatable=both.repeatable),
+                    Stage(failure=both.failure, repeatable=both.repeatable))
         built, graded = both.result
         if graded.result is not None:
             graded = Stage(result=replace(graded.result, model_path=grade.out))

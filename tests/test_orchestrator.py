@@ -210,7 +210,7 @@ def verdicts(grader: Grader, submission: Submission, checks: list[str] | None = 
     """Plans the checks (every one by default), then asks for each verdict in order."""
     checks = checks or list(catalog.NAMES)
     grader.plan((submission, check) for check in checks)
-    grader.judge(submission)
+    grader.focus(submission)
     found = {check: grader.verdict(submission, check) for check in checks}
     return {check: (verdict.outcome, verdict.message) for check, verdict in found.items()}
 
@@ -371,7 +371,7 @@ def test_judging_a_student_starts_the_next_ones_alone_but_not_under_xdist(
         school.cache = Cache(None)  # every build done again
         grader = school.grader(workers)
         grader.plan((student, "loads") for student in students)
-        grader.judge(students[0])
+        grader.focus(students[0])
         started_builds = [grader.background.once(("build", str(student.path)), lambda: None)
                           for student in students]  # started ones: their own future
         concurrent.futures.wait(started_builds)
