@@ -263,7 +263,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Which students will be trained, so training can start with their first check."""
+    """The grader's plan, once: the checks in run order (a student whose grade is wanted starts
+    training with its build; alone, the grader looks ahead in this order)."""
     grader = session.config.stash.get(GRADER, None)
     if grader is None:
         return
