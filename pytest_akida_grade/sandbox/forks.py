@@ -17,7 +17,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from pytest_akida_grade.sandbox.messages import SERVER, Exited, Fork, Forked, Ready, parse
 
 READY_SECONDS = 180.0
 
@@ -74,8 +76,8 @@ class ForkServer:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             try:
-                socket.send_fds(channel, [json.dumps({"job": job, "request": str(request)})
-                                          .encode()], [out_w, err_w])
+                fork = Fork(job=job, request=str(request))
+                socket.send_fds(channel, [json.dumps(fork.to_json()).encode()], [out_w, err_w])
             except OSError as error:
                 for fd in (out_r, out_w, err_r, err_w):
                     os.close(fd)
@@ -122,31 +124,30 @@ class ForkServer:
     def _await_ready(self, channel: socket.socket) -> None:
         channel.settimeout(READY_SECONDS)
         try:
-            message = json.loads(channel.recv(1 << 16) or b"{}")
-        except (OSError, ValueError) as error:
+            data = channel.recv(1 << 16)
+        except OSError as error:
             self._fail(f"the fork server did not start ({error})")
         finally:
             channel.settimeout(None)
-        if not message.get("ready"):
+        try:
+            Ready.from_json(json.loads(data or b"{}"))
+        except ValueError:  # its log says why
             self._fail("the fork server did not start (see its log)")
 
     def _listen(self, channel: socket.socket) -> None:
         """Dispatch the server's answers: a job's pid, a child's end."""
         while True:
             try:
-                data = channel.recv(1 << 16)
-            except OSError:
-                data = b""
-            if not data:
+                message = parse(json.loads(channel.recv(1 << 16) or b"null"), SERVER)
+            except (OSError, ValueError):  # closed, or not its protocol: as good as gone
                 self._gone()
                 return
-            message: dict[str, Any] = json.loads(data)
-            if "job" in message:
-                self._started.pop(message["job"]).set_result(int(message["pid"]))
-            elif "exited" in message:
-                ended = self._ended.setdefault(int(message["exited"]), Future())
+            if isinstance(message, Forked):
+                self._started.pop(message.job).set_result(message.pid)
+            elif isinstance(message, Exited):
+                ended = self._ended.setdefault(message.pid, Future())
                 if not ended.done():
-                    ended.set_result(int(message["code"]))
+                    ended.set_result(message.code)
 
     def _gone(self) -> None:
         """The server died: waiters learn it (their children died with it)."""

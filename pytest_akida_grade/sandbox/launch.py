@@ -27,6 +27,7 @@ from typing import Any
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import Stage
 from pytest_akida_grade.sandbox.forks import Child, ForkServer, ForkServerError
+from pytest_akida_grade.sandbox.messages import Limits, Request
 from pytest_akida_grade.sandbox.policy import (
     CODE_DIR,
     Policy,
@@ -65,7 +66,7 @@ def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: Pro
     try:
         work = _prepare(home, job, uid, copy_data=forked)
         request, argv, env = _request(policy, job, home, uid, forked)
-        (home / "in" / "request.json").write_text(json.dumps(request))
+        (home / "in" / "request.json").write_text(json.dumps(request.to_json()))
         _seal(home / "in", uid)
         process = _start(policy, job, home, argv, env, uid, forks if forked else None)
         try:
@@ -86,7 +87,7 @@ def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str,
         with contextlib.suppress(ForkServerError):  # then a fresh process, as without it
             return forks.spawn(home / "in" / "request.json")
         request, argv, env = _request(policy, job, home, uid, False)
-        (home / "in" / "request.json").write_text(json.dumps(request))
+        (home / "in" / "request.json").write_text(json.dumps(request.to_json()))
     return subprocess.Popen(
         _command(policy, home, job, argv, env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home / "work",
@@ -125,7 +126,7 @@ def _seal(inputs: Path, uid: int | None) -> None:
 
 
 def _request(policy: Policy, job: Job, home: Path, uid: int | None,
-             forked: bool) -> tuple[dict[str, object], list[str], dict[str, str]]:
+             forked: bool) -> tuple[Request, list[str], dict[str, str]]:
     """The request (paths as the child sees them), the command's argv and environment."""
     inside = policy.mode == "bwrap" and not forked  # a fork sees the host's paths
     inputs = INSIDE / "in" if inside else home / "in"
@@ -133,23 +134,23 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
     code = INSIDE / "code" if inside else CODE_DIR
     data = None if not job.train_data else INSIDE / "data" / "train.npz" if inside else \
         inputs / "train.npz" if forked else job.train_data
-    limits = {"memory": job.memory_bytes, "file_size": 1 << 30, "open_files": 1024, "core": 0,
-              "cpu_seconds": int(job.seconds * (os.cpu_count() or 1)) + 30}
-    if policy.mode != "off":  # root ignores it, and a normal user's count includes their desktop
-        limits["processes"] = job.processes
-    request: dict[str, object] = {
-        "module": str(inputs / f"{job.name}.py"), "phases": list(job.phases),
-               "weights_file": str(inputs / f"{job.name}.weights.h5") if job.weights else None,
-               "seed": job.seed, "train_data": str(data) if data else None,
-               "out": str(work / "out"), "cwd": str(work), "limits": limits,
-               "uid": uid if inside or (forked and policy.mode != "off") else None}
+    limits = Limits(memory=job.memory_bytes, file_size=1 << 30, open_files=1024, core=0,
+                    cpu_seconds=int(job.seconds * (os.cpu_count() or 1)) + 30,
+                    # root ignores it, and a normal user's count includes their desktop
+                    processes=job.processes if policy.mode != "off" else None)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
            "TMPDIR": "/tmp" if inside else str(work / "tmp"), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLCONFIGDIR": str(work / "tmp"),
            "KERAS_HOME": str(work / ".keras")}
     if forked:
         env["TMPDIR"] = str(work / "tmp")  # the fork server's /tmp is not writable
-        request["env"] = env
+    request = Request(
+        module=str(inputs / f"{job.name}.py"), phases=job.phases,
+        weights_file=str(inputs / f"{job.name}.weights.h5") if job.weights else None,
+        seed=job.seed, train_data=str(data) if data else None, out=str(work / "out"),
+        cwd=str(work), limits=limits,
+        uid=uid if inside or (forked and policy.mode != "off") else None,
+        env=dict(env) if forked else None)
     argv = [policy.python, "-I", str(code / "student.py"), str(inputs / "request.json")]
     return request, argv, env
 

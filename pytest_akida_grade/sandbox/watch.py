@@ -3,8 +3,8 @@
 Whatever the child writes, the deadline holds, what is read from it is capped, its scratch is
 watched, and only three events mean anything ("progress", "failed", "exported"); an export is
 copied out of its reach (each path component opened with O_NOFOLLOW, a regular file of its own
-only, never blocking, up to a size cap) into a directory only the grader can write. No imports from
-this package.
+only, never blocking, up to a size cap) into a directory only the grader can write. Events are
+parsed into messages.py's types; a line that is not one is ignored.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
+
+from pytest_akida_grade.sandbox import messages
 
 PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
 LINE_BYTES = 64 << 10
@@ -167,22 +169,19 @@ def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
 
 def _event(watch: Watch, line: bytes, job: Job, work: Path, staging: Path,
            on_progress: Progress, on_export: OnExport) -> None:
+    """One line of the child's: an event of messages.py, or nothing (whatever else it is)."""
     try:
-        event = json.loads(line)
-    except ValueError:
+        event = messages.parse(json.loads(line), messages.EVENTS)
+    except (ValueError, RecursionError):  # not JSON, nested too deep, or not one of ours
         return
-    if not isinstance(event, dict):
-        return
-    kind = event.get("event")
-    if kind == "progress":
-        on_progress(clean(event.get("message"), 500))
-    elif kind == "failed" and watch.failure is None:
-        watch.failure = clean(event.get("message"), MESSAGE_CHARS)
-    elif kind == "exported" and event.get("phase") in job.phases \
-            and event.get("phase") not in watch.exported and watch.failure is None:
-        phase = str(event["phase"])
-        with contextlib.suppress(TypeError, ValueError):
-            watch.peak_rss_mb = max(watch.peak_rss_mb, float(event.get("peak_rss_mb", 0.0)))
+    if isinstance(event, messages.Progress):
+        on_progress(clean(event.message, 500))
+    elif isinstance(event, messages.Failed) and watch.failure is None:
+        watch.failure = clean(event.message, MESSAGE_CHARS)
+    elif isinstance(event, messages.Exported) and event.phase in job.phases \
+            and event.phase not in watch.exported and watch.failure is None:
+        watch.peak_rss_mb = max(watch.peak_rss_mb, event.peak_rss_mb)
+        phase = event.phase
         problem = snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
         if problem:
             watch.failure = problem
