@@ -1,5 +1,5 @@
-"""The sandbox's typed messages (sandbox/messages.py): one definition on both sides of the
-boundary, and nothing the child sends believed unless it is exactly one of them."""
+"""The sandbox's typed messages (sandbox/watch.py's protocol): one definition on both sides of
+the boundary, and nothing the child sends believed unless it is exactly one of them."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_akida_grade.sandbox import messages, student, watch
-from pytest_akida_grade.sandbox.messages import (
+from pytest_akida_grade.sandbox import student, watch
+from pytest_akida_grade.sandbox.watch import (
     EVENTS,
     SERVER,
     Exited,
@@ -37,8 +37,8 @@ def _block(module: object) -> str:
 
 
 def test_student_py_holds_the_very_definitions_the_launcher_imports() -> None:
-    assert _block(student) == _block(messages)
-    assert student.Request.__module__ != messages.Request.__module__  # a copy, not an import
+    assert _block(student) == _block(watch)
+    assert student.Request.__module__ != watch.Request.__module__  # a copy, not an import
     tree = ast.parse(Path(str(student.__file__)).read_text())
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names]
@@ -57,7 +57,7 @@ REQUEST = Request(module="/sandbox/in/mallory.py", phases=("build", "train"), we
     REQUEST, Progress(message="epoch 1"), Failed(message="build_model() raised"),
     Exported(phase="build", peak_rss_mb=812.5), Fork(job=2, request="/jobs/x/in/request.json"),
     Ready(pid=7), Forked(job=2, pid=9), Exited(pid=9, code=-9)], ids=lambda m: m.KIND)
-def test_every_message_survives_its_json_form_on_either_side(message: messages.Message) -> None:
+def test_every_message_survives_its_json_form_on_either_side(message: watch.Message) -> None:
     wire = json.loads(json.dumps(message.to_json()))
     assert type(message).from_json(wire) == message
     there = getattr(student, type(message).__name__).from_json(wire)

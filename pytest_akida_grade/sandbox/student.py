@@ -9,7 +9,7 @@ and hands over files, which the trusted side validates; nothing it says is belie
 3. train (only when asked and the submission has its own train()): call train() on the training
    split it was given, export out/train/weights.npz and say "exported train".
 
-The protocol is JSON lines on the original stdout (the events of messages.py, whose definitions
+The protocol is JSON lines on the original stdout (the events of watch.py, whose protocol block
 this file holds a copy of); the student's prints go to stderr.
 """
 
@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import IO, Any, ClassVar, TypeVar
 
 # ---------------------------------------------------------------------------- the protocol
-# (in messages.py and in student.py, identical to "end of the protocol": the child imports
+# (in watch.py and in student.py, identical to "end of the protocol": the child imports
 # nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
 
 

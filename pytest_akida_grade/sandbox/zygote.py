@@ -5,7 +5,7 @@ its first line runs), then forks one child a job. A child confines itself exactl
 student.py process does (limits, then a fresh unprivileged uid) before it imports the
 submission; it never runs in this process, which only forks, reaps and reports. Like
 student.py, it imports nothing from this package: its messages are student.py's copy of
-messages.py's.
+watch.py's.
 
 Protocol on the socket (SOCK_SEQPACKET, one JSON object a message): this says Ready, then the
 launcher sends Fork (job n, the request's path) with two descriptors (the child's protocol and
