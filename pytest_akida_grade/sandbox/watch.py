@@ -4,7 +4,7 @@ What may cross the sandbox's boundary is typed here, one frozen, keyword-only da
 with its JSON form: the launcher's request to the child (launch.py -> student.py), the child's
 events (student.py -> here), the fork server's protocol (launch.py <-> zygote.py). The sandboxed
 side imports nothing from this package: student.py holds a copy of the protocol's block below
-(zygote.py uses that copy), kept identical by tests/test_sandbox_py. What the child sends
+(zygote.py uses that copy), kept identical by tests/test_sandbox_messages.py. What the child sends
 is parsed, never trusted: `from_json` and `parse` refuse an unknown kind, an unknown or missing
 field, or a value of the wrong type with a MessageError naming it.
 
@@ -42,8 +42,8 @@ POLL_SECONDS = 0.25
 
 
 # ---------------------------------------------------------------------------- the protocol
-# (in py and in student.py, identical to "end of the protocol": the child imports
-# nothing from the package; tests/test_sandbox_py keeps the two the same)
+# (in watch.py and in student.py, identical to "end of the protocol": the child imports
+# nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
 
 
 class MessageError(ValueError):
@@ -357,7 +357,7 @@ def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
 
 def _event(watch: Watch, line: bytes, job: Job, work: Path, staging: Path,
            on_progress: OnProgress, on_export: OnExport) -> None:
-    """One line of the child's: an event of py, or nothing (whatever else it is)."""
+    """One line of the child's: an event of the protocol, or nothing (whatever else it is)."""
     try:
         event = parse(json.loads(line), EVENTS)
     except (ValueError, RecursionError):  # not JSON, nested too deep, or not one of ours
