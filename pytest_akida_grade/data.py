@@ -14,13 +14,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
 from pytest_akida_grade.fileio import atomic_write, file_sha256
-from pytest_akida_grade.mnist_pickle import READ_ERRORS, Arrays, PickleError, describe
+from pytest_akida_grade.mnist_pickle import READ_ERRORS, Array, Arrays, PickleError, describe
 from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle
 from pytest_akida_grade.results import HarnessError
 
@@ -245,7 +245,7 @@ def _cached_or_built(
     return _source(target, label)
 
 
-def _write_npz_atomically(target: Path, **arrays: np.ndarray[Any, Any]) -> None:
+def _write_npz_atomically(target: Path, **arrays: Array) -> None:
     """Readers (other xdist workers too) see the old file or the whole new one, never half."""
     atomic_write(target, lambda handle: np.savez(handle, **arrays), mode=0o600)  # uncompressed
 
@@ -320,12 +320,12 @@ def _nothing_found_message(tried: list[str]) -> str:
 class Split:
     """What each side sees: the sandbox gets (x_fit, y_fit) only, never validation or test."""
 
-    x_fit: np.ndarray[Any, Any]
-    y_fit: np.ndarray[Any, Any]
-    x_val: np.ndarray[Any, Any]
-    y_val: np.ndarray[Any, Any]
-    x_test: np.ndarray[Any, Any]
-    y_test: np.ndarray[Any, Any]
+    x_fit: Array
+    y_fit: Array
+    x_val: Array
+    y_val: Array
+    x_test: Array
+    y_test: Array
 
 
 def split(path: Path, *, seed: int, validation_split: float, train_limit: int = 0,
@@ -363,6 +363,17 @@ def test_set_copies(explicit: Path | None, cache_dir: Path | None) -> tuple[Path
     return tuple(found)
 
 
+class DataRequest(TypedDict):
+    """The fields of evaluator.jobs.DataSpec (mypy checks `DataSpec(**request)`)."""
+
+    path: str
+    sha256: str
+    seed: int
+    validation_split: float
+    train_limit: int
+    test_limit: int
+
+
 class Dataset:
     """The session's MNIST, resolved once (a failure too: said once, not once a check) and
     split as the settings say. Thread-safe: the grader's stages run in threads."""
@@ -388,7 +399,7 @@ class Dataset:
                 raise self._source
             return self._source
 
-    def request(self) -> dict[str, Any]:
+    def request(self) -> DataRequest:
         """What the trusted evaluator needs to split the same data the same way."""
         source = self.source()
         return {"path": str(source.path), "sha256": source.sha256, "seed": self.seed,
