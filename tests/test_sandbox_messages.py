@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
+import resource
 from pathlib import Path
 
 import pytest
 
-from pytest_akida_grade.sandbox import student, watch
+from pytest_akida_grade.sandbox import launch, policy, student, watch
 from pytest_akida_grade.sandbox.watch import (
     EVENTS,
     SERVER,
@@ -127,3 +128,20 @@ def test_the_watch_ignores_a_line_that_is_not_an_event_even_one_nested_to_crash_
     watch._event(seen, line, _Job(), tmp_path, tmp_path, said.append,  # type: ignore[arg-type]
                  lambda phase, path: None)
     assert said == [] and seen.failure is None and seen.exported == set()
+
+
+def test_the_request_sets_every_limit_and_no_process_limit_when_off(tmp_path: Path) -> None:
+    module = tmp_path / "mallory.py"
+    module.write_text("import resource as r\nraise SystemExit(f'nproc {r.getrlimit(r.RLIMIT_NPROC)}"
+                      " as {r.getrlimit(r.RLIMIT_AS)} core {r.getrlimit(r.RLIMIT_CORE)}')\n")
+    job = watch.Job(name="mallory", module=module, weights=None, phases=("build",), seed=0,
+                    train_data=None, seconds=20, timeout_source="the test's limit",
+                    build_seconds=20, build_timeout_source="the test's limit",
+                    memory_bytes=3 << 30, processes=64)
+    scratch, staging = tmp_path / "scratch", tmp_path / "staging"
+    scratch.mkdir()
+    end = launch.run(policy.Policy("off", root=False), job, scratch, staging, lambda _: None,
+                     lambda phase, path: None)
+    assert end.failure is not None, end
+    assert f"nproc {resource.getrlimit(resource.RLIMIT_NPROC)}" in end.failure
+    assert f"as {(3 << 30, 3 << 30)} core (0, 0)" in end.failure
