@@ -17,6 +17,7 @@ from typing import Any
 import akida
 import filelock
 import numpy as np
+import numpy.typing as npt
 
 from pytest_akida_grade.catalog import IMAGE_SHAPE
 from pytest_akida_grade.fileio import file_sha256
@@ -43,27 +44,22 @@ def open_device(index: int | None = None, *, devices: list[Any] | None = None) -
     return found[position]
 
 
-def _describe(device: Any) -> str:
+def _describe(device: object) -> str:
     return str(getattr(device, "desc", device))
 
 
-def measure(model_path: Path, device: Any, x_test: np.ndarray[Any, Any],
-            y_test: np.ndarray[Any, Any], *,
+def measure(model_path: Path, device: Any, x_test: npt.NDArray[np.generic],
+            y_test: npt.NDArray[np.generic], *,
             settle_s: float = 0.5, batch_size: int = 100) -> Measurement:
     """Run the converted model on the board over `x_test` and collect akida's own figures.
 
     Model loading/mapping errors are akida's and propagate unchanged (they are the
     submission's fault); BoardError means the board could not give a measurement.
     """
-    inputs = _board_inputs(x_test)
-    labels = np.asarray(y_test).reshape(-1)
+    inputs, labels = _board_inputs(x_test), np.asarray(y_test).reshape(-1)
     if labels.shape[0] != inputs.shape[0]:
         raise ValueError(f"{inputs.shape[0]} test images but {labels.shape[0]} labels")
-    soc = getattr(device, "soc", None)
-    if soc is None:
-        # Virtual devices (akida.AKD1000()) have no SoC, hence no power meter and no inference.
-        raise BoardError(f"{_describe(device)} has no SoC power meter: it is not a real board, "
-                         "so nothing can be measured on it.")
+    soc = _power_meter_soc(device)
     model = akida.Model(filename=str(model_path))
     model.map(device)
     soc.power_measurement_enabled = True
@@ -96,7 +92,17 @@ def measure(model_path: Path, device: Any, x_test: np.ndarray[Any, Any],
     )
 
 
-def _board_inputs(x_test: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def _power_meter_soc(device: Any) -> Any:
+    """The board's SoC (its power meter). Virtual devices (akida.AKD1000()) have none, hence no
+    power meter and no inference."""
+    soc = getattr(device, "soc", None)
+    if soc is None:
+        raise BoardError(f"{_describe(device)} has no SoC power meter: it is not a real board, "
+                         "so nothing can be measured on it.")
+    return soc
+
+
+def _board_inputs(x_test: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     """MNIST as the board takes it: uint8 (N, 28, 28, 1)."""
     x = np.asarray(x_test)
     if x.dtype != np.uint8:
@@ -164,8 +170,8 @@ class Bench:
         except BoardError as error:
             raise HarnessError(str(error)) from None
 
-    def run(self, model_path: Path, x_test: np.ndarray[Any, Any],
-            y_test: np.ndarray[Any, Any]) -> Stage[Measurement]:
+    def run(self, model_path: Path, x_test: npt.NDArray[np.generic],
+            y_test: npt.NDArray[np.generic]) -> Stage[Measurement]:
         """`measure` under the lock: the figures; a failure when the model does not fit;
         HarnessError for the board's own."""
         try:

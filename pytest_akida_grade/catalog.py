@@ -110,15 +110,21 @@ def points_of(points: Mapping[str, float], check: str) -> float:
     return float(points.get(check, default))
 
 
-def record_checks(record: Mapping[str, Any]) -> list[str]:
+def part(record: Mapping[str, object], key: str) -> Mapping[str, object]:
+    """An object of a record (its "checks", its "metrics"); empty when absent or not one."""
+    value = record.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def record_checks(record: Mapping[str, object]) -> list[str]:
     """The built-in checks in catalog order, then the record's course checks in name order."""
-    extra = sorted(name for name in record.get("checks", {}) if name not in BY_NAME)
+    extra = sorted(name for name in part(record, "checks") if name not in BY_NAME)
     return [*NAMES, *extra]
 
 
-def outcome_of(record: Mapping[str, Any], check: str) -> tuple[str, str]:
+def outcome_of(record: Mapping[str, object], check: str) -> tuple[str, str]:
     """(outcome, message) of a check in a student record; ("missing", "not run") when absent."""
-    entry = record.get("checks", {}).get(check)
+    entry = part(record, "checks").get(check)
     if not isinstance(entry, Mapping):
         return MISSING, "not run"
     return str(entry.get("outcome", MISSING)), str(entry.get("message") or "")
@@ -128,7 +134,7 @@ MISSING = "missing"  # the outcome of a check absent from a record
 OUTCOMES = ("passed", "failed", "skipped", "error")
 
 
-def score(record: Mapping[str, Any], points: Mapping[str, float]) -> tuple[float, float]:
+def score(record: Mapping[str, object], points: Mapping[str, float]) -> tuple[float, float]:
     """(earned, max): a check earns its points only if it passed."""
     names = record_checks(record)
     earned = sum(points_of(points, c) for c in names if outcome_of(record, c)[0] == "passed")
@@ -136,7 +142,7 @@ def score(record: Mapping[str, Any], points: Mapping[str, float]) -> tuple[float
     return round(earned, 6), round(maximum, 6)
 
 
-def with_points(records: Iterable[Mapping[str, Any]],
+def with_points(records: Iterable[Mapping[str, object]],
                 points: Mapping[str, float]) -> list[dict[str, Any]]:
     """Copies of the records with "points" and "max_points" filled in."""
     result = []

@@ -20,7 +20,7 @@ import numpy as np
 
 from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
 from pytest_akida_grade.fileio import atomic_write, file_sha256
-from pytest_akida_grade.mnist_pickle import READ_ERRORS, Arrays, PickleError, describe
+from pytest_akida_grade.mnist_pickle import READ_ERRORS, Array, Arrays, PickleError, describe
 from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle
 from pytest_akida_grade.results import HarnessError
 
@@ -245,7 +245,7 @@ def _cached_or_built(
     return _source(target, label)
 
 
-def _write_npz_atomically(target: Path, **arrays: np.ndarray[Any, Any]) -> None:
+def _write_npz_atomically(target: Path, **arrays: Array) -> None:
     """Readers (other xdist workers too) see the old file or the whole new one, never half."""
     atomic_write(target, lambda handle: np.savez(handle, **arrays), mode=0o600)  # uncompressed
 
@@ -320,12 +320,12 @@ def _nothing_found_message(tried: list[str]) -> str:
 class Split:
     """What each side sees: the sandbox gets (x_fit, y_fit) only, never validation or test."""
 
-    x_fit: np.ndarray[Any, Any]
-    y_fit: np.ndarray[Any, Any]
-    x_val: np.ndarray[Any, Any]
-    y_val: np.ndarray[Any, Any]
-    x_test: np.ndarray[Any, Any]
-    y_test: np.ndarray[Any, Any]
+    x_fit: Array
+    y_fit: Array
+    x_val: Array
+    y_val: Array
+    x_test: Array
+    y_test: Array
 
 
 def split(path: Path, *, seed: int, validation_split: float, train_limit: int = 0,
@@ -389,7 +389,8 @@ class Dataset:
             return self._source
 
     def request(self) -> dict[str, Any]:
-        """What the trusted evaluator needs to split the same data the same way."""
+        """What the trusted evaluator needs to split the same data the same way: the fields of
+        evaluator.jobs.DataSpec (which this module may not import: one layer too many)."""
         source = self.source()
         return {"path": str(source.path), "sha256": source.sha256, "seed": self.seed,
                 "validation_split": self.validation_split, "train_limit": self.train_limit,

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-Array = np.ndarray[Any, Any]
+Array = npt.NDArray[np.uint8]  # validated MNIST: pixels 0-255, labels 0-9
 Arrays = tuple[tuple[Array, Array], tuple[Array, Array]]  # keras' (train, test) splits
 # Everything a broken npz or pickle can raise while being read.
 READ_ERRORS = (OSError, EOFError, ValueError, TypeError, KeyError, AttributeError, IndexError,
@@ -41,7 +42,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return allowed[(module, name)]
 
 
-def _pickle_globals() -> dict[tuple[str, str], Any]:
+def _pickle_globals() -> dict[tuple[str, str], object]:
     import importlib
 
     try:  # numpy 2 (numpy < 2: numpy.core)
@@ -85,8 +86,8 @@ def read_classic_pickle(path: Path, where: str, *, image_shape: tuple[int, int],
     return (np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])), (x_te, y_te)
 
 
-def _pixels_to_uint8(x: Any, where: str, hint: str,
-                     image_shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+def _pixels_to_uint8(x: object, where: str, hint: str,
+                     image_shape: tuple[int, int]) -> Array:
     pixels = int(np.prod(image_shape))
     if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == pixels):
         shape = getattr(x, "shape", type(x).__name__)
@@ -101,11 +102,11 @@ def _pixels_to_uint8(x: Any, where: str, hint: str,
             f"{where}: values are not k/256 for whole k in 0-255, so they cannot be turned back "
             f"into the original uint8 pixels. {hint}"
         )
-    images: np.ndarray[Any, Any] = levels.astype(np.uint8).reshape(-1, *image_shape)
+    images: Array = levels.astype(np.uint8).reshape(-1, *image_shape)
     return images
 
 
-def _labels_to_uint8(y: Any, where: str, hint: str, num_classes: int) -> np.ndarray[Any, Any]:
+def _labels_to_uint8(y: object, where: str, hint: str, num_classes: int) -> Array:
     if not (isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iu"):
         desc = f"{y.dtype} {y.shape}" if isinstance(y, np.ndarray) else type(y).__name__
         raise PickleError(f"{where}: {desc}, not a 1-d integer array. {hint}")

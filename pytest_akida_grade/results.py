@@ -142,7 +142,7 @@ def to_json(result: Built | Graded | MappingFigures | V1Truth) -> Json:
     return asdict(result)
 
 
-def _get(data: Any, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
+def _get(data: object, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(data, dict) or name not in data:
         raise ResultError(f"{where}: missing {name!r}")
     value = data[name]
@@ -159,14 +159,14 @@ NUMBER = (int, float)
 OPTIONAL_TEXT = (str, type(None))
 
 
-def mapping_from_json(data: Any, where: str = "mapping") -> MappingFigures:
+def mapping_from_json(data: object, where: str = "mapping") -> MappingFigures:
     return MappingFigures(
         error=_get(data, "error", OPTIONAL_TEXT, where),
         **{name: int(_get(data, name, int, where)) for name in (
             "nps", "hardware_sequences", "software_sequences", "program_memory_bytes")})
 
 
-def v1_from_json(data: Any, where: str = "v1") -> V1Truth:
+def v1_from_json(data: object, where: str = "v1") -> V1Truth:
     bits = _get(data, "bits", (list, tuple), where)
     if len(bits) != 2 or not all(isinstance(b, int) for b in bits):
         raise ResultError(f"{where}: 'bits' must be two whole numbers")
@@ -180,7 +180,7 @@ def v1_from_json(data: Any, where: str = "v1") -> V1Truth:
         mapping=None if mapping is None else mapping_from_json(mapping, f"{where}.mapping"))
 
 
-def _violation_from_json(data: Any, where: str) -> Violation:
+def _violation_from_json(data: object, where: str) -> Violation:
     return Violation(
         rule=_get(data, "rule", str, where), message=_get(data, "message", str, where),
         layer_index=_get(data, "layer_index", (int, type(None)), where),
@@ -188,7 +188,7 @@ def _violation_from_json(data: Any, where: str) -> Violation:
         documented=_get(data, "documented", bool, where))
 
 
-def built_from_json(data: Any, where: str = "build result") -> Built:
+def built_from_json(data: object, where: str = "build result") -> Built:
     violations = _get(data, "violations", dict, where)
     return Built(
         layers=tuple(_get(data, "layers", (list, tuple), where)),
@@ -202,7 +202,7 @@ def built_from_json(data: Any, where: str = "build result") -> Built:
         not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where))
 
 
-def graded_from_json(data: Any, where: str = "grade result") -> Graded:
+def graded_from_json(data: object, where: str = "grade result") -> Graded:
     akida = _get(data, "akida_accuracy", (int, float, type(None)), where)
     return Graded(
         n_train=_get(data, "n_train", int, where), n_test=_get(data, "n_test", int, where),
@@ -216,10 +216,10 @@ def graded_from_json(data: Any, where: str = "grade result") -> Graded:
         cut_at=_get(data, "cut_at", OPTIONAL_TEXT, where),
         mapping=mapping_from_json(_get(data, "mapping", dict, where), f"{where}.mapping"),
         peak_rss_mb=float(_get(data, "peak_rss_mb", NUMBER, where)),
-        model_path=str(data.get("model_path", "")))
+        model_path=str(data.get("model_path", "")) if isinstance(data, dict) else "")
 
 
-def built_and_graded_from_json(data: Any, where: str = "inspect+grade result",
+def built_and_graded_from_json(data: object, where: str = "inspect+grade result",
                                ) -> tuple[Built, Stage[Graded]]:
     """One job's build and grade (a pre-trained model): the grade may have failed alone."""
     graded = _get(data, "graded", (dict, type(None)), where)
@@ -245,7 +245,7 @@ class Declarations:
     activation_bits: Declared
 
 
-def declarations_from_json(meta: Any, has_weights_file: bool) -> Declarations:
+def declarations_from_json(meta: object, has_weights_file: bool) -> Declarations:
     """Plain bits, one of the three routes. The weights file's presence is known on our side: it
     decides that route, whatever was said."""
     plain = (int, float, str, bool, type(None))

@@ -27,7 +27,7 @@ import math
 import tokenize
 import zipfile
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -62,7 +62,7 @@ def source_hash(source: bytes) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _classes(node: Any, depth: int = 0) -> list[str]:
+def _classes(node: object, depth: int = 0) -> list[str]:
     """The layer classes of a model.json, in order (nested models flattened)."""
     if depth > MAX_DEPTH:
         return []
@@ -85,7 +85,7 @@ def architecture_hash(model_json: bytes, shapes: Iterable[tuple[int, ...]]) -> s
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _descriptors(kernel: npt.NDArray[Any], channels: int) -> npt.NDArray[np.float64] | None:
+def _descriptors(kernel: npt.NDArray[np.generic], channels: int) -> npt.NDArray[np.float64] | None:
     """One row per filter / unit that no permutation of the previous layer's outputs changes:
     at each input position, the sum of its weights over the input channels and their norm
     (centred). After a Flatten, a position is a pixel (channels are the fastest axis)."""
@@ -106,7 +106,7 @@ def _descriptors(kernel: npt.NDArray[Any], channels: int) -> npt.NDArray[np.floa
     return np.asarray(rows, dtype=np.float64)
 
 
-def sketches(kernels: Iterable[npt.NDArray[Any]]) -> list[list[list[float]]]:
+def sketches(kernels: Iterable[npt.NDArray[np.generic]]) -> list[list[list[float]]]:
     """Per kernel (in model order) its units' descriptors, rounded for the record."""
     found, channels = [], 0
     for kernel in kernels:
@@ -117,7 +117,8 @@ def sketches(kernels: Iterable[npt.NDArray[Any]]) -> list[list[list[float]]]:
     return found
 
 
-def weights_fingerprint(arrays: Iterable[npt.NDArray[Any]], model_json: bytes) -> dict[str, Any]:
+def weights_fingerprint(arrays: Iterable[npt.NDArray[np.generic]],
+                        model_json: bytes) -> dict[str, object]:
     """architecture and sketch of a model's weights (get_weights() order)."""
     arrays = list(arrays)
     kernels = [a for a in arrays if a.ndim >= 2 and a.size > 1 and np.isfinite(a).all()]
@@ -125,7 +126,7 @@ def weights_fingerprint(arrays: Iterable[npt.NDArray[Any]], model_json: bytes) -
             "sketch": sketches(kernels)}
 
 
-def read_npz(data: bytes) -> list[npt.NDArray[Any]]:
+def read_npz(data: bytes) -> list[npt.NDArray[np.generic]]:
     """The arrays of a weights.npz (np.savez of get_weights(): arr_0, arr_1, ...), no pickle."""
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         names = sorted(archive.files, key=lambda n: int(n[4:]) if n[4:].isdigit() else -1)
@@ -133,9 +134,9 @@ def read_npz(data: bytes) -> list[npt.NDArray[Any]]:
 
 
 def fingerprint(source: bytes | None, weights_file: str | None, model_json: bytes | None,
-                weights_npz: bytes | None, weights: str) -> dict[str, Any]:
+                weights_npz: bytes | None, weights: str) -> dict[str, object]:
     """A student's fingerprint; what cannot be read is left out (None), never an error."""
-    found: dict[str, Any] = {"source": None if source is None else source_hash(source),
+    found: dict[str, object] = {"source": None if source is None else source_hash(source),
                              "weights_file": weights_file,
                              "weights": weights}
     if model_json is not None and weights_npz is not None:
@@ -148,13 +149,14 @@ def fingerprint(source: bytes | None, weights_file: str | None, model_json: byte
 # ---------------------------------------------------------------- comparing them
 
 
-def _cosines(u: npt.NDArray[np.float64], v: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+def _cosines(u: npt.NDArray[np.float64],
+             v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     norms = np.linalg.norm(u, axis=1)[:, None] * np.linalg.norm(v, axis=1)[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms > 0, (u @ v.T) / np.where(norms > 0, norms, 1.0), 0.0)
 
 
-def _layer_score(x: Any, y: Any) -> float | None:
+def _layer_score(x: object, y: object) -> float | None:
     """How well each unit of one layer finds its twin in the other (either way round)."""
     try:
         u, v = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
@@ -168,7 +170,7 @@ def _layer_score(x: Any, y: Any) -> float | None:
                      np.quantile(cosines.max(axis=0), QUANTILE)))
 
 
-def correlations(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[float] | None:
+def correlations(a: Mapping[str, object], b: Mapping[str, object]) -> list[float] | None:
     """Per-layer scores of two sketches of the same architecture, else None."""
     first, second = a.get("sketch"), b.get("sketch")
     if not first or not isinstance(first, list) or not isinstance(second, list) \
@@ -178,7 +180,7 @@ def correlations(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[float] | No
     return None if any(score is None for score in found) else [s for s in found if s is not None]
 
 
-def _weights_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+def _weights_reason(a: Mapping[str, object], b: Mapping[str, object]) -> str | None:
     if a.get("architecture") is None or a.get("architecture") != b.get("architecture"):
         return None
     found = correlations(a, b)
@@ -194,7 +196,7 @@ def _weights_reason(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
             f"(per-layer correlation {figures}; {a.get('weights')} / {b.get('weights')})")
 
 
-def why_similar(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+def why_similar(a: Mapping[str, object], b: Mapping[str, object]) -> str | None:
     """Why two fingerprints look like one submission, or None."""
     if a.get("source") is not None and a.get("source") == b.get("source"):
         if a["source"] == TEMPLATE_SOURCE:
@@ -210,11 +212,19 @@ def why_similar(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
     return "; ".join(reasons) if reasons else None
 
 
-def similar_pairs(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+class Pair(TypedDict):
+    """Two students whose submissions look alike, and why (for the instructor only)."""
+
+    students: list[str]
+    why: str
+
+
+def similar_pairs(records: Iterable[Mapping[str, object]]) -> list[Pair]:
     """[{"students": [a, b], "why": ...}] for every pair of records that look alike."""
-    printed = sorted((str(r["student"]), r["fingerprint"]) for r in records
-                     if isinstance(r.get("fingerprint"), Mapping))
-    pairs = []
+    printed = sorted(((str(r["student"]), found) for r in records
+                      if isinstance(found := r.get("fingerprint"), Mapping)),
+                     key=lambda named: named[0])
+    pairs: list[Pair] = []
     for (a, first), (b, second) in itertools.combinations(printed, 2):
         why = why_similar(first, second)
         if why is not None:

@@ -43,7 +43,7 @@ class Message:
 
     KIND: ClassVar[str]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"kind": self.KIND, **asdict(self)}  # type: ignore[call-overload]
 
 
@@ -108,16 +108,16 @@ NESTED: dict[str, type[Any]] = {"data": DataSpec, "calibration": Calibration,
                                 "inspect": Inspect, "grade": Grade}
 
 
-def from_json(data: Any) -> Job:
+def from_json(data: object) -> Job:
     """The typed job; JobError naming what is missing or unknown."""
     kind = data.get("kind") if isinstance(data, dict) else None
-    if kind not in KINDS:
+    if not isinstance(data, dict) or kind not in KINDS:
         raise JobError(f"a job of an unknown kind: {kind!r}")
     job: Job = _build(KINDS[kind], {k: v for k, v in data.items() if k not in ("kind", "id")})
     return job
 
 
-def _build(kind: type[Any], data: Any) -> Any:
+def _build(kind: type[Any], data: object) -> Any:
     if not isinstance(data, dict):
         raise JobError(f"{kind.__name__}: expected an object, got {type(data).__name__}")
     names = {field.name for field in fields(kind)}

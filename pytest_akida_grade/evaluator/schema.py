@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from pytest_akida_grade.rules.specs import (
     Specs,
@@ -65,7 +65,7 @@ def parse(text: str) -> dict[str, Any]:
     return config
 
 
-def _count(value: Any, depth: int, seen: list[int]) -> None:
+def _count(value: object, depth: int, seen: list[int]) -> None:
     if depth > MAX_DEPTH:
         raise SchemaError("the exported architecture is nested too deeply to grade")
     seen[0] += 1
@@ -79,26 +79,27 @@ def _count(value: Any, depth: int, seen: list[int]) -> None:
 
 # ---------------------------------------------------------------------------- value types
 
-Check = Callable[[Any], bool]
+Check = Callable[[object], bool]
 
 
-def _number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+def _number(value: object) -> TypeGuard[float]:
+    """A finite int or float, not a bool (JSON has no other numbers)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive_int(value: Any) -> bool:
+def _positive_int(value: object) -> bool:
     return type(value) is int and 0 < value < 1 << 31
 
 
-def _bool(value: Any) -> bool:
+def _bool(value: object) -> bool:
     return type(value) is bool
 
 
-def _none(value: Any) -> bool:
+def _none(value: object) -> bool:
     return value is None
 
 
-def _one_of(*allowed: Any) -> Check:
+def _one_of(*allowed: object) -> Check:
     return lambda value: value in allowed and type(value) in (str, type(None), bool)
 
 
@@ -106,31 +107,31 @@ def _either(*checks: Check) -> Check:
     return lambda value: any(check(value) for check in checks)
 
 
-def _size(value: Any) -> bool:
+def _size(value: object) -> bool:
     """An int or [h, w] of positive ints (kernel, strides, pool, dilation)."""
     return _positive_int(value) or (isinstance(value, list) and len(value) == 2
                                     and all(_positive_int(v) for v in value))
 
 
-def _name(value: Any) -> bool:
+def _name(value: object) -> bool:
     return isinstance(value, str) and 0 < len(value) <= NAME_CAP and value.isprintable() \
         and "/" not in value
 
 
-def _seed(value: Any) -> bool:
+def _seed(value: object) -> bool:
     return value is None or (type(value) is int and 0 <= value < 1 << 63)
 
 
-def _rate(value: Any) -> bool:
+def _rate(value: object) -> bool:
     return _number(value) and 0 <= value < 1
 
 
-def _axis(value: Any) -> bool:
+def _axis(value: object) -> bool:
     return type(value) is int or (isinstance(value, list) and 0 < len(value) <= 4
                                   and all(type(v) is int for v in value))
 
 
-def _padding_pairs(value: Any) -> bool:
+def _padding_pairs(value: object) -> bool:
     return _positive_int(value) or value == 0 or (
         isinstance(value, list) and len(value) == 2
         and all(isinstance(p, list) and len(p) == 2
@@ -168,7 +169,7 @@ LOWERCASE = {"glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecu
 
 def _object(module: str, known: dict[str, dict[str, Check]]) -> Check:
     """None, a built-in's lowercase name, or its serialized form with typed arguments."""
-    def check(value: Any) -> bool:
+    def check(value: object) -> bool:
         if value is None or (isinstance(value, str) and value in LOWERCASE):
             return True
         if not isinstance(value, dict) or set(value) - {"module", "class_name", "config",
@@ -184,7 +185,7 @@ def _object(module: str, known: dict[str, dict[str, Check]]) -> Check:
     return check
 
 
-def _dtype(value: Any) -> bool:
+def _dtype(value: object) -> bool:
     return value == "float32" or (isinstance(value, dict)
                                   and value.get("class_name") in ("Policy", "DTypePolicy")
                                   and value.get("config") == {"name": "float32"})
@@ -300,6 +301,6 @@ def _layer_problem(entry: dict[str, Any], spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = json.dumps(value) if isinstance(value, dict | list) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -13,7 +13,7 @@ import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.quality import QUALITY_MAX
@@ -21,6 +21,9 @@ from pytest_akida_grade.report import autograder, canvas, files, lms, plot, tabl
 from pytest_akida_grade.report.files import ReportError, format_number, format_quality
 
 PROG = "python -m pytest_akida_grade"
+
+if TYPE_CHECKING:
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_import_parser(commands: Any) -> None:
+def _add_import_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "import-submissions", help="make a students folder of an LMS download",
         description="Write one <student>.py (and <student>.weights.h5) per student, their "
@@ -64,7 +67,7 @@ def _add_import_parser(commands: Any) -> None:
                      help="write into a non-empty DIR (over a previous import's files)")
 
 
-def _add_autograder_parser(commands: Any) -> None:
+def _add_autograder_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "gradescope-autograder", help="write a Gradescope autograder zip (setup.sh, "
         "run_autograder, the settings)",
@@ -86,7 +89,7 @@ def _add_autograder_parser(commands: Any) -> None:
                      "bundle and replay: students are its names, the submissions' file stems")
 
 
-def _add_results_parser(commands: Any) -> None:
+def _add_results_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "gradescope-results", help="write one student's Gradescope results.json",
         description="Write Gradescope's results.json from an --akida-json file holding exactly "
@@ -103,7 +106,7 @@ def _add_results_parser(commands: Any) -> None:
                      f"{format_number(QUALITY_MAX)})")
 
 
-def _add_canvas_parser(commands: Any) -> None:
+def _add_canvas_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "canvas", help="fill an assignment's column of a Canvas gradebook export",
         description="Write Canvas's gradebook export back with the assignment's column filled "
@@ -123,14 +126,16 @@ def _add_canvas_parser(commands: Any) -> None:
                      "(file stems) and a column named as --match, when names differ")
 
 
-def _summary_line(record: Mapping[str, Any]) -> str:
+def _summary_line(record: Mapping[str, object]) -> str:
     quality = files.metric(record, "quality")
     shown = "no quality" if quality is None else f"quality {format_quality(quality)}"
-    return (f"{record['student']}: {format_number(record['points'])} / "
-            f"{format_number(record['max_points'])} points, {shown}")
+    earned, maximum = (value if files.is_number(value := record.get(key)) else 0.0
+                       for key in ("points", "max_points"))
+    return (f"{record['student']}: {format_number(earned)} / {format_number(maximum)} points, "
+            f"{shown}")
 
 
-def _write(args: argparse.Namespace, records: list[dict[str, Any]],
+def _write(args: argparse.Namespace, records: list[dict[str, object]],
            points: Mapping[str, float], not_graded: list[dict[str, str]]) -> None:
     similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
     if args.json:
@@ -176,7 +181,7 @@ def _autograder_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _single_record(path: str) -> dict[str, Any]:
+def _single_record(path: str) -> dict[str, object]:
     records = files.read_json(path)
     if len(records) != 1:
         names = ", ".join(str(r["student"]) for r in records) or "none"
@@ -205,9 +210,9 @@ def _results_command(args: argparse.Namespace) -> int:
 
 def _canvas_command(args: argparse.Namespace) -> int:
     records = files.read_json(args.grades)
-    grades = {str(r["student"]): format_number(r["points"] if files.is_number(r.get("points"))
-                                               else catalog.score(r, catalog.DEFAULT_POINTS)[0])
-              for r in records}
+    grades = {str(r["student"]): format_number(
+        points if files.is_number(points := r.get("points"))
+        else catalog.score(r, catalog.DEFAULT_POINTS)[0]) for r in records}
     roster = canvas.read_roster(args.roster, args.match) if args.roster else None
     done = canvas.fill(canvas.read_gradebook(args.gradebook), grades, assignment=args.assignment,
                        match=args.match, roster=roster, where=f"--gradebook {args.gradebook}")

@@ -16,14 +16,14 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypeGuard
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.catalog import MISSING, OUTCOMES
 from pytest_akida_grade.fileio import atomic_write_text
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
-Record = dict[str, Any]
+Record = dict[str, object]  # a student record (docs/contracts.md), checked by read_json
 
 METRIC_COLUMNS = (
     "float_accuracy",
@@ -69,14 +69,14 @@ def format_quality(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """A finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def metric(record: Mapping[str, Any], key: str) -> float | None:
+def metric(record: Mapping[str, object], key: str) -> float | None:
     """A finite number from the record's metrics, else None."""
-    value = record.get("metrics", {}).get(key)
+    value = catalog.part(record, "metrics").get(key)
     return float(value) if is_number(value) else None
 
 
@@ -86,16 +86,16 @@ def _percent(value: float | None) -> float | None:
     return value * PERCENT if value <= 1.0 else value
 
 
-def _source_label(record: Mapping[str, Any]) -> str:
-    source = record.get("metrics", {}).get("source")
+def _source_label(record: Mapping[str, object]) -> str:
+    source = catalog.part(record, "metrics").get("source")
     return SOURCE_LABELS.get(str(source), str(source)) if source else "none"
 
 
-def _by_student(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _by_student(records: Iterable[Mapping[str, object]]) -> list[Mapping[str, object]]:
     return sorted(records, key=lambda r: str(r.get("student", "")))
 
 
-def course_checks(records: Iterable[Mapping[str, Any]]) -> list[str]:
+def course_checks(records: Iterable[Mapping[str, object]]) -> list[str]:
     """The course checks found in any record, in catalog.record_checks order (by name)."""
     found = {name for record in records for name in catalog.record_checks(record)}
     return sorted(found - set(catalog.NAMES))
@@ -117,7 +117,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         raise ReportError(f"{Path(path)}: cannot write: {exc.strerror or exc}") from exc
 
 
-def _json_safe(value: Any) -> Any:
+def _json_safe(value: object) -> object:
     """Non-finite floats become null: strict JSON readers (browsers, Gradescope) reject NaN."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -128,17 +128,17 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _dump(data: Any) -> str:
+def _dump(data: object) -> str:
     return json.dumps(_json_safe(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_json(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str], *,
+def write_json(records: Iterable[Mapping[str, object]], path: str | os.PathLike[str], *,
                not_graded: Sequence[Mapping[str, str]] = (),
-               similar: Sequence[Mapping[str, Any]] | None = None) -> None:
+               similar: Sequence[similarity.Pair] | None = None) -> None:
     """Write {"students": [...], "not_graded": [...]} sorted by student (and by file), and the
     class's "similar" pairs when given."""
     left_out = sorted((dict(item) for item in not_graded), key=lambda item: item["file"])
-    data: dict[str, Any] = {"students": _by_student(records)}
+    data: dict[str, object] = {"students": _by_student(records)}
     if left_out:
         data["not_graded"] = left_out
     if similar is not None:
@@ -167,7 +167,7 @@ def _unknown_check(name: str) -> str:
             + f", or a course check named after its test function ({COURSE_PREFIX}...)")
 
 
-def _check_entries(checks: Mapping[str, Any], where: str) -> None:
+def _check_entries(checks: Mapping[str, object], where: str) -> None:
     for name, entry in checks.items():
         if name not in catalog.BY_NAME and not is_course_check(name):
             raise ReportError(f"{where}: {_unknown_check(name)}")
@@ -178,7 +178,7 @@ def _check_entries(checks: Mapping[str, Any], where: str) -> None:
             raise ReportError(f"{where}: check {name!r}: \"message\" must be a string")
 
 
-def _check_record(item: Any, where: str) -> Record:
+def _check_record(item: object, where: str) -> Record:
     if not isinstance(item, dict):
         raise ReportError(f"{where}: expected an object, got {type(item).__name__}")
     student = item.get("student")
@@ -200,7 +200,7 @@ def _check_record(item: Any, where: str) -> Record:
     return {**item, "metrics": dict(item.get("metrics", {}))}
 
 
-def _load(source: Path) -> Any:
+def _load(source: Path) -> object:
     try:
         return json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -224,14 +224,14 @@ def read_json(path: str | os.PathLike[str]) -> list[Record]:
     for record in records:
         if record["student"] in seen:
             raise ReportError(f"{source}: student {record['student']!r} appears twice")
-        seen.add(record["student"])
+        seen.add(str(record["student"]))
     return records
 
 
 # ---------------------------------------------------------------- merge
 
 
-def _merge_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def _merge_metrics(old: Mapping[str, object], new: Mapping[str, object]) -> dict[str, object]:
     # A later shard fills in and overrides figures, but an absent one (null, source "none")
     # does not erase a figure an earlier shard measured.
     merged = dict(old)
@@ -244,18 +244,18 @@ def _merge_metrics(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, 
     return merged
 
 
-def _merge_pair(old: Mapping[str, Any], new: Mapping[str, Any]) -> Record:
-    checks = {**old.get("checks", {}), **new.get("checks", {})}
+def _merge_pair(old: Mapping[str, object], new: Mapping[str, object]) -> Record:
+    checks = {**catalog.part(old, "checks"), **catalog.part(new, "checks")}
     merged: Record = {**old, **new}
     order = catalog.record_checks({"checks": checks})  # built-ins, then course checks by name
     merged["checks"] = {name: checks[name] for name in order if name in checks}
-    merged["metrics"] = _merge_metrics(old.get("metrics", {}), new.get("metrics", {}))
+    merged["metrics"] = _merge_metrics(catalog.part(old, "metrics"), catalog.part(new, "metrics"))
     merged.pop("points", None)  # stale once checks changed; with_points recomputes them
     merged.pop("max_points", None)
     return merged
 
 
-def merge(record_lists: Sequence[Iterable[Mapping[str, Any]]]) -> list[Record]:
+def merge(record_lists: Sequence[Iterable[Mapping[str, object]]]) -> list[Record]:
     """Union of shards by student; a later shard overrides an earlier one per check."""
     merged: dict[str, Record] = {}
     for records in record_lists:
@@ -269,7 +269,7 @@ def merge(record_lists: Sequence[Iterable[Mapping[str, Any]]]) -> list[Record]:
 # ---------------------------------------------------------------- CSV
 
 
-def _csv_value(value: Any) -> str:
+def _csv_value(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -279,7 +279,7 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-def csv_columns(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
+def csv_columns(records: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
     """CSV_COLUMNS with a check_<name> column per course check, after the built-in checks."""
     records = list(records)
     split = 1 + len(catalog.NAMES)
@@ -288,7 +288,7 @@ def csv_columns(records: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     return (*CSV_COLUMNS[:split], *course, *CSV_COLUMNS[split:], *extra)
 
 
-def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str],
+def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[str],
               points: Mapping[str, float]) -> None:
     """One row per student: check outcomes, metrics, points (see csv_columns)."""
     records = _by_student(records)
@@ -299,7 +299,7 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]
     extra = [key for key in FILE_COLUMNS if key in columns]
     writer.writerow(columns)
     for record in records:
-        metrics = record.get("metrics", {})
+        metrics = catalog.part(record, "metrics")
         earned, maximum = catalog.score(record, points)
         writer.writerow([
             record.get("student", ""),
@@ -315,7 +315,7 @@ def write_csv(records: Iterable[Mapping[str, Any]], path: str | os.PathLike[str]
 # ---------------------------------------------------------------- Gradescope
 
 
-def _hardware_summary(record: Mapping[str, Any], quality_max: float) -> str:
+def _hardware_summary(record: Mapping[str, object], quality_max: float) -> str:
     quality = metric(record, "quality")
     if quality is None:
         return "No hardware figures: the quality was not measured."
@@ -338,7 +338,7 @@ def _hardware_summary(record: Mapping[str, Any], quality_max: float) -> str:
             f"{format_quality(quality_max)}.\n" + ", ".join(parts).capitalize() + ".")
 
 
-def _accuracy_summary(record: Mapping[str, Any]) -> str:
+def _accuracy_summary(record: Mapping[str, object]) -> str:
     names = (("float", "float_accuracy"), ("quantized", "quantized_accuracy"),
              ("Akida", "akida_accuracy"))
     parts = [f"{label} {_percent(value):.2f}%" for label, key in names
@@ -372,16 +372,16 @@ class GradescopeView:
         return self.visibility.get(check, default or "visible") if self.visibility else None
 
 
-def leaderboard(record: Mapping[str, Any],
-                columns: Iterable[catalog.LeaderboardColumn]) -> list[dict[str, Any]]:
+def leaderboard(record: Mapping[str, object],
+                columns: Iterable[catalog.LeaderboardColumn]) -> list[dict[str, object]]:
     """Gradescope's leaderboard entries; a figure not measured is left out, never invented."""
     return [{"name": column.name, "value": value, "order": column.order}
             for column in columns if (value := metric(record, column.key)) is not None]
 
 
-def _gradescope_test(record: Mapping[str, Any], name: str, number: int,
+def _gradescope_test(record: Mapping[str, object], name: str, number: int,
                      points: Mapping[str, float],
-                     view: GradescopeView = GradescopeView()) -> dict[str, Any]:
+                     view: GradescopeView = GradescopeView()) -> dict[str, object]:
     outcome, message = catalog.outcome_of(record, name)
     worth = catalog.points_of(points, name)
     check = catalog.BY_NAME.get(name) or catalog.course_check(name)
@@ -396,10 +396,10 @@ def _gradescope_test(record: Mapping[str, Any], name: str, number: int,
     }
 
 
-def _gradescope_extras(record: Mapping[str, Any], view: GradescopeView) -> dict[str, Any]:
+def _gradescope_extras(record: Mapping[str, object], view: GradescopeView) -> dict[str, object]:
     """execution_time, the submission's visibility, stdout's and the leaderboard: when known."""
-    extras: dict[str, Any] = {}
-    seconds: Any = record.get("seconds")
+    extras: dict[str, object] = {}
+    seconds = record.get("seconds")
     if is_number(seconds) and seconds >= 0:
         extras["execution_time"] = round(seconds)
     if view.visibility:
@@ -411,9 +411,9 @@ def _gradescope_extras(record: Mapping[str, Any], view: GradescopeView) -> dict[
     return extras
 
 
-def gradescope_result(record: Mapping[str, Any], points: Mapping[str, float], *,
+def gradescope_result(record: Mapping[str, object], points: Mapping[str, float], *,
                       quality_max: float = QUALITY_MAX,
-                      view: GradescopeView = GradescopeView()) -> dict[str, Any]:
+                      view: GradescopeView = GradescopeView()) -> dict[str, object]:
     """One student's results.json in Gradescope's autograder format (course checks last)."""
     tests = [_gradescope_test(record, name, number, points, view)
              for number, name in enumerate(catalog.record_checks(record), start=1)]
@@ -430,7 +430,7 @@ def _safe_dirname(student: str) -> str:
     return student
 
 
-def write_gradescope(records: Iterable[Mapping[str, Any]], directory: str | os.PathLike[str],
+def write_gradescope(records: Iterable[Mapping[str, object]], directory: str | os.PathLike[str],
                      points: Mapping[str, float], *, quality_max: float = QUALITY_MAX,
                      view: GradescopeView = GradescopeView()) -> None:
     """DIRECTORY/<student>/results.json for every student."""

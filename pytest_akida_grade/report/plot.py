@@ -9,8 +9,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 
+from pytest_akida_grade import catalog
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX, energy_budget_mj
 
 _W, _H = 760, 440
@@ -20,26 +20,26 @@ _FONT = 'font-family="system-ui,Helvetica,Arial,sans-serif"'
 _MINUS, _TIMES = "\u2212", "\u00d7"
 _SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
 
-Point = tuple[float, float, Mapping[str, Any]]  # (accuracy %, quality, record)
+Point = tuple[float, float, Mapping[str, object]]  # (accuracy %, quality, record)
 
 
 # ---------------------------------------------------------------- a record's figures
 
 
-def _metric(record: Mapping[str, Any], key: str) -> float | None:
-    value = record.get("metrics", {}).get(key)
+def _metric(record: Mapping[str, object], key: str) -> float | None:
+    value = catalog.part(record, "metrics").get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
 
 
-def _fraction(record: Mapping[str, Any]) -> float | None:
+def _fraction(record: Mapping[str, object]) -> float | None:
     """Hardware accuracy, else the Akida simulator's, as recorded (a value above 1 is a percent)."""
     value = _metric(record, "hardware_accuracy")
     return value if value is not None else _metric(record, "akida_accuracy")
 
 
-def _accuracy(record: Mapping[str, Any]) -> float | None:
+def _accuracy(record: Mapping[str, object]) -> float | None:
     """The accuracy in percent."""
     value = _fraction(record)
     if value is None:
@@ -51,12 +51,12 @@ def _fmt_quality(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
 
 
-def _source_label(record: Mapping[str, Any]) -> str:
-    source = record.get("metrics", {}).get("source")
+def _source_label(record: Mapping[str, object]) -> str:
+    source = catalog.part(record, "metrics").get("source")
     return _SOURCE_LABELS.get(str(source), str(source)) if source else "none"
 
 
-def _energy_budget(record: Mapping[str, Any], quality_max: float) -> str | None:
+def _energy_budget(record: Mapping[str, object], quality_max: float) -> str | None:
     """Energy per frame a student must stay under to pass, from simulator accuracy and memory."""
     acc, fraction = _accuracy(record), _fraction(record)
     memory = _metric(record, "memory_bytes")
@@ -121,7 +121,7 @@ _STATIC = (("program_memory_bytes", "Program memory (bytes, static estimate, log
            ("nps", "Neural processors used (log scale)", "NPs"))
 
 
-def _static_points(records: list[Mapping[str, Any]]) -> tuple[list[Point], tuple[str, str, str]]:
+def _static_points(records: list[Mapping[str, object]]) -> tuple[list[Point], tuple[str, str, str]]:
     for key, label, unit in _STATIC:
         points = [(acc, value, r) for r in records
                   if (acc := _accuracy(r)) is not None and (value := _metric(r, key))]
@@ -146,7 +146,7 @@ def _static_dots(points: list[Point], axes: _Axes, unit: str,
     return parts
 
 
-def _static_plot(records: list[Mapping[str, Any]], quality_max: float) -> str | None:
+def _static_plot(records: list[Mapping[str, object]], quality_max: float) -> str | None:
     """No quality yet: the simulator's accuracy against the static memory estimate (or NPs)."""
     points, (_, label, unit) = _static_points(records)
     if not points:
@@ -279,7 +279,7 @@ def _missing_note(missing: list[str]) -> list[str]:
     return [_text(_LEFT, _H - 6, f"No hardware figures: {shown}", size=11, fill="#57606a")]
 
 
-def quality_plot_svg(records: Iterable[Mapping[str, Any]], *,
+def quality_plot_svg(records: Iterable[Mapping[str, object]], *,
                      quality_max: float = QUALITY_MAX) -> str:
     """Inline <svg id="akida-quality-plot">: quality (log y) vs accuracy, with the pass line."""
     records = sorted(records, key=lambda r: str(r.get("student", "")))

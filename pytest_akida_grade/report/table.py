@@ -11,9 +11,8 @@ import math
 from collections.abc import Iterable, Mapping
 from html import escape
 from importlib import resources
-from typing import Any
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.catalog import MISSING
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
@@ -44,8 +43,8 @@ def resource(name: str) -> str:
 # ---------------------------------------------------------------- a record's figures
 
 
-def _metric(record: Mapping[str, Any], key: str) -> float | None:
-    value = record.get("metrics", {}).get(key)
+def _metric(record: Mapping[str, object], key: str) -> float | None:
+    value = catalog.part(record, "metrics").get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
@@ -70,12 +69,12 @@ def _fmt_metric(value: float, kind: str) -> str:
     return f"{value:,.0f}"
 
 
-def _source_label(record: Mapping[str, Any]) -> str:
-    source = record.get("metrics", {}).get("source")
+def _source_label(record: Mapping[str, object]) -> str:
+    source = catalog.part(record, "metrics").get("source")
     return _SOURCE_LABELS.get(str(source), str(source)) if source else "none"
 
 
-def _check_columns(records: Iterable[Mapping[str, Any]]) -> list[str]:
+def _check_columns(records: Iterable[Mapping[str, object]]) -> list[str]:
     """The built-in checks, then every course check found in a record, by name."""
     found = {name for record in records for name in catalog.record_checks(record)}
     return [*catalog.NAMES, *sorted(found - set(catalog.NAMES))]
@@ -89,7 +88,7 @@ def _th(label: str, kind: str, title: str = "", extra: str = "") -> str:
     return f'<th scope="col" data-type="{kind}"{tip}{extra}>{label}</th>'
 
 
-def _outcome_cell(record: Mapping[str, Any], check: str) -> str:
+def _outcome_cell(record: Mapping[str, object], check: str) -> str:
     outcome, message = catalog.outcome_of(record, check)
     css = outcome if outcome in _OUTCOME_RANK else "error"
     text = "—" if outcome == MISSING else outcome
@@ -105,7 +104,7 @@ def _number_cell(value: float | None, text: str, css: str = "") -> str:
     return f'<td{cls} data-sort="{value!r}">{escape(text)}</td>'
 
 
-def _figure_cells(record: Mapping[str, Any], quality_max: float) -> list[str]:
+def _figure_cells(record: Mapping[str, object], quality_max: float) -> list[str]:
     cells = []
     for _, _, key, kind in _METRIC_CELLS:
         value = _metric(record, key)
@@ -119,7 +118,7 @@ def _figure_cells(record: Mapping[str, Any], quality_max: float) -> list[str]:
     return cells
 
 
-def _table_row(record: Mapping[str, Any], checks: list[str], points: Mapping[str, float],
+def _table_row(record: Mapping[str, object], checks: list[str], points: Mapping[str, float],
                quality_max: float) -> str:
     student = str(record.get("student", ""))
     cells = [f'<th scope="row" data-sort="{escape(student.lower())}">{escape(student)}'
@@ -131,7 +130,7 @@ def _table_row(record: Mapping[str, Any], checks: list[str], points: Mapping[str
     return f'<tr data-student="{escape(student)}">' + "".join(cells) + "</tr>"
 
 
-def _file_note(record: Mapping[str, Any]) -> str:
+def _file_note(record: Mapping[str, object]) -> str:
     """The graded file when its name is not the student's, and a late flag from the roster."""
     file, student = record.get("file"), str(record.get("student", ""))
     note = f'<br><small class="akida-file">{escape(str(file))}</small>' \
@@ -177,14 +176,14 @@ def _sort_row(checks: list[str], points: Mapping[str, float], quality_max: float
     return '<tr class="akida-sort">' + "".join(heads) + "</tr>"
 
 
-def _by_student(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _by_student(records: Iterable[Mapping[str, object]]) -> list[Mapping[str, object]]:
     return sorted(records, key=lambda r: str(r.get("student", "")))
 
 
 # ---------------------------------------------------------------- the table and the page
 
 
-def class_table_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, float], *,
+def class_table_html(records: Iterable[Mapping[str, object]], points: Mapping[str, float], *,
                      quality_max: float = QUALITY_MAX) -> str:
     """A sortable <table id="akida-class-table"> with one row per student (style and script)."""
     records = _by_student(records)
@@ -204,7 +203,7 @@ def class_table_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, 
             + f"\n</tbody></table></div>\n<script>\n{resource('table.js')}</script>\n")
 
 
-def similar_html(pairs: Iterable[Mapping[str, Any]]) -> str:
+def similar_html(pairs: Iterable[similarity.Pair]) -> str:
     """The class's similar submissions (similarity.py), for the instructor: never a student's."""
     pairs = list(pairs)
     rows = "".join(f"<tr><td>{escape(' & '.join(str(s) for s in pair['students']))}</td>"
@@ -218,11 +217,11 @@ def similar_html(pairs: Iterable[Mapping[str, Any]]) -> str:
             "(filters in any order).</p>" + body + "</section>\n")
 
 
-def standalone_html(records: Iterable[Mapping[str, Any]], points: Mapping[str, float], *,
+def standalone_html(records: Iterable[Mapping[str, object]], points: Mapping[str, float], *,
                     plot_svg: str, quality_max: float = QUALITY_MAX,
                     title: str = "Akida grades",
                     not_graded: Iterable[Mapping[str, str]] = (),
-                    similar: Iterable[Mapping[str, Any]] | None = None) -> str:
+                    similar: Iterable[similarity.Pair] | None = None) -> str:
     """A self-contained page with the class table and `plot_svg` (plot.quality_plot_svg)."""
     records = _by_student(records)
     passing = sum(1 for r in records

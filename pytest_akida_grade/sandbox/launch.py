@@ -4,7 +4,7 @@ The child gets a read-only copy of its own submission (not its classmates'), the
 only when it trains, and a private scratch directory. watch.py holds it to its limits and takes
 its hand-over; here every process it started is killed at the end and its directory removed.
 `Children` keeps a session's runs: one a submission, forked from the fork server where it can
-isolate them (forks.py, zygote.py), else a fresh process each.
+isolate them (`ForkServer`, below, and zygote.py), else a fresh process each.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -22,11 +23,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import Stage
-from pytest_akida_grade.sandbox.forks import Child, ForkServer, ForkServerError
 from pytest_akida_grade.sandbox.policy import (
     CODE_DIR,
     Policy,
@@ -35,10 +35,18 @@ from pytest_akida_grade.sandbox.policy import (
     fresh_uid,
 )
 from pytest_akida_grade.sandbox.watch import (
+    SERVER,
+    Exited,
+    Fork,
+    Forked,
     Job,
+    Limits,
     OnExport,
-    Progress,
+    OnProgress,
+    Ready,
+    Request,
     Watch,
+    parse,
     supervise,
     tail,
 )
@@ -53,7 +61,7 @@ class RunEnd:
     repeatable: bool = True  # False for a stop (time, output, memory) or a crash
 
 
-def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: Progress,
+def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: OnProgress,
         on_export: OnExport, cancelled: Callable[[], bool] = lambda: False,
         forks: ForkServer | None = None) -> RunEnd:
     """Run `job`; each phase's files are copied into `staging/<phase>/` before `on_export`.
@@ -65,7 +73,7 @@ def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: Pro
     try:
         work = _prepare(home, job, uid, copy_data=forked)
         request, argv, env = _request(policy, job, home, uid, forked)
-        (home / "in" / "request.json").write_text(json.dumps(request))
+        (home / "in" / "request.json").write_text(json.dumps(request.to_json()))
         _seal(home / "in", uid)
         process = _start(policy, job, home, argv, env, uid, forks if forked else None)
         try:
@@ -86,7 +94,7 @@ def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str,
         with contextlib.suppress(ForkServerError):  # then a fresh process, as without it
             return forks.spawn(home / "in" / "request.json")
         request, argv, env = _request(policy, job, home, uid, False)
-        (home / "in" / "request.json").write_text(json.dumps(request))
+        (home / "in" / "request.json").write_text(json.dumps(request.to_json()))
     return subprocess.Popen(
         _command(policy, home, job, argv, env), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home / "work",
@@ -125,7 +133,7 @@ def _seal(inputs: Path, uid: int | None) -> None:
 
 
 def _request(policy: Policy, job: Job, home: Path, uid: int | None,
-             forked: bool) -> tuple[dict[str, object], list[str], dict[str, str]]:
+             forked: bool) -> tuple[Request, list[str], dict[str, str]]:
     """The request (paths as the child sees them), the command's argv and environment."""
     inside = policy.mode == "bwrap" and not forked  # a fork sees the host's paths
     inputs = INSIDE / "in" if inside else home / "in"
@@ -133,23 +141,23 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
     code = INSIDE / "code" if inside else CODE_DIR
     data = None if not job.train_data else INSIDE / "data" / "train.npz" if inside else \
         inputs / "train.npz" if forked else job.train_data
-    limits = {"memory": job.memory_bytes, "file_size": 1 << 30, "open_files": 1024, "core": 0,
-              "cpu_seconds": int(job.seconds * (os.cpu_count() or 1)) + 30}
-    if policy.mode != "off":  # root ignores it, and a normal user's count includes their desktop
-        limits["processes"] = job.processes
-    request: dict[str, object] = {
-        "module": str(inputs / f"{job.name}.py"), "phases": list(job.phases),
-               "weights_file": str(inputs / f"{job.name}.weights.h5") if job.weights else None,
-               "seed": job.seed, "train_data": str(data) if data else None,
-               "out": str(work / "out"), "cwd": str(work), "limits": limits,
-               "uid": uid if inside or (forked and policy.mode != "off") else None}
+    limits = Limits(memory=job.memory_bytes, file_size=1 << 30, open_files=1024, core=0,
+                    cpu_seconds=int(job.seconds * (os.cpu_count() or 1)) + 30,
+                    # root ignores it, and a normal user's count includes their desktop
+                    processes=job.processes if policy.mode != "off" else None)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
            "TMPDIR": "/tmp" if inside else str(work / "tmp"), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLCONFIGDIR": str(work / "tmp"),
            "KERAS_HOME": str(work / ".keras")}
     if forked:
         env["TMPDIR"] = str(work / "tmp")  # the fork server's /tmp is not writable
-        request["env"] = env
+    request = Request(
+        module=str(inputs / f"{job.name}.py"), phases=job.phases,
+        weights_file=str(inputs / f"{job.name}.weights.h5") if job.weights else None,
+        seed=job.seed, train_data=str(data) if data else None, out=str(work / "out"),
+        cwd=str(work), limits=limits,
+        uid=uid if inside or (forked and policy.mode != "off") else None,
+        env=dict(env) if forked else None)
     argv = [policy.python, "-I", str(code / "student.py"), str(inputs / "request.json")]
     return request, argv, env
 
@@ -233,7 +241,7 @@ class Handle:
 
 
 def start(pool: Executor, policy: Policy, job: Job, scratch: Path, staging: Path,
-          on_progress: Progress, cancelled: Callable[[], bool],
+          on_progress: OnProgress, cancelled: Callable[[], bool],
           forks: ForkServer | None = None) -> Handle:
     handle = Handle({phase: Future() for phase in job.phases}, Future())
 
@@ -319,3 +327,149 @@ class Children:
         directory = self.scratch / name
         directory.mkdir(mode=mode, exist_ok=True)
         return directory
+
+
+# ---------------------------------------------------------------------------- the fork server
+# The launcher's side of zygote.py: start it, hand it jobs. A submission's process then costs no
+# TensorFlow import: it is a fork of a confined process that imported it once. Used where every
+# job can get its own fresh uid (bubblewrap as root, the uid mode) or where nothing is isolated
+# anyway (off); elsewhere each job is a fresh process.
+
+READY_SECONDS = 180.0
+
+
+class ForkServerError(Exception):
+    """The fork server could not start or died: the job runs as a fresh process instead."""
+
+
+class Child:
+    """A forked job, shaped like the part of subprocess.Popen the launcher uses."""
+
+    def __init__(self, pid: int | None, stdout: IO[bytes], stderr: IO[bytes],
+                 ended: Future[int]) -> None:
+        # The pid on this host; None when the child lives in the sandbox's PID namespace (its
+        # number there means another process here: never signal it).
+        self.pid, self.stdout, self.stderr, self._ended = pid, stdout, stderr, ended
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self._ended.done():
+            self.returncode = self._ended.result()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        try:
+            self.returncode = self._ended.result(timeout=timeout)
+        except TimeoutError:
+            raise subprocess.TimeoutExpired("fork", timeout or 0.0) from None
+        return self.returncode
+
+
+class ForkServer:
+    """`command(fd)` starts zygote.py with its socket on `fd` (policy.fork_server_command);
+    `host_pids`: False when its children live in a PID namespace of their own."""
+
+    def __init__(self, command: Callable[[int], list[str]], env: dict[str, str], log: Path,
+                 host_pids: bool) -> None:
+        self.command, self.env, self.log, self.host_pids = command, env, log, host_pids
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._channel: socket.socket | None = None
+        self._jobs = 0
+        self._started: dict[int, Future[int]] = {}  # job -> pid
+        self._ended: dict[int, Future[int]] = {}  # pid -> exit code
+        self._broken: str | None = None
+
+    def spawn(self, request: Path) -> Child:
+        """Fork a child on `request` (a path the fork server sees); ForkServerError if it cannot."""
+        with self._lock:
+            channel = self._ensure_started()
+            self._jobs += 1
+            job = self._jobs
+            started = self._started[job] = Future()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            try:
+                fork = Fork(job=job, request=str(request))
+                socket.send_fds(channel, [json.dumps(fork.to_json()).encode()], [out_w, err_w])
+            except OSError as error:
+                for fd in (out_r, out_w, err_r, err_w):
+                    os.close(fd)
+                self._fail(f"the fork server is gone ({error})")
+            finally:
+                with contextlib.suppress(OSError):
+                    os.close(out_w)
+                    os.close(err_w)
+        pid = started.result(timeout=60)
+        ended = self._ended.setdefault(pid, Future())
+        return Child(pid if self.host_pids else None,
+                     os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0),
+                     ended)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+            if self._process is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._process.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._process.wait(timeout=30)
+
+    # ------------------------------------------------------------------ the server
+
+    def _ensure_started(self) -> socket.socket:
+        if self._broken is not None:
+            raise ForkServerError(self._broken)
+        if self._channel is not None and self._process is not None and \
+                self._process.poll() is None:
+            return self._channel
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command(theirs.fileno()), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(theirs.fileno(),), env=self.env, start_new_session=True)
+        theirs.close()
+        self._channel = ours
+        self._await_ready(ours)
+        threading.Thread(target=self._listen, args=(ours,), daemon=True).start()
+        return ours
+
+    def _await_ready(self, channel: socket.socket) -> None:
+        channel.settimeout(READY_SECONDS)
+        try:
+            data = channel.recv(1 << 16)
+        except OSError as error:
+            self._fail(f"the fork server did not start ({error})")
+        finally:
+            channel.settimeout(None)
+        try:
+            Ready.from_json(json.loads(data or b"{}"))
+        except ValueError:  # its log says why
+            self._fail("the fork server did not start (see its log)")
+
+    def _listen(self, channel: socket.socket) -> None:
+        """Dispatch the server's answers: a job's pid, a child's end."""
+        while True:
+            try:
+                message = parse(json.loads(channel.recv(1 << 16) or b"null"), SERVER)
+            except (OSError, ValueError):  # closed, or not its protocol: as good as gone
+                self._gone()
+                return
+            if isinstance(message, Forked):
+                self._started.pop(message.job).set_result(message.pid)
+            elif isinstance(message, Exited):
+                ended = self._ended.setdefault(message.pid, Future())
+                if not ended.done():
+                    ended.set_result(message.code)
+
+    def _gone(self) -> None:
+        """The server died: waiters learn it (their children died with it)."""
+        for future in [*self._started.values(), *self._ended.values()]:
+            if not future.done():
+                future.set_result(-signal.SIGKILL)
+        self._channel = None
+
+    def _fail(self, why: str) -> None:
+        self._broken = why
+        raise ForkServerError(why)

@@ -9,7 +9,8 @@ and hands over files, which the trusted side validates; nothing it says is belie
 3. train (only when asked and the submission has its own train()): call train() on the training
    split it was given, export out/train/weights.npz and say "exported train".
 
-The protocol is JSON lines on the original stdout; the student's prints go to stderr.
+The protocol is JSON lines on the original stdout (the events of watch.py, whose protocol block
+this file holds a copy of); the student's prints go to stderr.
 """
 
 from __future__ import annotations
@@ -20,10 +21,193 @@ import os
 import resource
 import sys
 import traceback
+import typing
 import uuid
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, Any, ClassVar, TypeVar
+
+# ---------------------------------------------------------------------------- the protocol
+# (in watch.py and in student.py, identical to "end of the protocol": the child imports
+# nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
+
+
+class MessageError(ValueError):
+    """Not one of our messages: what is wrong with it, for the log (never shown as ours)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """A typed JSON object: every field known, present unless defaulted, of its type."""
+
+
+R = TypeVar("R", bound=Record)
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message(Record):
+    """`{TAG: KIND, field: value, ...}` on the wire."""
+
+    TAG: ClassVar[str] = "kind"
+    KIND: ClassVar[str]
+
+    def to_json(self) -> dict[str, object]:
+        return {self.TAG: self.KIND, **asdict(self)}
+
+    @classmethod
+    def from_json(cls: type[M], data: object) -> M:
+        if not isinstance(data, dict) or data.get(cls.TAG) != cls.KIND:
+            raise MessageError(f"not a {cls.KIND!r} message: {_shown(data)}")
+        return _record(cls, {key: value for key, value in data.items() if key != cls.TAG})
+
+
+def parse(data: object, kinds: tuple[type[Message], ...]) -> Message:
+    """The message among `kinds` (one family: one TAG) that `data` says it is."""
+    tag = kinds[0].TAG
+    if not isinstance(data, dict):
+        raise MessageError(f"not a JSON object: {_shown(data)}")
+    kind = data.get(tag)
+    for message in kinds:
+        if kind == message.KIND:
+            return message.from_json(data)
+    raise MessageError(f"unknown {tag} {_shown(kind)}: expected one of "
+                       + ", ".join(message.KIND for message in kinds))
+
+
+def _record(kind: type[R], data: dict[object, object]) -> R:
+    hints = typing.get_type_hints(kind)
+    unknown = sorted(map(str, set(data) - {field.name for field in fields(kind)}))
+    if unknown:
+        raise MessageError(f"{kind.__name__}: unknown fields {unknown}")
+    values = {str(key): _value(f"{kind.__name__}.{key}", hints[str(key)], value)
+              for key, value in data.items()}
+    try:
+        return kind(**values)
+    except TypeError as error:  # a field missing
+        raise MessageError(f"{kind.__name__}: {error}") from None
+
+
+def _value(where: str, hint: object, value: object) -> object:
+    """`value` as `hint` (str, int, float, a Record, X | None, tuple[X, ...], dict[X, Y])."""
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if type(None) in args:
+        return None if value is None else _value(where, args[0], value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(_value(f"{where}[{i}]", args[0], item) for i, item in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        return {_value(where, args[0], key): _value(f"{where}[{key!r}]", args[1], item)
+                for key, item in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
+        return _record(hint, value)
+    if hint is float and type(value) is int:
+        return float(value)
+    if origin is None and type(value) is hint:
+        return value
+    return _refuse(where, hint, value)
+
+
+def _refuse(where: str, hint: object, value: object) -> typing.NoReturn:
+    expected = hint.__name__ if isinstance(hint, type) else str(hint)
+    raise MessageError(f"{where}: expected {expected}, got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {repr(value)[:60]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits(Record):
+    """The child's resource limits, each lowered before any student code runs."""
+
+    memory: int
+    file_size: int
+    open_files: int
+    core: int
+    cpu_seconds: int
+    processes: int | None = None  # none when off: a normal user's count includes their desktop
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request(Message):
+    """What the child runs, paths as it sees them; `env` for a fork (the server's is not its)."""
+
+    KIND: ClassVar[str] = "request"
+    module: str
+    phases: tuple[str, ...]
+    weights_file: str | None
+    seed: int
+    train_data: str | None  # the training split (x, y) when it may train
+    out: str
+    cwd: str
+    limits: Limits
+    uid: int | None  # the fresh uid it drops to, when it starts as root
+    env: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress(Message):
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "progress"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(Message):
+    """The submission's fault (or, said plainly, ours on it): the message is for the student."""
+
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "failed"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exported(Message):
+    """The phase's files are written (the launcher copies them out of its reach)."""
+
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "exported"
+    phase: str
+    peak_rss_mb: float = 0.0  # the benchmarks' trace only: nothing it says is used for a grade
+
+
+EVENTS: tuple[type[Message], ...] = (Progress, Failed, Exported)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fork(Message):
+    """To the fork server, with the child's protocol and output pipes: fork job `job`."""
+
+    KIND: ClassVar[str] = "fork"
+    job: int
+    request: str  # the request file, as the server sees it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ready(Message):
+    KIND: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forked(Message):
+    KIND: ClassVar[str] = "forked"
+    job: int
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exited(Message):
+    KIND: ClassVar[str] = "exited"
+    pid: int
+    code: int
+
+
+SERVER: tuple[type[Message], ...] = (Ready, Forked, Exited)  # what the fork server says
+
+# ---------------------------------------------------------------------------- end of the protocol
+
 
 LIMITS = {"memory": resource.RLIMIT_AS, "processes": resource.RLIMIT_NPROC,
           "file_size": resource.RLIMIT_FSIZE, "cpu_seconds": resource.RLIMIT_CPU,
@@ -38,21 +222,22 @@ class Channel:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
-    def send(self, event: str, **payload: Any) -> None:
-        self.stream.write(json.dumps({"event": event, **payload}) + "\n")
+    def send(self, message: Message) -> None:
+        self.stream.write(json.dumps(message.to_json()) + "\n")
         self.stream.flush()
 
     def progress(self, message: str) -> None:
-        self.send("progress", message=message)
+        self.send(Progress(message=message))
 
 
 # ---------------------------------------------------------------------------- confinement
 
 
-def confine(limits: dict[str, int], uid: int | None) -> None:
+def confine(limits: Limits, uid: int | None) -> None:
     """Lower every limit (no privilege needed), then give up root for good when we have it."""
-    for name, value in limits.items():
-        resource.setrlimit(LIMITS[name], (value, value))
+    for name, value in asdict(limits).items():
+        if value is not None:
+            resource.setrlimit(LIMITS[name], (value, value))
     if uid is not None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
@@ -157,9 +342,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def route(request: dict[str, Any], module: ModuleType) -> str:
+def route(request: Request, module: ModuleType) -> str:
     """The contract's order: a weights file beside the module, its train(), the default."""
-    if request.get("weights_file"):
+    if request.weights_file:
         return "weights file"
     return "train()" if callable(getattr(module, "train", None)) else "default recipe"
 
@@ -189,31 +374,33 @@ def export(directory: Path, model: Any, meta: dict[str, Any] | None = None) -> N
 # ---------------------------------------------------------------------------- phases
 
 
-def build(request: dict[str, Any], channel: Channel, module: ModuleType) -> Any:
+def build(request: Request, channel: Channel, module: ModuleType) -> Any:
     import tf_keras as keras
 
-    path = Path(request["module"])
+    path = Path(request.module)
     if "train" in vars(module) and not callable(module.train):
         raise Refusal("train is defined but is not a function: define "
                       "train(model, x_train, y_train) or remove it")
-    keras.utils.set_random_seed(request["seed"])  # build_model() draws the initial weights
+    keras.utils.set_random_seed(request.seed)  # build_model() draws the initial weights
     model = build_model(module, path)
-    if request.get("weights_file"):
-        load_weights(model, Path(request["weights_file"]), f"{path.stem}.weights.h5")
+    if request.weights_file:
+        load_weights(model, Path(request.weights_file), f"{path.stem}.weights.h5")
     meta = {"weight_bits": plain(getattr(module, "WEIGHT_BITS", 4)),
             "activation_bits": plain(getattr(module, "ACTIVATION_BITS", 4)),
             "route": route(request, module)}
-    export(Path(request["out"]) / "build", model, meta)
-    channel.send("exported", phase="build", peak_rss_mb=peak_rss_mb())
+    export(Path(request.out) / "build", model, meta)
+    channel.send(Exported(phase="build", peak_rss_mb=peak_rss_mb()))
     return model
 
 
-def train(request: dict[str, Any], channel: Channel, module: ModuleType, model: Any) -> None:
+def train(request: Request, channel: Channel, module: ModuleType, model: Any) -> None:
     import numpy as np
     import tf_keras as keras
 
-    path = Path(request["module"])
-    with np.load(request["train_data"], allow_pickle=False) as data:
+    path = Path(request.module)
+    if request.train_data is None:
+        raise RuntimeError("no training split was given")  # ours: main() says so plainly
+    with np.load(request.train_data, allow_pickle=False) as data:
         x, y = data["x"][..., np.newaxis].astype("float32"), data["y"]
     channel.progress("calling the submission's train()")
     try:
@@ -227,32 +414,32 @@ def train(request: dict[str, Any], channel: Channel, module: ModuleType, model: 
             raise Refusal(f"train() returned a model whose weights do not fit the model "
                           f"build_model() returns ({error}); return the model it was given") \
                 from None
-    export(Path(request["out"]) / "train", model)
-    channel.send("exported", phase="train", peak_rss_mb=peak_rss_mb())
+    export(Path(request.out) / "train", model)
+    channel.send(Exported(phase="train", peak_rss_mb=peak_rss_mb()))
 
 
-def run(request: dict[str, Any], channel: Channel) -> None:
-    module = import_submission(Path(request["module"]))
+def run(request: Request, channel: Channel) -> None:
+    module = import_submission(Path(request.module))
     model = build(request, channel, module)
-    if "train" in request["phases"] and route(request, module) == "train()":
+    if "train" in request.phases and route(request, module) == "train()":
         train(request, channel, module, model)
 
 
 def main(argv: list[str]) -> int:
-    request = json.loads(Path(argv[0]).read_text())
-    if request.get("env") is not None:  # forked by zygote.py: its environment is not ours
+    request = Request.from_json(json.loads(Path(argv[0]).read_text()))
+    if request.env is not None:  # forked by zygote.py: its environment is not ours
         os.environ.clear()
-        os.environ.update(request["env"])
-    confine(request["limits"], request.get("uid"))
-    os.chdir(request["cwd"])  # only its new uid may enter its scratch
+        os.environ.update(request.env)
+    confine(request.limits, request.uid)
+    os.chdir(request.cwd)  # only its new uid may enter its scratch
     channel = take_stdout()
     try:
         run(request, channel)
     except Refusal as error:
-        channel.send("failed", message=str(error))
+        channel.send(Failed(message=str(error)))
     except BaseException as error:  # our own code failed on this submission: say so plainly
-        channel.send("failed", message=f"the grading sandbox failed: {type(error).__name__}: "
-                                       f"{error}")
+        channel.send(Failed(message=f"the grading sandbox failed: {type(error).__name__}: "
+                                    f"{error}"))
     return 0
 
 

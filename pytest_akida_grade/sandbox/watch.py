@@ -1,10 +1,18 @@
 """Watching a sandboxed child: what it may say, for how long, how much, and its hand-over.
 
+What may cross the sandbox's boundary is typed here, one frozen, keyword-only dataclass a message
+with its JSON form: the launcher's request to the child (launch.py -> student.py), the child's
+events (student.py -> here), the fork server's protocol (launch.py <-> zygote.py). The sandboxed
+side imports nothing from this package: student.py holds a copy of the protocol's block below
+(zygote.py uses that copy), kept identical by tests/test_sandbox_messages.py. What the child sends
+is parsed, never trusted: `from_json` and `parse` refuse an unknown kind, an unknown or missing
+field, or a value of the wrong type with a MessageError naming it.
+
 Whatever the child writes, the deadline holds, what is read from it is capped, its scratch is
-watched, and only three events mean anything ("progress", "failed", "exported"); an export is
+watched, and only its three events mean anything (a line that is not one is ignored); an export is
 copied out of its reach (each path component opened with O_NOFOLLOW, a regular file of its own
-only, never blocking, up to a size cap) into a directory only the grader can write. No imports from
-this package.
+only, never blocking, up to a size cap) into a directory only the grader can write. No imports
+from this package.
 """
 
 from __future__ import annotations
@@ -16,10 +24,11 @@ import os
 import selectors
 import stat
 import time
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, ClassVar, Protocol, TypeVar
 
 PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
 LINE_BYTES = 64 << 10
@@ -30,6 +39,187 @@ SCRATCH_BYTES = 2 << 30
 SCRATCH_ENTRIES = 20000
 SCAN_SECONDS = 1.0
 POLL_SECONDS = 0.25
+
+
+# ---------------------------------------------------------------------------- the protocol
+# (in watch.py and in student.py, identical to "end of the protocol": the child imports
+# nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
+
+
+class MessageError(ValueError):
+    """Not one of our messages: what is wrong with it, for the log (never shown as ours)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """A typed JSON object: every field known, present unless defaulted, of its type."""
+
+
+R = TypeVar("R", bound=Record)
+M = TypeVar("M", bound="Message")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message(Record):
+    """`{TAG: KIND, field: value, ...}` on the wire."""
+
+    TAG: ClassVar[str] = "kind"
+    KIND: ClassVar[str]
+
+    def to_json(self) -> dict[str, object]:
+        return {self.TAG: self.KIND, **asdict(self)}
+
+    @classmethod
+    def from_json(cls: type[M], data: object) -> M:
+        if not isinstance(data, dict) or data.get(cls.TAG) != cls.KIND:
+            raise MessageError(f"not a {cls.KIND!r} message: {_shown(data)}")
+        return _record(cls, {key: value for key, value in data.items() if key != cls.TAG})
+
+
+def parse(data: object, kinds: tuple[type[Message], ...]) -> Message:
+    """The message among `kinds` (one family: one TAG) that `data` says it is."""
+    tag = kinds[0].TAG
+    if not isinstance(data, dict):
+        raise MessageError(f"not a JSON object: {_shown(data)}")
+    kind = data.get(tag)
+    for message in kinds:
+        if kind == message.KIND:
+            return message.from_json(data)
+    raise MessageError(f"unknown {tag} {_shown(kind)}: expected one of "
+                       + ", ".join(message.KIND for message in kinds))
+
+
+def _record(kind: type[R], data: dict[object, object]) -> R:
+    hints = typing.get_type_hints(kind)
+    unknown = sorted(map(str, set(data) - {field.name for field in fields(kind)}))
+    if unknown:
+        raise MessageError(f"{kind.__name__}: unknown fields {unknown}")
+    values = {str(key): _value(f"{kind.__name__}.{key}", hints[str(key)], value)
+              for key, value in data.items()}
+    try:
+        return kind(**values)
+    except TypeError as error:  # a field missing
+        raise MessageError(f"{kind.__name__}: {error}") from None
+
+
+def _value(where: str, hint: object, value: object) -> object:
+    """`value` as `hint` (str, int, float, a Record, X | None, tuple[X, ...], dict[X, Y])."""
+    args, origin = typing.get_args(hint), typing.get_origin(hint)
+    if type(None) in args:
+        return None if value is None else _value(where, args[0], value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(_value(f"{where}[{i}]", args[0], item) for i, item in enumerate(value))
+    if origin is dict and isinstance(value, dict):
+        return {_value(where, args[0], key): _value(f"{where}[{key!r}]", args[1], item)
+                for key, item in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
+        return _record(hint, value)
+    if hint is float and type(value) is int:
+        return float(value)
+    if origin is None and type(value) is hint:
+        return value
+    return _refuse(where, hint, value)
+
+
+def _refuse(where: str, hint: object, value: object) -> typing.NoReturn:
+    expected = hint.__name__ if isinstance(hint, type) else str(hint)
+    raise MessageError(f"{where}: expected {expected}, got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {repr(value)[:60]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits(Record):
+    """The child's resource limits, each lowered before any student code runs."""
+
+    memory: int
+    file_size: int
+    open_files: int
+    core: int
+    cpu_seconds: int
+    processes: int | None = None  # none when off: a normal user's count includes their desktop
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request(Message):
+    """What the child runs, paths as it sees them; `env` for a fork (the server's is not its)."""
+
+    KIND: ClassVar[str] = "request"
+    module: str
+    phases: tuple[str, ...]
+    weights_file: str | None
+    seed: int
+    train_data: str | None  # the training split (x, y) when it may train
+    out: str
+    cwd: str
+    limits: Limits
+    uid: int | None  # the fresh uid it drops to, when it starts as root
+    env: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress(Message):
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "progress"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed(Message):
+    """The submission's fault (or, said plainly, ours on it): the message is for the student."""
+
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "failed"
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exported(Message):
+    """The phase's files are written (the launcher copies them out of its reach)."""
+
+    TAG: ClassVar[str] = "event"
+    KIND: ClassVar[str] = "exported"
+    phase: str
+    peak_rss_mb: float = 0.0  # the benchmarks' trace only: nothing it says is used for a grade
+
+
+EVENTS: tuple[type[Message], ...] = (Progress, Failed, Exported)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fork(Message):
+    """To the fork server, with the child's protocol and output pipes: fork job `job`."""
+
+    KIND: ClassVar[str] = "fork"
+    job: int
+    request: str  # the request file, as the server sees it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ready(Message):
+    KIND: ClassVar[str] = "ready"
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forked(Message):
+    KIND: ClassVar[str] = "forked"
+    job: int
+    pid: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exited(Message):
+    KIND: ClassVar[str] = "exited"
+    pid: int
+    code: int
+
+
+SERVER: tuple[type[Message], ...] = (Ready, Forked, Exited)  # what the fork server says
+
+# ---------------------------------------------------------------------------- end of the protocol
 
 
 class Process(Protocol):
@@ -76,7 +266,7 @@ class Watch:
     tail: bytes = b""
 
 
-Progress = Callable[[str], None]
+OnProgress = Callable[[str], None]
 OnExport = Callable[[str, Path], None]
 
 
@@ -84,7 +274,7 @@ OnExport = Callable[[str, Path], None]
 
 
 def supervise(process: Process, job: Job, work: Path, staging: Path,
-               on_progress: Progress, on_export: OnExport,
+               on_progress: OnProgress, on_export: OnExport,
                cancelled: Callable[[], bool]) -> Watch:
     """Read the child until it ends or must be stopped; the deadline holds whatever it writes."""
     watch = Watch()
@@ -118,7 +308,7 @@ def supervise(process: Process, job: Job, work: Path, staging: Path,
 
 
 def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: Watch, job: Job,
-          work: Path, staging: Path, on_progress: Progress, on_export: OnExport) -> None:
+          work: Path, staging: Path, on_progress: OnProgress, on_export: OnExport) -> None:
     chunk = os.read(key.fd, 65536)
     if not chunk:
         selector.unregister(key.fileobj)
@@ -152,7 +342,7 @@ def _output(watch: Watch, chunk: bytes) -> None:
 
 
 def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
-              on_progress: Progress, on_export: OnExport) -> None:
+              on_progress: OnProgress, on_export: OnExport) -> None:
     watch.protocol_bytes += len(chunk)
     watch.protocol += chunk
     if watch.protocol_bytes > PROTOCOL_BYTES or (b"\n" not in watch.protocol
@@ -166,23 +356,20 @@ def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
 
 
 def _event(watch: Watch, line: bytes, job: Job, work: Path, staging: Path,
-           on_progress: Progress, on_export: OnExport) -> None:
+           on_progress: OnProgress, on_export: OnExport) -> None:
+    """One line of the child's: an event of the protocol, or nothing (whatever else it is)."""
     try:
-        event = json.loads(line)
-    except ValueError:
+        event = parse(json.loads(line), EVENTS)
+    except (ValueError, RecursionError):  # not JSON, nested too deep, or not one of ours
         return
-    if not isinstance(event, dict):
-        return
-    kind = event.get("event")
-    if kind == "progress":
-        on_progress(clean(event.get("message"), 500))
-    elif kind == "failed" and watch.failure is None:
-        watch.failure = clean(event.get("message"), MESSAGE_CHARS)
-    elif kind == "exported" and event.get("phase") in job.phases \
-            and event.get("phase") not in watch.exported and watch.failure is None:
-        phase = str(event["phase"])
-        with contextlib.suppress(TypeError, ValueError):
-            watch.peak_rss_mb = max(watch.peak_rss_mb, float(event.get("peak_rss_mb", 0.0)))
+    if isinstance(event, Progress):
+        on_progress(clean(event.message, 500))
+    elif isinstance(event, Failed) and watch.failure is None:
+        watch.failure = clean(event.message, MESSAGE_CHARS)
+    elif isinstance(event, Exported) and event.phase in job.phases \
+            and event.phase not in watch.exported and watch.failure is None:
+        watch.peak_rss_mb = max(watch.peak_rss_mb, event.peak_rss_mb)
+        phase = event.phase
         problem = snapshot(work / "out" / phase, staging / phase, EXPORTS[phase])
         if problem:
             watch.failure = problem

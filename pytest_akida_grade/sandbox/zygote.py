@@ -4,11 +4,12 @@ It imports numpy and tf_keras once (two of the three seconds a submission's proc
 its first line runs), then forks one child a job. A child confines itself exactly as a fresh
 student.py process does (limits, then a fresh unprivileged uid) before it imports the
 submission; it never runs in this process, which only forks, reaps and reports. Like
-student.py, it imports nothing from this package.
+student.py, it imports nothing from this package: its messages are student.py's copy of
+watch.py's.
 
-Protocol on the socket (SOCK_SEQPACKET, one JSON object a message): the launcher sends
-`{"job": n, "request": path}` with two descriptors (the child's protocol and output pipes); this
-answers `{"job": n, "pid": pid}`, then `{"exited": pid, "code": code}` when the child ends.
+Protocol on the socket (SOCK_SEQPACKET, one JSON object a message): this says Ready, then the
+launcher sends Fork (job n, the request's path) with two descriptors (the child's protocol and
+output pipes); this answers Forked (job n, its pid), then Exited (pid, code) when the child ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,13 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the same file, as mypy finds it
+    from pytest_akida_grade.sandbox import student
+else:  # the file beside us: the package is not importable in the sandbox
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import student
 
 
 def serve(channel: socket.socket) -> None:
@@ -28,23 +36,23 @@ def serve(channel: socket.socket) -> None:
 
     lock = threading.Lock()  # the reaper and the main loop both send
 
-    def send(message: dict[str, object]) -> None:
+    def send(message: student.Message) -> None:
         with lock:
-            channel.send(json.dumps(message).encode())
+            channel.send(json.dumps(message.to_json()).encode())
 
     threading.Thread(target=reap, args=(send,), daemon=True).start()
-    send({"ready": True, "pid": os.getpid()})
+    send(student.Ready(pid=os.getpid()))
     while True:
         data, fds, _, _ = socket.recv_fds(channel, 1 << 16, 2)
         if not data:
             return  # the launcher is gone: so are we (bubblewrap takes the children with it)
-        job = json.loads(data)
+        job = student.Fork.from_json(json.loads(data))
         pid = os.fork()
         if pid == 0:
-            child(channel, fds, job["request"])
+            child(channel, fds, job.request)
         for fd in fds:
             os.close(fd)
-        send({"job": job["job"], "pid": pid})
+        send(student.Forked(job=job.job, pid=pid))
 
 
 def child(channel: socket.socket, fds: list[int], request: str) -> None:
@@ -58,14 +66,12 @@ def child(channel: socket.socket, fds: list[int], request: str) -> None:
             os.close(fd)
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        import student  # type: ignore[import-not-found]
-
         code = student.main([request])
     finally:
         os._exit(code)
 
 
-def reap(send: Callable[[dict[str, object]], None]) -> None:
+def reap(send: Callable[[student.Message], None]) -> None:
     """Report every child's end (the launcher waits for it, not for the pipes)."""
     while True:
         try:
@@ -73,9 +79,8 @@ def reap(send: Callable[[dict[str, object]], None]) -> None:
         except ChildProcessError:
             threading.Event().wait(0.2)
             continue
-        send({"exited": pid, "code": os.waitstatus_to_exitcode(status)})
+        send(student.Exited(pid=pid, code=os.waitstatus_to_exitcode(status)))
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # student.py, beside us
     serve(socket.socket(fileno=int(sys.argv[1])))
