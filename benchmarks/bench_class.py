@@ -125,7 +125,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, count: int) -> tuple[
             evaluator.call(jobs.Grade(
                 architecture=str(export / "model.json"), weights=str(variant), data=spec,
                 out=str(staging / "model.fbz"), weight_bits=4, activation_bits=4, attempts=1,
-                calibration_samples=1024, seed=0, training="bench"), f"job{index}", 600, "bench")
+                calibration_samples=1024, seed=0, route="bench"), f"job{index}", 600, "bench")
             variant.unlink()
     finally:
         evaluator.close()

@@ -14,7 +14,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-Progress = Callable[[str, str], None]  # (student, message)
+Progress = Callable[[str, str], None]  # (student, message): the terminal shows it
+OnProgress = Callable[[str], None]  # one student's message, where the student is known
 
 
 class Background:

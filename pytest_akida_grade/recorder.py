@@ -23,7 +23,7 @@ from pytest_akida_grade.settings import Settings
 log = logging.getLogger("pytest_akida_grade")
 
 
-class Progress(UserWarning):
+class ProgressLine(UserWarning):
     """A progress line from an xdist worker: xdist carries warnings to the controller live."""
 
 
@@ -32,7 +32,7 @@ def progress(config: pytest.Config, student: str, message: str) -> None:
     log.info("%s: %s", student, message)
     line = f"[akida-grade] {student}: {message}"
     if hasattr(config, "workerinput"):
-        relayed = warnings.WarningMessage(Progress(line), Progress, __file__, 0)
+        relayed = warnings.WarningMessage(ProgressLine(line), ProgressLine, __file__, 0)
         config.hook.pytest_warning_recorded.call_historic(kwargs={
             "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
         return
@@ -118,7 +118,7 @@ class Recorder:
 
     def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
         """On the xdist controller: a worker's progress line, printed as it arrives."""
-        if issubclass(warning_message.category, Progress) and \
+        if issubclass(warning_message.category, ProgressLine) and \
                 not hasattr(self.config, "workerinput"):
             write_line(self.config, str(warning_message.message))
 

@@ -107,7 +107,7 @@ class Graded:
 
     n_train: int
     n_test: int
-    training: str  # the route, "(cached)" when the trained weights came from the cache
+    route: str  # how it was trained (a ROUTE), " (cached)" when the weights came from the cache
     float_accuracy: float
     quantized_accuracy: float
     akida_accuracy: float | None  # None when the converted model does not end in 10 classes
@@ -206,7 +206,7 @@ def graded_from_json(data: object, where: str = "grade result") -> Graded:
     akida = _get(data, "akida_accuracy", (int, float, type(None)), where)
     return Graded(
         n_train=_get(data, "n_train", int, where), n_test=_get(data, "n_test", int, where),
-        training=_get(data, "training", str, where),
+        route=_get(data, "route", str, where),
         float_accuracy=float(_get(data, "float_accuracy", NUMBER, where)),
         quantized_accuracy=float(_get(data, "quantized_accuracy", NUMBER, where)),
         akida_accuracy=None if akida is None else float(akida),
@@ -229,8 +229,8 @@ def built_and_graded_from_json(data: object, where: str = "inspect+grade result"
     return built, Stage(result=graded_from_json(graded, f"{where}.graded"))
 
 
-def with_model(graded: Graded, model_path: str, training: str | None = None) -> Graded:
-    return replace(graded, model_path=model_path, training=training or graded.training)
+def with_model(graded: Graded, model_path: str) -> Graded:
+    return replace(graded, model_path=model_path)
 
 
 ROUTES = ("weights file", "train()", "default recipe")

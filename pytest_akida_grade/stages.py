@@ -251,7 +251,7 @@ def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
                       data=data_spec(data), out=str(out), weight_bits=declared.weight_bits,
                       activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
                       calibration_samples=s.calibration_samples, seed=s.seed,
-                      training=trained.route)
+                      route=trained.route)
 
 
 def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:

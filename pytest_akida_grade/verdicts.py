@@ -159,7 +159,7 @@ def accuracy_metrics(graded: Graded) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "float_accuracy": graded.float_accuracy, "quantized_accuracy": graded.quantized_accuracy,
         "akida_accuracy": graded.akida_accuracy, "quantize_attempt": graded.quantize_attempt,
-        "n_test": graded.n_test, "training": graded.training}
+        "n_test": graded.n_test, "training": graded.route}
     metrics = {name: value for name, value in metrics.items() if value is not None}
     if not graded.mapping.error:
         metrics.update(static_mapping_metrics(graded.mapping))
@@ -172,7 +172,7 @@ def quantized_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
     graded = stage.result
     text = (f"quantized Keras model: {_percent(graded.quantized_accuracy)} on {graded.n_test} "
             f"test images (float {_percent(graded.float_accuracy)}, training: "
-            f"{graded.training}, quantization attempt {graded.quantize_attempt + 1})")
+            f"{graded.route}, quantization attempt {graded.quantize_attempt + 1})")
     passed = graded.quantized_accuracy >= min_accuracy
     if not passed:
         text += f"; needs at least {_percent(min_accuracy)}"

@@ -28,7 +28,7 @@ BUILT = Built(layers=({"index": 0, "name": "conv2d", "class_name": "Conv2D", "co
               v1=V1Truth(bits=(4, 4), declared_bits_used=True, conversion_error=None,
                          cut_at=None, warnings=(), mapping=MAPPED),
               route="weights file")
-GRADED = Graded(n_train=54000, n_test=10000, training="weights file", float_accuracy=0.985,
+GRADED = Graded(n_train=54000, n_test=10000, route="weights file", float_accuracy=0.985,
                 quantized_accuracy=0.9832, akida_accuracy=0.9831, quantize_attempt=0,
                 attempt_val_accuracies=(), cut_at=None, mapping=MAPPED, peak_rss_mb=900.0)
 

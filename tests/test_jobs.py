@@ -15,7 +15,7 @@ INSPECT = jobs.Inspect(architecture="a/model.json", weights="a/weights.npz", see
                        calibration=jobs.Calibration(data=DATA, samples=128))
 GRADE = jobs.Grade(architecture="a/model.json", weights="a/weights.npz", data=DATA,
                    out="o/model.fbz", weight_bits=2, activation_bits=4, attempts=1,
-                   calibration_samples=128, seed=0, training="weights file")
+                   calibration_samples=128, seed=0, route="weights file")
 
 
 @pytest.mark.parametrize("job", [

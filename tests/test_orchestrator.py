@@ -53,7 +53,7 @@ def built(route: str) -> dict[str, Any]:
 
 def graded(training: str, accuracy: float = 0.98) -> dict[str, Any]:
     return to_json(Graded(
-        n_train=100, n_test=50, training=training, float_accuracy=accuracy + 0.001,
+        n_train=100, n_test=50, route=training, float_accuracy=accuracy + 0.001,
         quantized_accuracy=accuracy, akida_accuracy=accuracy, quantize_attempt=0,
         attempt_val_accuracies=(accuracy,), cut_at=None, mapping=MAPPING, peak_rss_mb=800.0))
 
@@ -135,8 +135,8 @@ class FakeTrusted:
         grade = job.grade if isinstance(job, jobs.InspectAndGrade) else job
         Path(grade.out).write_bytes(b"converted model")
         if isinstance(job, jobs.InspectAndGrade):
-            return Reply(ok={"built": built(job.inspect.route), "graded": graded(grade.training)})
-        return Reply(ok=graded(grade.training))
+            return Reply(ok={"built": built(job.inspect.route), "graded": graded(grade.route)})
+        return Reply(ok=graded(grade.route))
 
 
 @dataclass

@@ -50,7 +50,7 @@ def inspected(**v1: Any) -> Stage[Built]:
 
 
 def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage[Graded]:
-    return Stage(result=Graded(n_train=54000, n_test=10000, training="default recipe",
+    return Stage(result=Graded(n_train=54000, n_test=10000, route="default recipe",
                                float_accuracy=0.98, quantized_accuracy=quantized,
                                akida_accuracy=akida, quantize_attempt=0,
                                attempt_val_accuracies=(), cut_at=None,

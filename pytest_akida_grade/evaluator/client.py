@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from pytest_akida_grade.background import Progress
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import HarnessError, ResultError, Stage
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # the jobs carry their own JSON form
 START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
 LOG_TAIL = 1500
 
-Progress = Callable[[str, str], None]  # (student, message)
 T = TypeVar("T")
 
 

@@ -89,7 +89,7 @@ class Grade(Message):
     attempts: int
     calibration_samples: int
     seed: int
-    training: str
+    route: str  # how the weights were trained (results.ROUTES), " (cached)" from the cache
 
 
 @dataclass(frozen=True, kw_only=True)

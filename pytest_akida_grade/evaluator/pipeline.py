@@ -14,13 +14,13 @@ import json
 import re
 import resource
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator import jobs
@@ -32,7 +32,6 @@ from pytest_akida_grade.rules import akida_v1, architecture, design_space, mappe
 from pytest_akida_grade.rules.architecture import budget_problem, parameters
 from pytest_akida_grade.rules.specs import Specs, describe
 
-Progress = Callable[[str], None]
 Array = np.ndarray[Any, Any]
 QUANTIZE_STOP = re.compile(r"'([^']+)' of type (\w+) is not supported to quantize")
 CONVERT_STOP = re.compile(r"Conversion stops\s+at layer (\S+)")
@@ -92,7 +91,7 @@ def inspect(architecture: Path, weights: Path, weight_bits: Declared,
 
 
 def inspect_and_grade(job: jobs.InspectAndGrade, data: Split,
-                      progress: Progress) -> tuple[Built, Graded | str]:
+                      progress: OnProgress) -> tuple[Built, Graded | str]:
     """Both for a pre-trained model: the Akida 1.0 truth is the grade's first conversion, made
     once. The same figures as `inspect` with the same samples, then `grade`."""
     seen, grade_job = job.inspect, job.grade
@@ -274,7 +273,7 @@ def _mapping_figures(converted: Any) -> MappingFigures:
 
 
 def train(architecture: Path, weights: Path, data: Split, out: Path, *, epochs: int,
-          batch_size: int, seed: int, progress: Progress) -> None:
+          batch_size: int, seed: int, progress: OnProgress) -> None:
     """The default recipe: seeded Adam on sparse cross-entropy from logits; weights to `out`."""
     import tf_keras as keras
 
@@ -294,7 +293,7 @@ def save_weights(model: Any, out: Path) -> None:
         np.savez(handle, *[np.asarray(w) for w in model.get_weights()])
 
 
-def _epoch_progress(progress: Progress, epochs: int) -> Any:
+def _epoch_progress(progress: OnProgress, epochs: int) -> Any:
     import tf_keras as keras
 
     class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
@@ -310,13 +309,13 @@ def _epoch_progress(progress: Progress, epochs: int) -> Any:
 # ---------------------------------------------------------------------------- grade
 
 
-def grade(job: jobs.Grade, data: Split, progress: Progress) -> Graded:
+def grade(job: jobs.Grade, data: Split, progress: OnProgress) -> Graded:
     """Evaluate the trained model: float, quantized, Akida accuracy; the .fbz to `job.out`."""
     model, layers = rebuild(Path(job.architecture), Path(job.weights))
     return _grade(model, layers, data, job, progress, first=None)
 
 
-def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: Progress,
+def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: OnProgress,
            first: Conversion | None) -> Graded:
     float_accuracy = argmax_accuracy(_float_outputs(model, layers, data.x_test), data.y_test)
     progress(f"float accuracy {float_accuracy:.4f}")
@@ -326,7 +325,7 @@ def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: Pr
                                                           data.y_test)
     mapping = map_on_virtual_akd1000(conversion.akida, layers)
     conversion.akida.save(job.out)
-    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), training=job.training,
+    return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), route=job.route,
                   float_accuracy=float_accuracy, quantized_accuracy=quantized,
                   akida_accuracy=akida, quantize_attempt=attempt,
                   attempt_val_accuracies=tuple(scores), cut_at=conversion.cut_at,
@@ -362,7 +361,7 @@ def _constant_message(model: Any, layers: Specs, x: Array) -> str:
 
 
 def _best_conversion(model: Any, layers: Specs, job: jobs.Grade, data: Split,
-                     progress: Progress,
+                     progress: OnProgress,
                      first: Conversion | None) -> tuple[Conversion, int, list[float]]:
     """Seeded attempts, each calibrated on its own sample of training images; best on
     validation. `first`: attempt 0's conversion, already made (inspect_and_grade)."""

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.data import Split, split
 from pytest_akida_grade.evaluator import jobs, pipeline
 from pytest_akida_grade.evaluator.rebuild import SubmissionError
@@ -63,7 +64,7 @@ class Server:
             return {"error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc()[-4000:]}
 
-    def progress(self, job: int) -> pipeline.Progress:
+    def progress(self, job: int) -> OnProgress:
         return lambda message: self.send(id=job, progress=message)
 
 
@@ -73,7 +74,7 @@ def out_of_memory(limit: int) -> str:
             f"({limit / (1 << 30):.1f} GB of address space); use a smaller model")
 
 
-def run(job: jobs.Job, progress: pipeline.Progress) -> dict[str, Any]:
+def run(job: jobs.Job, progress: OnProgress) -> dict[str, Any]:
     """One job, typed (jobs.py): its result as JSON."""
     if isinstance(job, jobs.Inspect):
         return to_json(inspect(job))
