@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from pytest_akida_grade.settings import Settings
 
 Urgency = Callable[[], int]  # 0: the student pytest is judging now; its jobs go first
-TIMEOUT = called("timeout")  # the options a timeout message names
-GRADE_TIMEOUT = called("grade_timeout")
+TIMEOUT_OPTION = called("timeout")  # the options a timeout message names
+GRADE_TIMEOUT_OPTION = called("grade_timeout")
 
 
 class Children(Protocol):
@@ -142,8 +142,9 @@ class HandOver:
             phases=("build", "train") if train else ("build",), seed=s.seed,
             train_data=self.data.fit_file(self.scratch / "data") if train else None,
             seconds=s.grade_timeout if train else s.timeout,
-            timeout_source=GRADE_TIMEOUT if train else TIMEOUT,
-            build_seconds=s.timeout, build_timeout_source=TIMEOUT, memory_bytes=s.memory_limit)
+            timeout_source=GRADE_TIMEOUT_OPTION if train else TIMEOUT_OPTION,
+            build_seconds=s.timeout, build_timeout_source=TIMEOUT_OPTION,
+            memory_bytes=s.memory_limit)
 
 
 class Inspection:
@@ -160,7 +161,8 @@ class Inspection:
         if export.declarations.route == "weights file":
             job = replace(job, calibration=jobs.Calibration(
                 data=data_spec(self.data), samples=self.settings.calibration_samples))
-        reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT, urgency)
+        reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
+                                  urgency)
         return reply.stage(built_from_json, submission.name)
 
     def inspect_and_grade(self, submission: Submission, export: Export, urgency: Urgency,
@@ -171,8 +173,8 @@ class Inspection:
                                                 export.files / "weights.npz", "weights file"),
                           export.declarations, staged(self.children, "model.fbz"))
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
-                                  submission.name, s.timeout + s.grade_timeout, GRADE_TIMEOUT,
-                                  urgency)
+                                  submission.name, s.timeout + s.grade_timeout,
+                                  GRADE_TIMEOUT_OPTION, urgency)
         both = reply.stage(built_and_graded_from_json, submission.name)
         if both.result is None:
             return (Stage(failure=both.failure, repeatable=both.repeatable),
@@ -218,7 +220,7 @@ class Training:
             architecture=str(files / "model.json"), weights=str(files / "weights.npz"),
             data=data_spec(self.data), out=str(weights), epochs=s.epochs,
             batch_size=s.batch_size, seed=s.seed), submission.name, s.grade_timeout,
-            GRADE_TIMEOUT, urgency)
+            GRADE_TIMEOUT_OPTION, urgency)
         done = reply.stage(lambda result: result, submission.name)
         if not done.ok:
             return Stage(failure=done.failure, repeatable=done.repeatable)
@@ -238,7 +240,7 @@ class Evaluation:
         job = grade_job(self.settings, self.data, trained, declared,
                         staged(self.children, "model.fbz"))
         reply = self.trusted.call(job, submission.name, self.settings.grade_timeout,
-                                  GRADE_TIMEOUT, urgency)
+                                  GRADE_TIMEOUT_OPTION, urgency)
         graded = reply.stage(graded_from_json, submission.name)
         if graded.result is None:
             return graded
