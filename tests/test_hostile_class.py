@@ -47,9 +47,13 @@ policy._bwrap_problem = lambda hidden, python: "hidden by the test"
 """
 HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
            "uid": "akida-grade sandbox: a fresh unprivileged uid"}
-# In bubblewrap only (the suite's time): the spinner costs its deadline, and the figure forgers
-# two more graded evaluations whose trust does not depend on the sandbox; so does the regrade.
-BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE)
+# Both modes grade the attacks on the sandbox itself: files (rewriter, poisoner, peeker, the
+# lambda_ run at build time), processes (forker, killer), limits (flooder, hog) and the hand-over
+# swapped after export (swapper, linker). In bubblewrap only (the suite's time): the spinner costs
+# its deadline; what the others hand over (figures, declarations, JSON, numbers) is judged by the
+# trusted side alike whichever sandbox built it; so is the regrade.
+BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE, "declarer", "relu6", "lookup", "vectorizer", "giant",
+              "nan", "huge", "constant")
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
 SWAP = """

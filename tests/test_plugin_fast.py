@@ -1,20 +1,22 @@
 """The five fast checks through the plugin: one class of made-up submissions, graded once.
 
 Every submission is built in a child process (~5 s each), so the class is graded in one pytest
-run under xdist and the tests below read its outcomes, messages and JSON file.
+run under xdist and the tests below read its outcomes, messages and JSON file. One classmate
+(chatty) is trained and graded too: its progress must reach the xdist controller's terminal.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from made_up import GOOD_LAYERS, TEMPLATE_LAYERS, student_source
+from made_up import GOOD_LAYERS, TEMPLATE_LAYERS, fast_ini, student_source
 
 HANG_TIMEOUT = 20  # seconds: a fork of the fork server builds in ~1 s, more on a busy machine
 
@@ -84,8 +86,8 @@ def _class_sources() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("class")
-    (root / "pytest.ini").write_text(
-        f"[pytest]\nakida_students = students\nakida_timeout = {HANG_TIMEOUT}\n")
+    (root / "pytest.ini").write_text(fast_ini(akida_timeout=str(HANG_TIMEOUT),
+                                              akida_cache_dir=None))
     students = root / "students"
     students.mkdir()
     for name, source in _class_sources().items():
@@ -93,7 +95,7 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (students / "_helper.py").write_text("raise SystemExit('never graded')\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "-rA", "-k",
-         "not accuracy and not hardware_quality", "--akida-json", "grades.json",
+         "not hardware_quality and (not accuracy or chatty)", "--akida-json", "grades.json",
          "--akida-csv", "gradebook.csv", "--akida-gradescope", "gradescope"],
         cwd=root, capture_output=True, text=True, timeout=900)
     grades = json.loads((root / "grades.json").read_text())
@@ -149,6 +151,16 @@ def test_it_fails_loads_for_a_hostile_submission_and_skips_the_rest(graded_class
 
 def test_it_keeps_the_protocol_safe_from_a_submission_that_prints(graded_class):
     assert check(graded_class, "chatty", "loads")["outcome"] == "passed"
+
+
+def test_under_xdist_epochs_and_a_live_count_reach_the_controllers_terminal(graded_class):
+    lines = graded_class["output"].splitlines()
+    assert any(re.search(r"\[akida-grade\] chatty: epoch 1/1: loss \d", line) for line in lines)
+    assert check(graded_class, "chatty", "akida_accuracy")["outcome"] == "passed"
+    everyone = len(_class_sources())
+    assert any(f"[akida-grade] graded {everyone} / {everyone} students" in line
+               for line in lines)
+    assert "warnings summary" not in graded_class["output"]
 
 
 def test_it_fails_a_dropout_layer_naming_it(graded_class):
