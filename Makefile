@@ -83,8 +83,12 @@ lint: setup
 	$(BIN)/ruff check pytest_akida_grade tests benchmarks conftest.py student_models tools
 	$(BIN)/mypy pytest_akida_grade
 
+# Two xdist workers, each test file whole on one (its module fixtures grade a class once), the
+# longest files first (tests/conftest.py): the end-to-end tests wait on children and timeouts,
+# so two at a time keep both cores busy. TEST_WORKERS=0 runs them in this process, in order.
+TEST_WORKERS ?= 2
 test: lint browser
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Every supported Python (requires-python), where installed: the wheel in a clean venv as the
 # README's student section installs it, student_models/ graded (verdicts equal to 3.11's), the

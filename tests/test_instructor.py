@@ -1,12 +1,11 @@
 """The instructor's toolbox: course checks as fixtures (in their own directory: the students
-directory is data), shards, progress under xdist, one MNIST error a session, errors told apart
-from failures."""
+directory is data), shards, one MNIST error a session, errors told apart from failures. (Progress
+under xdist: test_plugin_fast, whose class is graded under xdist.)"""
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -243,20 +242,6 @@ def test_shards_are_disjoint_complete_and_merge_into_the_gradebook_of_one_run(
 def test_a_bad_shard_is_a_usage_error_naming_the_option(grading: pytest.Pytester) -> None:
     result = grading.runpytest("--akida-shard=3/2", "--collect-only")
     result.stderr.fnmatch_lines(["*invalid akida_shard value '3/2' from the command line*I/N*"])
-
-
-# ---------------------------------------------------------------------------- progress
-
-
-def test_under_xdist_epochs_and_a_live_count_reach_the_controllers_terminal(
-        grading: pytest.Pytester) -> None:
-    add_student(grading, "alice", student_source() + "\n# a source no other test trains\n")
-    add_student(grading, "bob", "raise ValueError('not today')\n")
-    result = grading.runpytest_subprocess("-n", "2", "-k", "loads or accuracy")
-    lines = result.stdout.lines
-    assert any(re.search(r"\[akida-grade\] alice: epoch 1/1: loss \d", line) for line in lines)
-    assert any("[akida-grade] graded 2 / 2 students" in line for line in lines)
-    assert "warnings summary" not in result.stdout.str()
 
 
 # ---------------------------------------------------------------------------- errors
