@@ -51,12 +51,12 @@ policy._bwrap_problem = lambda hidden, python: "hidden by the test"
 HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
            "uid": "akida-grade sandbox: a fresh unprivileged uid"}
 # Both modes grade the attacks on the sandbox itself: files (rewriter, poisoner, peeker, the
-# lambda_ run at build time), processes (forker, killer), limits (flooder, hog) and the hand-over
-# swapped after export (swapper, linker). In bubblewrap only (the suite's time): the spinner costs
-# its deadline; what the others hand over (figures, declarations, JSON, numbers) is judged by the
-# trusted side alike whichever sandbox built it; so is the regrade.
-BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE, "declarer", "relu6", "lookup", "vectorizer", "giant",
-              "nan", "huge", "constant")
+# lambda_ run at build time), processes (forker, killer), limits (flooder, hog), the hand-over
+# swapped after export (swapper, linker), and the hostile hand-overs of issue 17 (lookup,
+# vectorizer, giant, nan, huge, constant, an honest relu6). In bubblewrap only (the suite's time):
+# the spinner costs its deadline; the figure forgers and the declarer hand over what the trusted
+# side judges alike whichever sandbox built it; so is the regrade.
+BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE, "declarer")
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
 SWAP = """
