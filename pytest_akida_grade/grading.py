@@ -120,10 +120,12 @@ class Entries:
             with self.cache.lock("build", key):
                 pass
         hit = self.cache.load("build", key)
-        built = None if hit is None else hit.stage(built_from_json).result
-        if hit is not None and built is None:
+        if hit is None:
+            return None
+        built = hit.stage(built_from_json).result
+        if built is None:
             return Stage(failure="the build failed")
-        if hit is None or built is None or not hit.file("model.json").is_file():
+        if not hit.file("model.json").is_file():  # an entry without the files: ask the child
             return None
         return Stage(result=Export(hit.directory, declared_by(built)))
 
@@ -135,6 +137,9 @@ class Entries:
             if built.ok and export else {}
         self.cache.store("build", key, {"result": to_json(built.result) if built.result
                                         else None, "failure": built.failure}, files)
+
+    def has_trained(self, submission: Submission) -> bool:
+        return self.cache.load("trained", self.key("trained", submission)) is not None
 
     def trained(self, submission: Submission, route: str) -> Trained | None:
         hit = self.cache.load("trained", self.key("trained", submission))
@@ -331,7 +336,7 @@ class Grader:
         the grade is wanted and no trained weights are cached."""
         train = str(submission.path) in self._wanted
         try:
-            train = train and self.entries.trained(submission, "") is None
+            train = train and not self.entries.has_trained(submission)
         except HarnessError:  # no data set: the grade stage will say so, not the build
             train = False
         return self.hand_over.export(submission, train)
