@@ -318,7 +318,9 @@ def _nothing_found_message(tried: list[str]) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """What each side sees: the sandbox gets (x_fit, y_fit) only, never validation or test."""
+    """What each side sees: a sandbox that trains gets (x_fit, y_fit) and the held-out
+    (x_val, y_val) (a notebook's keras.datasets.mnist.load_data() returns it as its "test"),
+    never the test set."""
 
     x_fit: Array
     y_fit: Array
@@ -345,8 +347,10 @@ def split(path: Path, *, seed: int, validation_split: float, train_limit: int = 
 
 
 def write_fit_split(data: Split, target: Path) -> None:
-    """The training images and labels a student's train() may see, as a plain npz."""
-    atomic_write(target, lambda handle: np.savez(handle, x=data.x_fit, y=data.y_fit),
+    """What a sandbox that trains may see, as a plain npz: the training images and labels
+    (x, y) and the held-out validation split (x_val, y_val); never the test set."""
+    atomic_write(target, lambda handle: np.savez(handle, x=data.x_fit, y=data.y_fit,
+                                                 x_val=data.x_val, y_val=data.y_val),
                  mode=0o644)
 
 
@@ -401,7 +405,7 @@ class Dataset:
                      train_limit=self.train_limit, test_limit=self.test_limit)
 
     def fit_file(self, directory: Path) -> Path:
-        """The training split a student's train() may see, written once a session."""
+        """The splits a sandbox that trains may see (write_fit_split), written once a session."""
         data = self.split() if self._fit is None else None
         with self._lock:
             if self._fit is None and data is not None:

@@ -1,6 +1,11 @@
-"""Which files are submissions, what identifies one (its name, source and weights), what a
-students folder holds that is not graded (and why), and which part of a sharded class a student
-belongs to.
+"""Which files are submissions and their shape, what identifies one (its name, source and
+weights), what a students folder holds that is not graded (and why), and which part of a sharded
+class a student belongs to.
+
+Three shapes are handed in (`Shape`): the handout's notebook (`<name>.ipynb`), a module with the
+handout's names (`model_keras`, no `build_model()`), and a module with `build_model()`. Nothing
+here parses a submission: a notebook is known by its name, a module's shape by a line starting
+`def build_model(`; the sandbox runs it and finds what it really defines.
 
 A module whose file name is not a plain Python name (`john-doe.py`, `Jane Smith.py`, `José.py`,
 `2nd.py`) is graded under a normalised name (`john_doe`, `Jane_Smith`, `Jose`, `student_2nd`); two
@@ -10,13 +15,19 @@ name is what test ids, cache keys, reports and shards use; the record keeps the 
 
 from __future__ import annotations
 
+import enum
+import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.names import (
+    MODULE,
+    NOTEBOOK,
+    SUBMISSION_SUFFIXES,
     WEIGHTS_SUFFIX,
     is_plain_name,
     is_pytest_name,
@@ -30,12 +41,50 @@ ROSTER = "roster.csv"  # written by import-submissions beside the modules: not a
 NOT_HANDED_IN = (ROSTER, "__pycache__", "pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
 ARCHIVES = (".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar", ".gz")
 IMPORT_HINT = "python -m pytest_akida_grade import-submissions"
+SUFFIXES = SUBMISSION_SUFFIXES
+SHAPE_BYTES = 1 << 20  # of a module, read for its shape (a longer one: the rest is not read)
+DEFINES_BUILD_MODEL = re.compile(rb"^(?:async[ \t]+)?def[ \t]+build_model[ \t]*\(", re.MULTILINE)
+
+
+class Shape(enum.Enum):
+    """What a student hands in, which sets how long its sandbox may run and what it gets."""
+
+    NOTEBOOK = "notebook"  # the handout's: its cells run in order, its training included
+    HANDOUT = "module with the handout's names"  # model_keras (and its training) at import
+    BUILD_MODEL = "module with build_model()"  # our contract
+
+    @property
+    def trains_itself(self) -> bool:
+        """Its own code may train its model while it runs: it gets the training data (keras'
+        mnist.load_data()) and akida_grade_timeout, and its weights may come trained."""
+        return self is not Shape.BUILD_MODEL
+
+
+@functools.lru_cache(maxsize=4096)
+def shape_of(path: Path, size: int, mtime_ns: int) -> Shape:
+    """By name, and for a module a line starting `def build_model(` (read, never parsed)."""
+    if path.suffix == NOTEBOOK:
+        return Shape.NOTEBOOK
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(SHAPE_BYTES)
+    except OSError:
+        return Shape.BUILD_MODEL  # the sandbox will say what is wrong with it
+    return Shape.BUILD_MODEL if DEFINES_BUILD_MODEL.search(head) else Shape.HANDOUT
 
 
 @dataclass(frozen=True)
 class Submission:
     name: str  # the student: a plain Python name, unique in the class
     path: Path
+
+    @property
+    def shape(self) -> Shape:
+        try:
+            found = self.path.stat()
+        except OSError:
+            return Shape.BUILD_MODEL
+        return shape_of(self.path, found.st_size, found.st_mtime_ns)
 
     @property
     def weights_path(self) -> Path:
@@ -63,8 +112,9 @@ class NotGraded:
 
 
 def is_submission_name(path: Path) -> bool:
-    """`<anything>.py`, not private (`_x.py`) and not a file pytest imports (`test_x.py`)."""
-    return (path.suffix == ".py" and path.stem != "" and not path.name.startswith("_")
+    """`<anything>.py` or `<anything>.ipynb`, not private (`_x.py`) and not a file pytest
+    imports (`test_x.py`)."""
+    return (path.suffix in SUFFIXES and path.stem != "" and not path.name.startswith("_")
             and not is_pytest_name(path.name))
 
 
@@ -119,10 +169,11 @@ def not_graded(entries: list[Path]) -> list[NotGraded]:
     found = []
     for path in listing:
         name = path.name
-        module = name.removesuffix(WEIGHTS_SUFFIX) + ".py"  # of weights: graded with it
+        stem = name.removesuffix(WEIGHTS_SUFFIX)  # of weights: graded with their submission
         if name.startswith(".") or name in NOT_HANDED_IN or is_pytest_name(name) \
-                or name in modules or (name.endswith(WEIGHTS_SUFFIX) and
-                                       (module in modules or is_pytest_name(module))):
+                or name in modules or (name.endswith(WEIGHTS_SUFFIX) and (
+                    any(stem + suffix in modules for suffix in SUFFIXES)
+                    or is_pytest_name(stem + MODULE))):
             continue
         found.append(_why_not(path, modules))
     return sorted(found, key=lambda item: item.file)
@@ -135,21 +186,18 @@ def _why_not(path: Path, modules: set[str]) -> NotGraded:
                          "graded", f"put its <name>.py in the students folder (an LMS download: "
                          f"{IMPORT_HINT})")
     if lower.endswith(WEIGHTS_SUFFIX):
-        module = name[: -len(WEIGHTS_SUFFIX)] + ".py"
-        return NotGraded(name, f"weights without their module: no {module} beside them",
-                         f"hand in {module} (defining build_model()) with the weights")
-    if lower.endswith(".ipynb"):
-        return NotGraded(name, "a notebook is not graded",
-                         "export the notebook's build_model() module as a .py file "
-                         "(File > Download as > Python) and hand that in")
+        stem = name[: -len(WEIGHTS_SUFFIX)]
+        return NotGraded(name, f"weights without their submission: no {stem}.ipynb or "
+                               f"{stem}.py beside them",
+                         f"hand in {stem}.ipynb (or {stem}.py) with the weights")
     if lower.endswith(ARCHIVES):
         return NotGraded(name, "an archive is not unpacked",
                          f"unpack it into the students folder (an LMS download: {IMPORT_HINT})")
-    if path.suffix == ".py":  # _private.py
-        return NotGraded(name, "a name starting with _ is a private module, not a submission",
+    if path.suffix in SUFFIXES:  # _private.py
+        return NotGraded(name, "a name starting with _ is private, not a submission",
                          "rename it without the leading _ to grade it")
-    return NotGraded(name, "not a Python module",
-                     "hand in the model as <name>.py (and its weights as <name>.weights.h5)")
+    return NotGraded(name, "not a notebook or a Python module",
+                     "hand in the notebook as <name>.ipynb (or a module as <name>.py)")
 
 
 def shard_of(name: str, count: int) -> int:

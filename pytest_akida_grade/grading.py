@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pytest_akida_grade import catalog, data, scrub, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, build_key, grade_keys
-from pytest_akida_grade.discovery import Submission, find_class
+from pytest_akida_grade.discovery import Shape, Submission, find_class
 from pytest_akida_grade.evaluator.client import Pool, memory_per_process
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.hardware import Hardware
 from pytest_akida_grade.quality import Run
 from pytest_akida_grade.results import (
+    PRETRAINED,
     Built,
     Graded,
     HarnessError,
@@ -100,7 +101,9 @@ class Entries:
         self.cache, self.settings, self.data = cache, settings, data
 
     def build_key(self, submission: Submission) -> str:
-        pretrained = submission.weights_path.is_file()
+        """A build that may hand over trained weights (a weights file, or a submission whose
+        own code trains) depends on the data set too."""
+        pretrained = submission.weights_path.is_file() or submission.shape.trains_itself
         return build_key(submission.fingerprint(), self.settings,
                          self.data.source().sha256 if pretrained else None)
 
@@ -133,8 +136,9 @@ class Entries:
         """A repeatable end only (not a timeout or a crash); the files of a build that passed."""
         if not built.repeatable:
             return
-        files = {name: export.files / name for name in ("model.json", "weights.npz")} \
-            if built.ok and export else {}
+        files = {name: export.files / name for name in ("model.json", "weights.npz",
+                                                         "source.py")
+                 if (export.files / name).is_file()} if built.ok and export else {}
         self.cache.store("build", key, {"result": to_json(built.result) if built.result
                                         else None, "failure": built.failure}, files)
 
@@ -182,13 +186,22 @@ class Fingerprints:
         if memo not in self._memo:
             try:
                 files = self._files(submission, route, trained) if route else None
+                source = self._source(submission) if route else None
             except (HarnessError, OSError):
-                files = None
+                files, source = None, None
             model, weights = (files.architecture, files.weights) if files else (None, None)
             self._memo[memo] = similarity.fingerprint(
-                _small(submission.path), _sha256(submission.weights_path), _small(model),
+                _small(source), _sha256(submission.weights_path), _small(model),
                 _small(weights), files.route if files else "none")
         return self._memo[memo]
+
+    def _source(self, submission: Submission) -> Path | None:
+        """A module's own file; a notebook's code as its sandbox read it (the trusted side
+        never parses a notebook)."""
+        if submission.shape is not Shape.NOTEBOOK:
+            return submission.path
+        export = self.exported(submission)
+        return None if export.result is None else export.result.files / "source.py"
 
     def _files(self, submission: Submission, route: str, trained: bool) -> Trained | None:
         cached = self.entries.trained(submission, route) if trained else None
@@ -199,7 +212,7 @@ class Fingerprints:
             return None
         files = export.result.files
         return Trained(files / "model.json", files / "weights.npz",
-                       route if route == "weights file" else "initial")
+                       route if route in PRETRAINED else "initial")
 
 
 class Grader:
@@ -307,7 +320,8 @@ class Grader:
         build = self.background.finished(("build", str(submission.path)))
         built = build.built.result if isinstance(build, Build) else None
         route = None if built is None else built.route
-        return self.fingerprints.of(submission, route, route not in (None, "weights file")
+        return self.fingerprints.of(submission, route, route is not None
+                                    and route not in PRETRAINED
                                     and self._finished_grade(submission) is not None)
 
     # ------------------------------------------------------------------ composition
@@ -361,7 +375,7 @@ class Grader:
 
     def _inspect(self, submission: Submission, export: Export) -> Build:
         urgency = self._urgency(submission)
-        if export.declarations.route != "weights file" or \
+        if export.declarations.route not in PRETRAINED or \
                 str(submission.path) not in self._wanted:
             return Build(self.inspection.inspect(submission, export, urgency))
         key = self.entries.key("grade", submission)
@@ -377,7 +391,7 @@ class Grader:
         export = self._exported(submission)
         if export.result is None:
             return _not_loaded(self.build(submission))
-        if export.result.declarations.route == "weights file":  # the build's job grades it too
+        if export.result.declarations.route in PRETRAINED:  # the build's job grades it too
             build = self._build_stage(submission)
             if not build.built.ok:
                 return _not_loaded(build.built)

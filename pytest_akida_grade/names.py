@@ -10,6 +10,8 @@ import re
 import unicodedata
 
 WEIGHTS_SUFFIX = ".weights.h5"
+NOTEBOOK, MODULE = ".ipynb", ".py"
+SUBMISSION_SUFFIXES = (NOTEBOOK, MODULE)  # the handout's notebook first: on a tie, it wins
 
 
 def is_pytest_name(name: str) -> bool:

@@ -86,6 +86,20 @@ class V1Truth:
 
 
 @dataclass(frozen=True)
+class Execution:
+    """How a notebook's cells (or a module in the handout's shape) ran in the sandbox, as its
+    hand-over says (meta.json's "run"): for the student's loads message and the record only."""
+
+    model: str  # "model_keras" (the handout's) or "build_model()"
+    cells: int  # a notebook's code cells; 0 for a module
+    ran: int  # of them, run to their end
+    stopped: str | None  # what stopped the run (the cell and its error, in the student's words)
+    not_run: tuple[str, ...]  # IPython's magics and shell lines, which are not run
+    load_data: bool  # keras.datasets.mnist.load_data() was called (and served)
+    fitted: bool  # the model was trained by the submission's own code
+
+
+@dataclass(frozen=True)
 class Built:
     """The build stage: the submission's architecture as the trusted evaluator rebuilt it."""
 
@@ -99,6 +113,7 @@ class Built:
     # Why the trusted side did not rebuild it (a layer off its closed list, a budget): its
     # JSON was judged, but it is never quantized, converted or graded. None: rebuilt.
     not_rebuilt: str | None = None
+    run: Execution | None = None  # a notebook's or the handout shape's run (its hand-over's)
 
 
 @dataclass(frozen=True)
@@ -138,7 +153,7 @@ class Stage(Generic[T]):
 # ---------------------------------------------------------------------------- JSON
 
 
-def to_json(result: Built | Graded | MappingFigures | V1Truth) -> Json:
+def to_json(result: Built | Graded | MappingFigures | V1Truth | Execution) -> Json:
     return asdict(result)
 
 
@@ -199,7 +214,9 @@ def built_from_json(data: object, where: str = "build result") -> Built:
                                       for v in found) for check, found in violations.items()},
         v1=v1_from_json(_get(data, "v1", dict, where), f"{where}.v1"),
         route=_get(data, "route", str, where),
-        not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where))
+        not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where),
+        run=execution_from_json(data.get("run") if isinstance(data, dict) else None,
+                                f"{where}.run"))
 
 
 def graded_from_json(data: object, where: str = "grade result") -> Graded:
@@ -233,27 +250,57 @@ def with_model(graded: Graded, model_path: str) -> Graded:
     return replace(graded, model_path=model_path)
 
 
-ROUTES = ("weights file", "train()", "default recipe")
+ROUTES = ("weights file", "train()", "own training", "default recipe")
+# The routes whose weights come trained with the hand-over: graded as handed over.
+PRETRAINED = ("weights file", "own training")
+NOT_RUN_KEPT, TEXT_KEPT = 50, 2000  # of a hand-over's run: what a record keeps
 
 
 @dataclass(frozen=True)
 class Declarations:
-    """What a submission declared (its sandbox's meta.json), checked: the bits and the route."""
+    """What a submission declared (its sandbox's meta.json), checked: the bits and the route,
+    and how its own code ran (a notebook, the handout's shape)."""
 
     route: str  # one of ROUTES
     weight_bits: Declared
     activation_bits: Declared
+    run: Execution | None = None
 
 
-def declarations_from_json(meta: object, has_weights_file: bool) -> Declarations:
-    """Plain bits, one of the three routes. The weights file's presence is known on our side: it
-    decides that route, whatever was said."""
+def execution_from_json(data: object, where: str = "run") -> Execution | None:
+    """A hand-over's "run", typed and bounded (it is the sandbox's word)."""
+    if data is None:
+        return None
+    model = _get(data, "model", str, where)
+    if model not in ("model_keras", "build_model()"):
+        raise ResultError(f"{where}: 'model' is {model[:40]!r}")
+    counts = {name: _get(data, name, int, where) for name in ("cells", "ran")}
+    if not 0 <= counts["ran"] <= counts["cells"]:
+        raise ResultError(f"{where}: ran {counts['ran']} of {counts['cells']} cells")
+    stopped = _get(data, "stopped", OPTIONAL_TEXT, where)
+    not_run = _get(data, "not_run", (list, tuple), where)
+    if not all(isinstance(line, str) for line in not_run):
+        raise ResultError(f"{where}: 'not_run' must list lines")
+    return Execution(model=model, **counts,
+                     stopped=None if stopped is None else stopped[:TEXT_KEPT],
+                     not_run=tuple(line[:TEXT_KEPT] for line in not_run[:NOT_RUN_KEPT]),
+                     load_data=_get(data, "load_data", bool, where),
+                     fitted=_get(data, "fitted", bool, where))
+
+
+def declarations_from_json(meta: object, has_weights_file: bool,
+                           trains_itself: bool = False) -> Declarations:
+    """Plain bits, one of the routes, and the run when there is one. What is known on our side
+    decides, whatever was said: a weights file's presence, and that only a submission whose own
+    code trains (a notebook, the handout's shape) has "own training"."""
     plain = (int, float, str, bool, type(None))
     if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
             key in meta and isinstance(meta[key], plain)
             for key in ("weight_bits", "activation_bits")):
         raise ResultError("meta.json is malformed: it needs a route (one of "
                           f"{', '.join(ROUTES)}) and plain weight_bits and activation_bits")
-    route = "weights file" if has_weights_file else (
-        "default recipe" if meta["route"] == "weights file" else meta["route"])
-    return Declarations(route, meta["weight_bits"], meta["activation_bits"])
+    said = meta["route"]
+    route = "weights file" if has_weights_file else "default recipe" if said == "weights file" \
+        or (said == "own training" and not trains_itself) else said
+    return Declarations(route, meta["weight_bits"], meta["activation_bits"],
+                        execution_from_json(meta.get("run"), "meta.json run"))

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_akida_grade.names import SUBMISSION_SUFFIXES
+
 NAME = "roster.csv"
 COLUMNS = ("student", "name", "late", "files", "module", "weights")
 REQUIRED = ("student", "late", "files", "module")
@@ -61,8 +63,9 @@ def _entry(row: Mapping[str, str | None], where: str) -> Entry:
     if not cells["student"]:
         raise RosterError(f"{where}: the student is empty")
     module = cells["module"]
-    if module and (Path(module).name != module or not module.endswith(".py")):
-        raise RosterError(f"{where}: module {module!r} is not a file name ending in .py")
+    if module and (Path(module).name != module or Path(module).suffix not in SUBMISSION_SUFFIXES):
+        raise RosterError(f"{where}: module {module!r} is not a file name ending in .ipynb or "
+                          ".py")
     files = tuple(f for f in cells["files"].split(LIST_SEPARATOR) if f)
     return Entry(cells["student"], cells["name"], _flag(cells["late"], where), files, module)
 

@@ -4,7 +4,8 @@ returns a typed result; none reads another's cache or state, none decides what c
     HandOver    the sandboxed child's files: its build (and training, when asked) -> Export
     Inspection  an Export -> the evaluator's Akida 1.0 truth (Built), and the grade when one
                 job makes both (a pre-trained model: the fused path)
-    Training    an Export -> its trained weights (weights file | train() | default recipe)
+    Training    an Export -> its trained weights (weights file | train() | its own training
+                (a notebook's, the handout's shape: handed over with its build) | default recipe)
     Evaluation  trained weights -> Graded (float, quantized, Akida accuracy; the .fbz)
 
 Their collaborators (the sandbox's Children, the Trusted evaluator pool, the Data set) are passed
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.results import (
+    PRETRAINED,
     Built,
     Declarations,
     Graded,
@@ -129,22 +131,28 @@ class HandOver:
         files = self.files(submission, "build", train)
         if files.result is None:
             return Stage(failure=files.failure, repeatable=files.repeatable)
-        declared = declarations(files.result, submission.weights_path.is_file())
+        declared = declarations(files.result, submission.weights_path.is_file(),
+                                submission.shape.trains_itself)
         if declared.result is None:
             return Stage(failure=declared.failure)
         return Stage(result=Export(files.result, declared.result))
 
     def _job(self, submission: Submission, train: bool) -> Job:
-        s, weights = self.settings, submission.weights_path
+        """A submission whose own code trains (a notebook, the handout's shape) gets the
+        training data and akida_grade_timeout for its build; a build_model() module only to
+        train, and akida_timeout to build."""
+        s, weights, itself = self.settings, submission.weights_path, \
+            submission.shape.trains_itself
+        build = (s.grade_timeout, GRADE_TIMEOUT_OPTION) if itself else (s.timeout, TIMEOUT_OPTION)
+        whole = (s.grade_timeout, GRADE_TIMEOUT_OPTION) if train else build
         return Job(
             name=submission.name, module=submission.path,
             weights=weights if weights.is_file() else None,
             phases=("build", "train") if train else ("build",), seed=s.seed,
-            train_data=self.data.fit_file(self.scratch / "data") if train else None,
-            seconds=s.grade_timeout if train else s.timeout,
-            timeout_source=GRADE_TIMEOUT_OPTION if train else TIMEOUT_OPTION,
-            build_seconds=s.timeout, build_timeout_source=TIMEOUT_OPTION,
-            memory_bytes=s.memory_limit)
+            train_data=self.data.fit_file(self.scratch / "data") if train or itself else None,
+            seconds=whole[0], timeout_source=whole[1],
+            build_seconds=build[0], build_timeout_source=build[1],
+            memory_bytes=s.memory_limit, serves_mnist=itself)
 
 
 class Inspection:
@@ -158,20 +166,20 @@ class Inspection:
 
     def inspect(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Built]:
         job = self._job(export)
-        if export.declarations.route == "weights file":
+        if export.declarations.route in PRETRAINED:
             job = replace(job, calibration=jobs.Calibration(
                 data=data_spec(self.data), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
                                   urgency)
-        return reply.stage(built_from_json, submission.name)
+        return with_run(reply.stage(built_from_json, submission.name), export.declarations)
 
     def inspect_and_grade(self, submission: Submission, export: Export, urgency: Urgency,
                           ) -> tuple[Stage[Built], Stage[Graded]]:
         """A pre-trained model: its build and its grade (the .fbz written beside the grade's)."""
-        s, inspect = self.settings, self._job(export)
+        s, inspect, declared = self.settings, self._job(export), export.declarations
         grade = grade_job(s, self.data, Trained(export.files / "model.json",
-                                                export.files / "weights.npz", "weights file"),
-                          export.declarations, staged(self.children, "model.fbz"))
+                                                export.files / "weights.npz", declared.route),
+                          declared, staged(self.children, "model.fbz"))
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
                                   submission.name, s.timeout + s.grade_timeout,
                                   GRADE_TIMEOUT_OPTION, urgency)
@@ -182,7 +190,7 @@ class Inspection:
         built, graded = both.result
         if graded.result is not None:
             graded = Stage(result=replace(graded.result, model_path=grade.out))
-        return Stage(result=built), graded
+        return with_run(Stage(result=built), declared), graded
 
     def _job(self, export: Export) -> jobs.Inspect:
         declared = export.declarations
@@ -193,8 +201,9 @@ class Inspection:
 
 
 class Training:
-    """Trained weights for an export, by its route: the weights file as handed over, the child's
-    own train() (in the sandbox), or the default recipe (in a trusted process)."""
+    """Trained weights for an export, by its route: the weights file or its own training as
+    handed over, the child's own train() (in the sandbox), or the default recipe (in a trusted
+    process)."""
 
     def __init__(self, settings: Settings, hand_over: HandOver, trusted: Trusted,
                  data: Data) -> None:
@@ -256,15 +265,22 @@ def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
                       route=trained.route)
 
 
-def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:
+def declarations(export: Path, pretrained: bool, trains_itself: bool) -> Stage[Declarations]:
     """The route and the bits the sandbox handed over (meta.json), checked."""
     try:
         return Stage(result=declarations_from_json(
-            json.loads((export / "meta.json").read_bytes()), pretrained))
-    except (ValueError, ResultError) as error:
+            json.loads((export / "meta.json").read_bytes()), pretrained, trains_itself))
+    except (ValueError, RecursionError, ResultError) as error:
         return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
 
 
 def declared_by(built: Built) -> Declarations:
     """What a built submission had declared (a cached build)."""
-    return Declarations(built.route, built.weight_bits, built.activation_bits)
+    return Declarations(built.route, built.weight_bits, built.activation_bits, built.run)
+
+
+def with_run(built: Stage[Built], declared: Declarations) -> Stage[Built]:
+    """The evaluator's build, with how the submission's own code ran (for its loads)."""
+    if built.result is None or declared.run is None:
+        return built
+    return replace(built, result=replace(built.result, run=declared.run))

@@ -15,6 +15,7 @@ from pytest_akida_grade.results import (
     PASSED,
     SKIPPED,
     Built,
+    Execution,
     Graded,
     MappingFigures,
     Stage,
@@ -49,10 +50,55 @@ def loads(built: Stage[Built]) -> Verdict:
     result = built.result
     later = "" if result.not_rebuilt is None else (
         f"; its accuracy will not be graded: the grader does not rebuild it ({result.not_rebuilt})")
-    return Verdict(PASSED, "build_model() returned a tf_keras model with "
-                           f"{len(result.layers)} layers, {result.params} parameters{later}",
-                   {"weight_bits": result.weight_bits, "activation_bits": result.activation_bits,
-                    "params": result.params})
+    model = "build_model() returned" if result.run is None or result.run.model != \
+        "model_keras" else f"model_keras, as {_code(result.run)} left it, is"
+    metrics = {"weight_bits": result.weight_bits, "activation_bits": result.activation_bits,
+               "params": result.params}
+    text = f"{model} a tf_keras model with {len(result.layers)} layers, {result.params} " \
+           f"parameters{later}"
+    if result.run is None:
+        return Verdict(PASSED, text, metrics)
+    lines, ran = how_it_ran(result.run, result.route)
+    return Verdict(PASSED, "\n".join([text, *lines]), {**metrics, **ran})
+
+
+def _code(run: Execution) -> str:
+    return "the notebook's code" if run.cells else "the module's code"
+
+
+TRAINED_BY = {"own training": "it is graded trained as {code} left it (its own training)",
+              "default recipe": "it was never fitted (no fit() on it): the grader trains it "
+                                "with the default recipe",
+              "weights file": "its weights file replaces the weights {code} left it with"}
+
+
+def how_it_ran(run: Execution, route: str) -> tuple[list[str], dict[str, Any]]:
+    """A notebook's (or the handout shape's) run, for loads: its training, where it stopped,
+    what was not run (IPython), the data it was given; and the same for the record."""
+    lines = [TRAINED_BY[route].format(code=_code(run))] if run.model == "model_keras" \
+        and route in TRAINED_BY else []
+    metrics: dict[str, Any] = {"model": run.model}
+    if run.cells:
+        lines.append(f"ran code cells 1-{run.ran} of {run.cells}" if run.ran else
+                     f"ran none of its {run.cells} code cells")
+        metrics.update(code_cells=run.cells, cells_run=run.ran)
+    if run.stopped is not None:
+        rest = (f"code cells {run.ran + 2}-{run.cells} were not run" if run.ran + 2 <= run.cells
+                else "no code cell came after it") if run.cells else "the rest was not run"
+        lines.append(f"the run stopped: {run.stopped}\n({rest})")
+        metrics["stopped"] = run.stopped.split("\n", 1)[0]
+    if run.not_run:
+        lines.append("not run (IPython magics and shell lines are not Python): "
+                     + "; ".join(run.not_run))
+        metrics["not_run"] = list(run.not_run)
+    if run.load_data:
+        lines.append(f"keras.datasets.mnist.load_data() gave it {MNIST_SERVED}")
+        metrics["mnist"] = MNIST_SERVED
+    return lines, metrics
+
+
+MNIST_SERVED = ("the training split and, as its test split, the held-out validation split "
+                "(never the grader's test set)")
 
 
 def _loaded(check: Callable[[Built], Verdict]) -> Callable[[Stage[Built]], Verdict]:

@@ -65,6 +65,57 @@ def student_source(layers: str = GOOD_LAYERS, *, bits: tuple[object, object] = (
     )
 
 
+# The handout's shape (../shared/assignment.md): imports, MNIST from keras, model_keras, its own
+# training (tiny: 1,000 images, one epoch), the precision, quantize, convert, then the board.
+HANDOUT_IMPORTS = """\
+import numpy as np
+from tensorflow import keras
+from quantizeml.models import quantize, QuantizationParams
+from cnn2snn import convert, set_akida_version, AkidaVersion
+import akida"""
+HANDOUT_DATA = """\
+(x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+x_train, y_train = x_train[:1000, :, :, np.newaxis], y_train[:1000]
+print(x_train.shape, x_test.shape)"""
+HANDOUT_MODEL = "model_keras = keras.models.Sequential([" + GOOD_LAYERS + "], 'mnistnet')"
+HANDOUT_FIT = """\
+model_keras.compile(optimizer="adam", metrics=["accuracy"],
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+model_keras.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)"""
+HANDOUT_QUANTIZE = """\
+# quantize the model (The input weight_bits is fixed = 8bit)
+qparams = QuantizationParams(input_weight_bits=8, weight_bits=weight_precision,
+                             activation_bits=activation_bit)
+model_quantized = quantize(model_keras, qparams=qparams, num_samples=64)
+model_quantized.summary()"""
+HANDOUT_CONVERT = """\
+with set_akida_version(AkidaVersion.v1):
+    model_akida = convert(model_quantized)
+    model_akida.summary()"""
+HANDOUT_BOARD = """\
+device = akida.devices()[0]
+model_akida.map(device)
+model_akida.summary()
+device.soc.power_measurement_enabled = True"""
+
+
+def handout_cells(bits: tuple[int, int] = (4, 4), fit: bool = True) -> list[str]:
+    """A notebook's code cells as the handout has students write them (a board cell last)."""
+    precision = f"weight_precision = {bits[0]}\nactivation_bit = {bits[1]}"
+    return [HANDOUT_IMPORTS, HANDOUT_DATA, HANDOUT_MODEL, *([HANDOUT_FIT] if fit else []),
+            precision, HANDOUT_QUANTIZE, HANDOUT_CONVERT, HANDOUT_BOARD,
+            "print('after the board')"]
+
+
+def notebook(cells: list[str], markdown: str = "# ECE6790 Assignment 3") -> str:
+    """A notebook (nbformat 4) of these code cells, after a markdown cell, as Jupyter saves it."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    made = new_notebook(cells=[new_markdown_cell(markdown), *map(new_code_cell, cells)])
+    return str(nbformat.writes(made))
+
+
 def add_student(pytester: pytest.Pytester, name: str, source: str) -> Path:
     path = pytester.path / "students" / f"{name}.py"
     path.write_text(source)

@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from made_up import handout_cells, notebook
 from packaging.requirements import Requirement
 
 from pytest_akida_grade import catalog, settings
 from pytest_akida_grade.report import autograder, cli
 
-REPO = Path(__file__).resolve().parents[1]
-THREE_CONVS = REPO / "student_models" / "three_convs.py"
 FAST_ARGS = "-k 'not accuracy and not hardware_quality'"  # the seconds-long checks only
 PINS = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy", "pytest",
-        "pytest-html", "filelock")
+        "pytest-html", "filelock", "nbformat")
 # Names pytest imports of its own accord; imported, each file writes its marker.
 TEST_NAMES = ("conftest.py", "test_model.py", "model_test.py")
 MARKER = ("import pathlib\nmarker = pathlib.Path({path!r})\n"
@@ -394,9 +393,10 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     assert status == 0, err
     assert "    akida_accuracy = after_due_date\n" in _zip_text(built, "pytest.ini")
     # Files pytest would import would run inside the grader: never copied, so they never run.
-    # A module named as students name them (not a Python name) is graded under a plain name.
+    # The handout's notebook, named as students name them (not a Python name), is graded
+    # under a plain name.
     markers = tmp_path / "markers"
-    root = _autograder_root(tmp_path, built, {"my-model.py": THREE_CONVS, **{
+    root = _autograder_root(tmp_path, built, {"my-model.ipynb": notebook(handout_cells()), **{
         name: MARKER.format(path=str(markers / name)) for name in TEST_NAMES}})
     done = _run_autograder(root)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -412,6 +412,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     assert result["score"] == sum(test["score"] for test in result["tests"]) == sum(
         catalog.DEFAULT_POINTS[name] for name in catalog.FAST)
     assert result["output"].startswith("my_model: 6 / 20 points.")
+    assert "the run stopped: code cell 8 raised IndexError" in tests["loads"]["output"]
     assert isinstance(result["execution_time"], int) and result["execution_time"] >= 1
     assert tests["akida_accuracy"]["visibility"] == "after_due_date"
     assert tests["loads"]["visibility"] == result["visibility"] == "visible"
@@ -420,12 +421,12 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
 
 
 @pytest.mark.parametrize(("files", "message"), [
-    ({"notes.txt": "hi"}, "No model file found"),
-    ({"mnist.ipynb": "{{}}"}, "export the notebook's build_model() module as a .py file"),
+    ({"notes.txt": "hi"}, "No notebook or model file found"),
+    ({"mnist.ipynb": "{{}}", "mnist.py": "x = 1\n"}, "found: mnist.ipynb mnist.py"),
     ({"a.py": "x = 1\n", "b.py": "x = 2\n"}, "found: a.py b.py"),
     (dict.fromkeys(TEST_NAMES, MARKER),
      "only conftest.py model_test.py test_model.py: a file named like a test"),
-], ids=["none", "notebook", "two", "tests only"])
+], ids=["none", "notebook and module", "two", "tests only"])
 def test_run_autograder_explains_a_submission_without_exactly_one_model_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], files: dict[str, str],
         message: str) -> None:

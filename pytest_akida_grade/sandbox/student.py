@@ -1,14 +1,20 @@
-"""Runs INSIDE the sandbox: `python -I student.py REQUEST.json`. The only code that imports a
-submission. It imports nothing from this package (only the standard library, numpy and tf_keras)
-and hands over files, which the trusted side validates; nothing it says is believed.
+"""Runs INSIDE the sandbox: `python -I student.py REQUEST.json`. The only code that runs a
+submission. It imports nothing from this package (only the standard library, numpy, tf_keras and,
+for a notebook, nbformat) and hands over files, which the trusted side validates; nothing it says
+is believed.
 
 1. Confine itself before any student code runs: lower its resource limits, then (when started
    as root inside bubblewrap) drop to the unprivileged uid the launcher chose.
-2. build: import the module, seed, call build_model(), load the weights file when there is one,
-   export out/build/{model.json, weights.npz, meta.json} and say "exported build".
+2. build: run the submission (import a module; a notebook's code cells in order, read here with
+   nbformat: the file is hostile), seed, take its model: build_model() (the weights file loaded
+   when there is one) or, in the handout's shape, `model_keras` as the code left it (trained by
+   its own code, or not). Export out/build/{model.json, weights.npz, meta.json} (and a
+   notebook's code as source.py) and say "exported build".
 3. train (only when asked and the submission has its own train()): call train() on the training
    split it was given, export out/train/weights.npz and say "exported train".
 
+keras.datasets.mnist.load_data() works offline here: the training split, and as its "test" the
+held-out validation split (never the grader's test set: the sandbox has no copy of it).
 The protocol is JSON lines on the original stdout (the events of watch.py, whose protocol block
 this file holds a copy of); the student's prints go to stderr.
 """
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import linecache
 import os
+import re
 import resource
 import sys
+import tempfile
 import traceback
 import typing
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, ClassVar, TypeVar
@@ -138,12 +147,13 @@ class Request(Message):
     phases: tuple[str, ...]
     weights_file: str | None
     seed: int
-    train_data: str | None  # the training split (x, y) when it may train
+    train_data: str | None  # the training split (x, y), validation (x_val, y_val): to train
     out: str
     cwd: str
     limits: Limits
     uid: int | None  # the fresh uid it drops to, when it starts as root
     env: dict[str, str] | None = None
+    mnist: str | None = None  # what keras' mnist.load_data() serves (those splits); None: none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,30 +264,197 @@ def take_stdout() -> Channel:
 
 # ---------------------------------------------------------------------------- the submission
 
+HANDOUT_MODEL = "model_keras"  # the handout's name for the student's Keras model
+# Declared bits: our names first, then the handout's; W4A4 when neither is there.
+BITS = {"weight_bits": ("WEIGHT_BITS", "weight_precision"),
+        "activation_bits": ("ACTIVATION_BITS", "activation_bit")}
+DEFAULT_BITS = 4
+NOTEBOOK_BYTES = 32 << 20  # outputs (plots) included; a larger notebook is refused unread
+SOURCE_CHARS = 8 << 20  # a notebook's code handed over for the class's similarity report
+SHOWN_CHARS = 200  # of a line not run, in the record
+STOPPED_CHARS = 2000  # of the error that stopped a run
+NOT_RUN_SHOWN = 50  # lines not run, listed in the record
+# IPython, not Python: a line magic or a shell line, alone or assigned (`files = !ls`).
+MAGIC_LINE = re.compile(r"\s*(?:[\w.]+(?:\s*,\s*[\w.]+)*\s*=\s*)?[%!]")
+PYTHON_CELL_MAGICS = ("%%time", "%%capture")  # they wrap Python: the body runs, not the magic
+# Routes, as the trusted side's results.Route spells them (the sandbox imports nothing of ours).
+WEIGHTS_FILE, TRAIN, OWN_TRAINING, DEFAULT_RECIPE = \
+    "weights file", "train()", "own training", "default recipe"
 
-def import_submission(path: Path) -> ModuleType:
-    """Import the student's module by path, under a name that cannot clash with anything."""
+
+@dataclass
+class Loaded:
+    """A submission run to its end, or to the statement that stopped it: its names; the files
+    its frames come from (the traceback in the student's words); for a notebook, its cells."""
+
+    module: ModuleType
+    path: Path
+    files: dict[str, str]  # a frame's file name -> the student's name for it
+    cells: int = 0  # a notebook's code cells (0: a module)
+    ran: int = 0  # of them, run to their end
+    stopped: str | None = None  # what stopped the run, in the student's words
+    not_run: list[str] = field(default_factory=list)  # IPython's lines (magics, shell)
+    source: str | None = None  # a notebook's code, for the similarity report
+
+    def handout_shaped(self) -> bool:
+        """The handout's model_keras, and no build_model() (which would be the model)."""
+        names = vars(self.module)
+        return not callable(names.get("build_model")) and HANDOUT_MODEL in names
+
+    def traceback(self, error: BaseException) -> str:
+        """The exception with only the frames in the student's code: no harness noise."""
+        if isinstance(error, SyntaxError) and error.filename in self.files:
+            return (f"a syntax error in {self.files[error.filename]}, line {error.lineno}: "
+                    f"{error.msg}")
+        frames = [f for f in traceback.extract_tb(error.__traceback__)
+                  if f.filename in self.files]
+        where = "".join(f"\n  {self.files[f.filename]}, line {f.lineno}, in {f.name}: {f.line}"
+                        for f in frames)
+        return f"{type(error).__name__}: {error}{where}"
+
+    def run_record(self, route: str) -> dict[str, Any] | None:
+        """meta.json's "run": how a notebook or a module in the handout's shape ran."""
+        if not self.cells and not self.handout_shaped():
+            return None  # a build_model() module: nothing to say
+        return {"model": HANDOUT_MODEL if self.handout_shaped() else "build_model()",
+                "cells": self.cells, "ran": self.ran,
+                "stopped": None if self.stopped is None else self.stopped[:STOPPED_CHARS],
+                "not_run": self.not_run[:NOT_RUN_SHOWN], "load_data": MNIST.served,
+                "fitted": route == OWN_TRAINING}
+
+
+def import_submission(path: Path) -> Loaded:
+    """Import the student's module by path, under a name that cannot clash with anything. An
+    import that raises fails, unless the module is in the handout's shape and its model_keras
+    exists by then: it is graded as a notebook would be, the run stopped there."""
     name = f"akida_submission_{path.stem}_{uuid.uuid4().hex[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise Refusal(f"{path.name} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    loaded = Loaded(module, path, {str(path): path.name})
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:
         raise Refusal(f"{path.name} has a syntax error on line {error.lineno}: {error.msg}") \
             from None
     except BaseException as error:  # SystemExit included: a student's exit() is their failure
-        raise Refusal(f"importing {path.name} raised {student_traceback(error, path)}") from None
-    return module
+        loaded.stopped = f"importing {path.name} raised {loaded.traceback(error)}"
+        if not loaded.handout_shaped():
+            raise Refusal(loaded.stopped) from None
+    return loaded
 
 
-def student_traceback(error: BaseException, path: Path) -> str:
-    """The exception with only the frames in the student's file: no harness noise."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(path)]
-    where = "".join(f"\n  {path.name}, line {f.lineno}, in {f.name}: {f.line}" for f in frames)
-    return f"{type(error).__name__}: {error}{where}"
+# ---------------------------------------------------------------------------- a notebook
+
+
+def read_notebook(path: Path) -> list[str]:
+    """The code cells' sources, read with nbformat here, where a hostile file belongs."""
+    import nbformat
+
+    size = path.stat().st_size
+    if size > NOTEBOOK_BYTES:
+        raise Refusal(f"{path.name} is {size / (1 << 20):.0f} MB, more than the "
+                      f"{NOTEBOOK_BYTES >> 20} MB a notebook may have: clear its outputs "
+                      "(Edit > Clear All Outputs), save it and hand it in again")
+    try:
+        notebook = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
+        return [cell.get("source") if isinstance(cell.get("source"), str) else ""
+                for cell in notebook.cells if cell.get("cell_type") == "code"]
+    except Exception as error:  # not JSON, not a notebook, nested too deep...
+        raise Refusal(f"{path.name} is not a notebook Jupyter can open ({type(error).__name__}: "
+                      f"{str(error)[:300]}); save it from Jupyter and hand it in again") \
+            from None
+
+
+def python_of(cell: str) -> tuple[str, list[str]]:
+    """A code cell as Python, and its IPython lines, which are not run: a cell magic (the body
+    of %%time and %%capture runs), line magics and shell lines (`%pip ...`, `!ls`,
+    `x = !ls`), each left as `pass`. A cell that is Python already runs as it is."""
+    lines = cell.splitlines()
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%"):
+        if first.split()[0] not in PYTHON_CELL_MAGICS:
+            return "", [first]
+        body, dropped = python_of("\n".join(lines[1:]))
+        return body, [first, *dropped]
+    try:
+        compile(cell, "<cell>", "exec", dont_inherit=True)
+        return cell, []
+    except Exception:  # a syntax error (magics?), null bytes, nested too deep
+        pass
+    kept, dropped = [], []
+    for line in lines:
+        if MAGIC_LINE.match(line):
+            dropped.append(line.strip())
+            line = line[: len(line) - len(line.lstrip())] + "pass"
+        kept.append(line)
+    return "\n".join(kept), dropped
+
+
+def run_notebook(path: Path, channel: Channel) -> Loaded:
+    """Its code cells in order, in one namespace (`__main__`, as Jupyter's), until one raises."""
+    cells = [python_of(cell) for cell in read_notebook(path)]
+    loaded = Loaded(ModuleType("__main__"), path, {}, cells=len(cells),
+                    source="\n\n".join(code for code, _ in cells)[:SOURCE_CHARS])
+    loaded.not_run = [f"code cell {number}: {line[:SHOWN_CHARS]}"
+                      for number, (_, dropped) in enumerate(cells, 1) for line in dropped]
+    for number, (code, _) in enumerate(cells, 1):
+        filename = f"<{path.name}, code cell {number}>"
+        loaded.files[filename] = f"code cell {number}"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        channel.progress(f"running code cell {number} of {len(cells)}")
+        try:
+            exec(compile(code, filename, "exec", dont_inherit=True), vars(loaded.module))
+        except BaseException as error:  # SystemExit and KeyboardInterrupt stop it too
+            loaded.stopped = f"code cell {number} raised {loaded.traceback(error)}"
+            break
+        loaded.ran = number
+    return loaded
+
+
+def load(path: Path, channel: Channel) -> Loaded:
+    return run_notebook(path, channel) if path.suffix == ".ipynb" else import_submission(path)
+
+
+class Mnist:
+    """keras.datasets.mnist.load_data() in the sandbox (tf_keras's, so tensorflow.keras's too):
+    offline, the training split and, as its "test", the held-out validation split; never the
+    grader's test set, of which the sandbox has no copy."""
+
+    def __init__(self) -> None:
+        self.data: str | None = None
+        self.served = False
+
+    def install(self, data: str | None) -> None:
+        """Before any student code runs: every binding of keras' load_data becomes ours."""
+        import tf_keras.datasets.mnist  # noqa: F401  (its public module and its source)
+
+        self.data = data
+        original = sys.modules["tf_keras.src.datasets.mnist"].load_data
+        for module in list(sys.modules.values()):
+            names = getattr(module, "__dict__", None)  # no attribute lookup: lazy modules load
+            if isinstance(names, dict) and names.get("load_data") is original:
+                names["load_data"] = self.load_data
+
+    def load_data(self, path: str = "mnist.npz") -> Any:
+        import numpy as np
+
+        if self.data is None:
+            raise RuntimeError(
+                "keras.datasets.mnist.load_data() gives no data to a build_model() module: its "
+                "train(model, x_train, y_train) receives the training split")
+        with np.load(self.data, allow_pickle=False) as split:
+            found = (split["x"], split["y"]), (split["x_val"], split["y_val"])
+        self.served = True
+        return found
+
+
+MNIST = Mnist()
+
+
+# ---------------------------------------------------------------------------- the model
 
 
 def plain(value: Any) -> Any:
@@ -290,27 +467,68 @@ def plain(value: Any) -> Any:
     return repr(value)[:200]
 
 
-def build_model(module: ModuleType, path: Path) -> Any:
+def declared_bits(module: ModuleType) -> dict[str, Any]:
+    names = vars(module)
+    return {key: plain(next((names[name] for name in spelled if name in names), DEFAULT_BITS))
+            for key, spelled in BITS.items()}
+
+
+def model_and_route(request: Request, loaded: Loaded) -> tuple[Any, str]:
+    """build_model()'s model (the weights file loaded), or the handout's model_keras as the code
+    left it; and how it is trained: the contract's order, a weights file beside it first."""
     import tf_keras as keras
 
-    build = getattr(module, "build_model", None)
+    if loaded.handout_shaped():
+        model = vars(loaded.module)[HANDOUT_MODEL]
+        if not isinstance(model, keras.Model):
+            raise Refusal(not_a_model(model, f"{HANDOUT_MODEL} is", loaded))
+    else:
+        keras.utils.set_random_seed(request.seed)  # build_model() draws the initial weights
+        model = build_model(loaded)
+    if request.weights_file:
+        load_weights(model, Path(request.weights_file), f"{loaded.path.stem}.weights.h5")
+        return model, WEIGHTS_FILE
+    if loaded.handout_shaped():
+        return model, OWN_TRAINING if fitted(model) else DEFAULT_RECIPE
+    return model, TRAIN if callable(getattr(loaded.module, "train", None)) else DEFAULT_RECIPE
+
+
+def build_model(loaded: Loaded) -> Any:
+    import tf_keras as keras
+
+    build = vars(loaded.module).get("build_model")
     if not callable(build):
-        raise Refusal(f"{path.name} has no build_model() function")
+        what = f"{loaded.path.name} has no build_model() function and no {HANDOUT_MODEL} (the " \
+               "handout's model): define one of them"
+        if loaded.stopped:
+            what = f"{loaded.stopped}\nthe later code was not run, and by then {what}"
+        raise Refusal(what)
     try:
         model = build()
     except BaseException as error:
-        raise Refusal(f"build_model() raised {student_traceback(error, path)}") from None
+        raise Refusal(f"build_model() raised {loaded.traceback(error)}") from None
     if not isinstance(model, keras.Model):
-        raise Refusal(not_a_model(model, "build_model()"))
+        raise Refusal(not_a_model(model, "build_model() returned", loaded))
     return model
 
 
-def not_a_model(model: object, source: str) -> str:
+def not_a_model(model: object, source: str, loaded: Loaded) -> str:
     if any(c.__module__.split(".")[0] == "keras" for c in type(model).__mro__):
-        return (f"{source} returned a Keras 3 model (from `import keras` or `tensorflow.keras`); "
-                "the Akida tools only accept tf_keras models: write `import tf_keras as keras`")
-    return (f"{source} returned {type(model).__name__}, not a tf_keras model "
-            "(did you forget `return model`?)")
+        found = (f"{source} a Keras 3 model (from `import keras`); the Akida tools only accept "
+                 "tf_keras models: write `import tf_keras as keras` (or `from tensorflow import "
+                 "keras`)")
+    else:
+        found = f"{source} {type(model).__name__}, not a tf_keras model" + (
+            " (did you forget `return model`?)" if "returned" in source else "")
+    return f"{loaded.stopped}\nthe later code was not run; {found}" if loaded.stopped else found
+
+
+def fitted(model: Any) -> bool:
+    """Trained by the submission's own code: its optimizer took a step (fit(), train_on_batch)."""
+    try:
+        return int(model.optimizer.iterations) > 0
+    except Exception:  # never compiled
+        return False
 
 
 def load_weights(model: Any, weights: Path, shown_as: str) -> None:
@@ -319,8 +537,8 @@ def load_weights(model: Any, weights: Path, shown_as: str) -> None:
     except Exception as error:
         if weights.name.endswith(".weights.h5") and _load_legacy_h5(model, weights):
             return
-        raise Refusal(f"{shown_as} does not fit the model build_model() returns ({error}); save "
-                      "it with model.save_weights() from the same architecture, or delete it") \
+        raise Refusal(f"{shown_as} does not fit the submission's model ({error}); save it "
+                      "with model.save_weights() from the same architecture, or delete it") \
             from None
 
 
@@ -342,18 +560,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def route(request: Request, module: ModuleType) -> str:
-    """The contract's order: a weights file beside the module, its train(), the default."""
-    if request.weights_file:
-        return "weights file"
-    return "train()" if callable(getattr(module, "train", None)) else "default recipe"
-
-
 # ---------------------------------------------------------------------------- export
 
 
-def export(directory: Path, model: Any, meta: dict[str, Any] | None = None) -> None:
-    """Architecture as JSON, weights as a plain .npz (no pickle), declarations as JSON."""
+def export(directory: Path, model: Any, meta: dict[str, Any] | None = None,
+           source: str | None = None) -> None:
+    """Architecture as JSON, weights as a plain .npz (no pickle), declarations as JSON; a
+    notebook's code as text."""
     import numpy as np
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -369,44 +582,41 @@ def export(directory: Path, model: Any, meta: dict[str, Any] | None = None) -> N
         np.savez(handle, *[np.asarray(w) for w in model.get_weights()])
     if meta is not None:
         (directory / "meta.json").write_text(json.dumps(meta))
+    if source is not None:
+        (directory / "source.py").write_text(source, errors="replace")
 
 
 # ---------------------------------------------------------------------------- phases
 
 
-def build(request: Request, channel: Channel, module: ModuleType) -> Any:
-    import tf_keras as keras
-
-    path = Path(request.module)
-    if "train" in vars(module) and not callable(module.train):
+def build(request: Request, channel: Channel, loaded: Loaded) -> tuple[Any, str]:
+    """The model exported with its declarations; the model and its route."""
+    if "train" in vars(loaded.module) and not callable(loaded.module.train):
         raise Refusal("train is defined but is not a function: define "
                       "train(model, x_train, y_train) or remove it")
-    keras.utils.set_random_seed(request.seed)  # build_model() draws the initial weights
-    model = build_model(module, path)
-    if request.weights_file:
-        load_weights(model, Path(request.weights_file), f"{path.stem}.weights.h5")
-    meta = {"weight_bits": plain(getattr(module, "WEIGHT_BITS", 4)),
-            "activation_bits": plain(getattr(module, "ACTIVATION_BITS", 4)),
-            "route": route(request, module)}
-    export(Path(request.out) / "build", model, meta)
+    model, route = model_and_route(request, loaded)
+    meta = {**declared_bits(loaded.module), "route": route}
+    run_record = loaded.run_record(route)
+    if run_record is not None:
+        meta["run"] = run_record
+    export(Path(request.out) / "build", model, meta, loaded.source)
     channel.send(Exported(phase="build", peak_rss_mb=peak_rss_mb()))
-    return model
+    return model, route
 
 
-def train(request: Request, channel: Channel, module: ModuleType, model: Any) -> None:
+def train(request: Request, channel: Channel, loaded: Loaded, model: Any) -> None:
     import numpy as np
     import tf_keras as keras
 
-    path = Path(request.module)
     if request.train_data is None:
         raise RuntimeError("no training split was given")  # ours: main() says so plainly
     with np.load(request.train_data, allow_pickle=False) as data:
         x, y = data["x"][..., np.newaxis].astype("float32"), data["y"]
     channel.progress("calling the submission's train()")
     try:
-        returned = module.train(model, x, y)
+        returned = loaded.module.train(model, x, y)
     except BaseException as error:
-        raise Refusal(f"train() raised {student_traceback(error, path)}") from None
+        raise Refusal(f"train() raised {loaded.traceback(error)}") from None
     if isinstance(returned, keras.Model) and returned is not model:
         try:
             model.set_weights(returned.get_weights())
@@ -419,10 +629,14 @@ def train(request: Request, channel: Channel, module: ModuleType, model: Any) ->
 
 
 def run(request: Request, channel: Channel) -> None:
-    module = import_submission(Path(request.module))
-    model = build(request, channel, module)
-    if "train" in request.phases and route(request, module) == "train()":
-        train(request, channel, module, model)
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(request.seed)  # a notebook draws its model's weights as it runs
+    MNIST.install(request.mnist)
+    loaded = load(Path(request.module), channel)
+    model, route = build(request, channel, loaded)
+    if "train" in request.phases and route == TRAIN:
+        train(request, channel, loaded, model)
 
 
 def main(argv: list[str]) -> int:
@@ -430,6 +644,7 @@ def main(argv: list[str]) -> int:
     if request.env is not None:  # forked by zygote.py: its environment is not ours
         os.environ.clear()
         os.environ.update(request.env)
+        tempfile.tempdir = None  # the server's, cached: not writable (autograph writes there)
     confine(request.limits, request.uid)
     os.chdir(request.cwd)  # only its new uid may enter its scratch
     channel = take_stdout()

@@ -151,12 +151,13 @@ class Request(Message):
     phases: tuple[str, ...]
     weights_file: str | None
     seed: int
-    train_data: str | None  # the training split (x, y) when it may train
+    train_data: str | None  # the training split (x, y), validation (x_val, y_val): to train
     out: str
     cwd: str
     limits: Limits
     uid: int | None  # the fresh uid it drops to, when it starts as root
     env: dict[str, str] | None = None
+    mnist: str | None = None  # what keras' mnist.load_data() serves (those splits); None: none
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,13 +244,14 @@ class Job:
     weights: Path | None
     phases: tuple[str, ...]
     seed: int
-    train_data: Path | None  # the training split (x, y) when it may train
+    train_data: Path | None  # the training and validation splits, when it may train
     seconds: float  # the whole run (training included)
     timeout_source: str  # the setting that sets `seconds`, for the message
     build_seconds: float  # until the build phase has handed over its files
     build_timeout_source: str
     memory_bytes: int
     processes: int = 512  # threads count too: TensorFlow starts dozens
+    serves_mnist: bool = False  # keras' mnist.load_data() serves train_data (it trains itself)
 
 
 @dataclass
@@ -410,8 +412,10 @@ def tail(raw: bytes) -> str:
 
 # ---------------------------------------------------------------------------- hand-over
 
-EXPORTS = {"build": {"model.json": 8 << 20, "weights.npz": 512 << 20, "meta.json": 64 << 10},
+EXPORTS = {"build": {"model.json": 8 << 20, "weights.npz": 512 << 20, "meta.json": 64 << 10,
+                     "source.py": 8 << 20},
            "train": {"weights.npz": 512 << 20}}
+OPTIONAL = frozenset({"source.py"})  # a notebook's code (for the similarity report) only
 
 
 def snapshot(source: Path, target: Path, caps: dict[str, int]) -> str | None:
@@ -456,6 +460,8 @@ def _copy_capped(directory: int, owner: int, name: str, target: Path, cap: int) 
     except OSError as error:
         if error.errno == errno.ELOOP:
             return f"the exported {name} is a symbolic link, not a file"
+        if error.errno == errno.ENOENT and name in OPTIONAL:
+            return None
         return f"the sandbox exported no {name}"
     with os.fdopen(fd, "rb") as source:
         found = os.fstat(fd)
