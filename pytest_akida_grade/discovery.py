@@ -5,7 +5,7 @@ class a student belongs to.
 Three shapes are handed in (`Shape`): the handout's notebook (`<name>.ipynb`), a module with the
 handout's names (`model_keras`, no `build_model()`), and a module with `build_model()`. Nothing
 here parses a submission: a notebook is known by its name, a module's shape by a line starting
-`def build_model(`; the sandbox runs it and finds what it really defines.
+`def build_model(` or `model_keras =`; the sandbox runs it and finds what it really defines.
 
 A module whose file name is not a plain Python name (`john-doe.py`, `Jane Smith.py`, `José.py`,
 `2nd.py`) is graded under a normalised name (`john_doe`, `Jane_Smith`, `Jose`, `student_2nd`); two
@@ -44,6 +44,7 @@ IMPORT_HINT = "python -m pytest_akida_grade import-submissions"
 SUFFIXES = SUBMISSION_SUFFIXES
 SHAPE_BYTES = 1 << 20  # of a module, read for its shape (a longer one: the rest is not read)
 DEFINES_BUILD_MODEL = re.compile(rb"^(?:async[ \t]+)?def[ \t]+build_model[ \t]*\(", re.MULTILINE)
+ASSIGNS_MODEL_KERAS = re.compile(rb"^model_keras[ \t]*(?::[^=\n]*)?=(?!=)", re.MULTILINE)
 
 
 class Shape(enum.Enum):
@@ -62,15 +63,18 @@ class Shape(enum.Enum):
 
 @functools.lru_cache(maxsize=4096)
 def shape_of(path: Path, size: int, mtime_ns: int) -> Shape:
-    """By name, and for a module a line starting `def build_model(` (read, never parsed)."""
+    """By name; a module by its lines (read, never parsed): the handout's shape when one starts
+    `model_keras =` and none `def build_model(`, else our contract (whose limits bind a module
+    that defines neither: the sandbox then says what it lacks)."""
     if path.suffix == NOTEBOOK:
         return Shape.NOTEBOOK
     try:
         with path.open("rb") as handle:
             head = handle.read(SHAPE_BYTES)
     except OSError:
-        return Shape.BUILD_MODEL  # the sandbox will say what is wrong with it
-    return Shape.BUILD_MODEL if DEFINES_BUILD_MODEL.search(head) else Shape.HANDOUT
+        return Shape.BUILD_MODEL
+    handout = ASSIGNS_MODEL_KERAS.search(head) and not DEFINES_BUILD_MODEL.search(head)
+    return Shape.HANDOUT if handout else Shape.BUILD_MODEL
 
 
 @dataclass(frozen=True)

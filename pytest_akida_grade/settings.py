@@ -132,19 +132,21 @@ def _bool(text: str) -> bool:
 CATALOG_LINES = ("points", "visibility", "leaderboard")
 
 OPTIONS: tuple[Option, ...] = (
-    Option("students", "Directories (or single .py files) holding student submissions; each "
-           "<name>.py in them is graded. Default: none besides files named on the command line "
-           "inside an ini-listed directory.", _paths, [], flag="--akida-students",
+    Option("students", "Directories (or single files) holding student submissions; each "
+           "<name>.ipynb and <name>.py in them is graded. Default: none besides files named on "
+           "the command line inside an ini-listed directory.", _paths, [], flag="--akida-students",
            cli_kwargs={"action": "append", "metavar": "DIR"}),
     Option("course_checks", "Directories of the course's own checks (test_*.py files asking for "
            "the akida_student fixture, and their conftest.py): collected with the students, "
            "never inside a students directory.", _paths, [], flag="--akida-course-checks",
            cli_kwargs={"action": "append", "metavar": "DIR"}),
     Option("timeout", "Wall-clock limit in seconds for building and inspecting one submission "
-           "in its child process (default 120).", _positive_float, 120.0, flag="--akida-timeout",
+           "in its child process (default 120; a notebook's run has akida_grade_timeout).",
+           _positive_float, 120.0, flag="--akida-timeout",
            env="AKIDA_GRADE_TIMEOUT", cli_kwargs={"metavar": "SECONDS"}),
     Option("grade_timeout", "Wall-clock limit in seconds for training, quantizing, converting "
-           "and evaluating one submission (default 1800).", _positive_float, 1800.0,
+           "and evaluating one submission, and for a notebook's whole run (default 1800).",
+           _positive_float, 1800.0,
            flag="--akida-grade-timeout", env="AKIDA_GRADE_GRADE_TIMEOUT",
            cli_kwargs={"metavar": "SECONDS"}),
     Option("mnist", "MNIST data file: a keras-layout mnist.npz or the classic mnist.pkl.gz. "

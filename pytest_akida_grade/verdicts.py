@@ -83,9 +83,7 @@ def how_it_ran(run: Execution, route: str) -> tuple[list[str], dict[str, Any]]:
                      f"ran none of its {run.cells} code cells")
         metrics.update(code_cells=run.cells, cells_run=run.ran)
     if run.stopped is not None:
-        rest = (f"code cells {run.ran + 2}-{run.cells} were not run" if run.ran + 2 <= run.cells
-                else "no code cell came after it") if run.cells else "the rest was not run"
-        lines.append(f"the run stopped: {run.stopped}\n({rest})")
+        lines.append(f"the run stopped: {run.stopped}\n({_not_reached(run)})")
         metrics["stopped"] = run.stopped.split("\n", 1)[0]
     if run.not_run:
         lines.append("not run (IPython magics and shell lines are not Python): "
@@ -95,6 +93,17 @@ def how_it_ran(run: Execution, route: str) -> tuple[list[str], dict[str, Any]]:
         lines.append(f"keras.datasets.mnist.load_data() gave it {MNIST_SERVED}")
         metrics["mnist"] = MNIST_SERVED
     return lines, metrics
+
+
+def _not_reached(run: Execution) -> str:
+    """What a stopped run never ran: the code cells after the one that raised."""
+    first, last = run.ran + 2, run.cells
+    if not run.cells:
+        return "the rest of the module was not run"
+    if first > last:
+        return "it was the last code cell"
+    return f"code cell {last} was not run" if first == last else \
+        f"code cells {first}-{last} were not run"
 
 
 MNIST_SERVED = ("the training split and, as its test split, the held-out validation split "

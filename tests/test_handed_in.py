@@ -1,6 +1,7 @@
-"""Every file of a students folder is graded or said why: modules with any name are graded under
-a plain student name (the record keeps the file name), the rest is listed as not graded with the
-reason and the fix, and an importer's roster.csv carries the late flag into the records.
+"""Every file of a students folder is graded or said why: notebooks and modules with any name are
+graded under a plain student name (the record keeps the file name), the rest is listed as not
+graded with the reason and the fix, and an importer's roster.csv carries the late flag into the
+records.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ def test_any_module_name_is_graded_under_a_plain_unique_name_and_the_rest_is_sai
     names = {path.name: name for path, name in discovery.student_names([tmp_path]).items()}
     assert names == {"john_doe.py": "john_doe", "john-doe.py": "john_doe_2",
                      "Jane Smith.py": "Jane_Smith", "José.py": "Jose", "2nd.py": "student_2nd",
-                     "ok.py": "ok"}
+                     "ok.py": "ok", "notes.ipynb": "notes"}
     assert [s.name for s in discovery.find_class([tmp_path])] == sorted(names.values())
     found = {item.file: item for item in discovery.not_graded([tmp_path])}
-    assert sorted(found) == ["_helper.py", "class.zip", "lonely.weights.h5", "model.h5",
-                             "notes.ipynb", "sub", "work.tar.gz"]
-    assert "export the notebook's build_model() module as a .py" in found["notes.ipynb"].fix
-    assert found["lonely.weights.h5"].reason == "weights without their module: no lonely.py " \
-                                                "beside them"
+    assert sorted(found) == ["_helper.py", "class.zip", "lonely.weights.h5", "model.h5", "sub",
+                             "work.tar.gz"]
+    assert found["lonely.weights.h5"].reason == "weights without their submission: no " \
+                                                "lonely.ipynb or lonely.py beside them"
     assert "an archive is not unpacked" in found["class.zip"].reason
     assert "import-submissions" in found["sub"].fix
 
@@ -64,12 +64,13 @@ def test_the_html_report_shows_the_file_the_late_flag_and_what_was_not_graded() 
             and "export &lt;it&gt;" in page)
 
 
-def test_a_class_with_any_file_names_grades_three_students_and_lists_the_notebook(
+def test_a_class_with_any_file_names_grades_four_students_and_lists_the_archive(
         grading: pytest.Pytester) -> None:
     students = grading.path / "students"
     for name in ("john-doe", "Jane Smith", "ok"):  # one source: built once, then cached
         (students / f"{name}.py").write_text(student_source())
-    (students / "mnist.ipynb").write_text("{}")
+    (students / "mnist.ipynb").write_text("{}")  # a notebook that is not one: graded, fails
+    (students / "class.zip").write_bytes(b"PK")
     (students / "roster.csv").write_text(
         "student,name,late,files,module,weights,ID\n"
         "ok,okjane,true,model.py,ok.py,,12345\n")
@@ -77,24 +78,28 @@ def test_a_class_with_any_file_names_grades_three_students_and_lists_the_noteboo
                                           "-o", "akida_timeout=300",  # a busy machine's margin
                                           "--akida-json=grades.json", "--akida-csv=grades.csv",
                                           "--html=report.html")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=6, failed=1, skipped=1)
     data = json.loads((grading.path / "grades.json").read_text())
     records = {r["student"]: r for r in data["students"]}
-    assert sorted(records) == ["Jane_Smith", "john_doe", "ok"]
+    assert sorted(records) == ["Jane_Smith", "john_doe", "mnist", "ok"]
     assert {name: r["file"] for name, r in records.items()} == {
-        "Jane_Smith": "Jane Smith.py", "john_doe": "john-doe.py", "ok": "ok.py"}
+        "Jane_Smith": "Jane Smith.py", "john_doe": "john-doe.py", "mnist": "mnist.ipynb",
+        "ok": "ok.py"}
+    assert "mnist.ipynb is not a notebook Jupyter can open" in \
+        records["mnist"]["checks"]["loads"]["message"]
     assert records["ok"]["late"] is True and records["ok"]["handed_in"] == ["model.py"]
     assert "late" not in records["john_doe"]
-    (notebook,) = data["not_graded"]
-    assert notebook["file"] == "mnist.ipynb" and "as a .py file" in notebook["fix"]
+    (archive,) = data["not_graded"]
+    assert archive["file"] == "class.zip" and "unpack it" in archive["fix"]
     result.stdout.fnmatch_lines(["john_doe (john-doe.py): 2/2 checks passed*",
                                  "ok (late): 2/2 checks passed*",
-                                 "mnist.ipynb: not graded: a notebook is not graded; fix: *"])
+                                 "class.zip: not graded: an archive is not unpacked; fix: *"])
     with (grading.path / "grades.csv").open(newline="") as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     assert rows["Jane_Smith"]["file"] == "Jane Smith.py" and rows["ok"]["late"] == "true"
     html_report = (grading.path / "report.html").read_text()
-    assert "mnist.ipynb" in html_report and "john-doe.py" in html_report
+    assert "class.zip" in html_report and "mnist.ipynb" in html_report \
+        and "john-doe.py" in html_report
 
 
 def test_merge_keeps_what_each_part_did_not_grade(tmp_path: Path,

@@ -1,6 +1,8 @@
 """A class with attackers in it, graded end to end (xdist, two workers), against a reference run,
 in both sandboxes a root grader gets: bubblewrap, and a fresh uid (bubblewrap hidden, as in a
-container without it; where this Python is one a fresh uid can run).
+container without it; where this Python is one a fresh uid can run). Every attack on the sandbox
+is also made by the cells of a notebook shaped like the handout's (`*_nb.ipynb`), classmates in
+the same run, with hostile notebook files of their own (nested, oversized).
 
 Each attacker ends with its own result (the figures its real model earns, or a failure saying
 what went wrong), never a pass it did not earn and never a grader error; the honest classmates
@@ -20,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from made_up import GOOD_LAYERS, fast_ini, student_source
+from made_up import GOOD_LAYERS, HANDOUT_MODEL, fast_ini, notebook, student_source
 
 from pytest_akida_grade import data
 from pytest_akida_grade.sandbox import policy
@@ -32,8 +35,11 @@ MARKER = f"akida{os.getpid()}burst"
 # binds the trusted inspection too: a shorter one failed honest students on a loaded machine
 # (make test's two workers, beside other jobs), for the spinner's wait saved.
 LIMIT = 60
-SETTINGS = fast_ini(akida_timeout=str(LIMIT), akida_cache_dir=None,
-                    akida_memory_limit="6G", akida_sandbox="required")
+# A notebook's whole run has akida_grade_timeout (its training is in it): the looping notebook
+# waits it out beside the class, in both modes.
+GRADE_LIMIT = 120
+SETTINGS = fast_ini(akida_timeout=str(LIMIT), akida_grade_timeout=str(GRADE_LIMIT),
+                    akida_cache_dir=None, akida_memory_limit="6G", akida_sandbox="required")
 TRAIN = """
 def train(model, x_train, y_train):
     model.compile(optimizer="adam", metrics=["accuracy"],
@@ -55,7 +61,9 @@ HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
 # swapped after export (swapper, linker), and the hostile hand-overs of issue 17 (lookup,
 # vectorizer, giant, nan, huge, constant, an honest relu6). In bubblewrap only (the suite's time):
 # the spinner costs its deadline; the figure forgers and the declarer hand over what the trusted
-# side judges alike whichever sandbox built it; so is the regrade.
+# side judges alike whichever sandbox built it; so is the regrade. Each attack is made by a
+# notebook too (NOTEBOOKS), in the same modes, but the looping notebook runs in both: its
+# deadline passes while the class is graded.
 BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE, "declarer")
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
@@ -63,11 +71,25 @@ SWAP = """
 import os, sys
 runner = sys.modules.get("student") or sys.modules["__main__"]
 real_export = runner.export
-def export(directory, model, meta=None):
-    real_export(directory, model, meta)
+def export(directory, model, *rest):
+    real_export(directory, model, *rest)
     {swap}
 runner.export = export
 """
+# Each attack on the sandbox again, made by a notebook's cells (the same class, the same modes):
+# as the handout has it, model_keras, then each attack in a cell of its own. Attacks whose
+# submission is graded on its model share a notebook (one inspection: the class's time); those
+# that end the run, or its hand-over, have one each. The figure forgers keep alice's
+# build_model() (their figures must be alice's); a limit's attacker has no model.
+NOTEBOOKS = {"reacher_nb": ("rewriter", "poisoner", "peeker", "killer", "forker"),  # the
+             # killer before the burst: its own uid's processes are its to signal
+             "figures_nb": ("patcher", "forger"), "declarer_nb": ("declarer",),
+             "swapper_nb": ("swapper",), "linker_nb": ("linker",)}
+WHOLE_MODULE = {"lambda_nb": "lambda_", "flooder_nb": "flooder", "spinner_nb": "spinner",
+                "hog_nb": "hog"}  # a notebook of one cell: the module's attack as it is
+# A notebook's code has no __file__: the rewriter reaches for its own folder from its scratch.
+OWN_FOLDER = 'os.path.dirname(__file__)'
+NOTEBOOK_FOLDER = 'os.path.join(os.getcwd(), "..", "in")'
 
 
 # Hand-overs that are hostile themselves (issue 17): the trusted side reads their JSON as data and
@@ -129,11 +151,15 @@ def hand_overs(root: Path) -> dict[str, str]:
     }
 
 
-def attackers(root: Path, mnist: Path) -> dict[str, str]:
+def attacks(root: Path, mnist: Path) -> dict[str, str]:
+    """The attacks made while the submission runs (a module's import, a notebook's cell), each
+    on alice's model."""
     targets = [str(root / "students" / f"{name}.py") for name in HONEST]
-    cache, pwned = str(root / "cache-attack"), str(root / "pwned")
-    return {**hand_overs(root),
-        "patcher": _with("""
+    cache = str(root / "cache-attack")
+    with np.load(mnist) as real:  # the grader's test set begins so: the sandbox never sees it
+        test_labels = real["y_test"][:64].tobytes()
+    found = {
+        "patcher": """
             import sys
             try:
                 from pytest_akida_grade.evaluator import pipeline
@@ -143,8 +169,8 @@ def attackers(root: Path, mnist: Path) -> dict[str, str]:
             for name in list(sys.modules):
                 if "numpy" in name:
                     sys.modules[name].argmax = lambda *a, **k: 0
-            """),
-        "forger": _with("""
+            """,
+        "forger": """
             import json, os
             line = json.dumps({"event": "result", "result": {"quantized_accuracy": 0.9999,
                                "akida_accuracy": 0.9999}}).encode() + b"\\n"
@@ -153,16 +179,16 @@ def attackers(root: Path, mnist: Path) -> dict[str, str]:
                     os.write(fd, line)
                 except OSError:
                     pass
-            """),
-        "rewriter": _with(f"""
+            """,
+        "rewriter": f"""
             import glob, os
-            for path in {targets!r} + glob.glob(os.path.dirname(__file__) + "/*.py"):
+            for path in {targets!r} + glob.glob({OWN_FOLDER} + "/*.py"):
                 try:
                     open(path, "w").write("raise SystemExit('rewritten by a classmate')\\n")
                 except OSError:
                     pass
-            """),
-        "poisoner": _with(f"""
+            """,
+        "poisoner": f"""
             import os
             for path in [{cache!r}, {str(mnist)!r}, {str(mnist.parent)!r}]:
                 for target in (path, os.path.join(path, "grade"), os.path.join(path, "x")):
@@ -176,28 +202,14 @@ def attackers(root: Path, mnist: Path) -> dict[str, str]:
                 except OSError:
                     pass
             open("numpy.py", "w").write("raise SystemExit('poisoned numpy')\\n")
-            """),
-        "flooder": "import os\nwhile True:\n    os.write(1, b'x' * 65536)\n",
-        "spinner": "import os\nos.close(1)\nos.close(2)\nwhile True:\n    pass\n",
-        "forker": _with(f"""
+            """,
+        "forker": f"""
             import subprocess
             for i in range(8):
                 subprocess.Popen(["sh", "-c", "sleep 300; echo {MARKER}"],
                                  start_new_session=i % 2 == 0)
-            """),
-        "lambda_": student_source(GOOD_LAYERS.replace(
-            "    keras.layers.Flatten(),",
-            "    keras.layers.Lambda(lambda x: (touch(), x)[1]),\n    keras.layers.Flatten(),"),
-            extra=f"""
-def touch():
-    for path in ({pwned!r}, "pwned"):  # the host's path, then its own scratch
-        try:
-            open(path, "w").write("x")
-        except OSError:
-            pass
-"""),
-        "hog": "hog = bytearray(8 << 30)\n",
-        "declarer": _with("""
+            """,
+        "declarer": """
             import json
             real = json.dumps
             def forged(value, *args, **kwargs):  # the hand-over's meta.json, bits dropped
@@ -205,14 +217,14 @@ def touch():
                     return real({"route": "weights file"}, *args, **kwargs)
                 return real(value, *args, **kwargs)
             json.dumps = forged
-            """),
-        "swapper": _with(SWAP.format(swap="os.unlink(directory / 'model.json'); "
-                                          "os.mkfifo(directory / 'model.json')")),
-        "linker": _with(SWAP.format(swap=(
+            """,
+        "swapper": SWAP.format(swap="os.unlink(directory / 'model.json'); "
+                                    "os.mkfifo(directory / 'model.json')"),
+        "linker": SWAP.format(swap=(
             f"os.unlink(directory / 'model.json'); os.symlink({targets[0]!r}, "
             "directory / 'model.json'); os.unlink(directory / 'weights.npz'); "
-            "os.symlink('/dev/zero', directory / 'weights.npz')"))),
-        "killer": _with("""
+            "os.symlink('/dev/zero', directory / 'weights.npz')")),
+        "killer": """
             import os, signal
             if os.geteuid() == 0 or os.getuid() == 0:  # bounded: a broken sandbox harms nobody
                 raise SystemExit("ran as root: attacked nothing")
@@ -231,8 +243,10 @@ def touch():
                     pass
             if reached:
                 raise SystemExit(f"reached {sorted(set(reached))}")
-            """),
-        "peeker": _with(f"""
+            """,
+        # keras' load_data(): a module gets no data; a notebook the training and validation
+        # splits, never the test set.
+        "peeker": f"""
             import glob, os, sys, sysconfig
             places = [{str(mnist)!r}, os.path.expanduser("~/.keras/datasets/mnist.npz")]
             for base in (sys.prefix, sys.base_prefix):  # site-packages (base: /usr for Debian's)
@@ -241,14 +255,58 @@ def touch():
             found = [p for p in places if os.path.isfile(p) and os.path.getsize(p) > 0]
             try:
                 from tf_keras.datasets import mnist
-                mnist.load_data()
-                found.append("keras download")
-            except Exception:
+                (_, _), (_, y_test) = mnist.load_data()
+                if len(y_test) == 10000 or y_test[:64].tobytes() == {test_labels!r}:
+                    found.append("the test set from keras' load_data()")
+            except RuntimeError:  # a module's import: keras gives it no data
                 pass
             if found:
                 raise SystemExit(f"read the test set at {{found}}")
-            """),
+            """,
     }
+    return {name: textwrap.dedent(code) for name, code in found.items()}
+
+
+# Attackers with no model: the limits stop them.
+SCRIPTS = {"flooder": "import os\nwhile True:\n    os.write(1, b'x' * 65536)\n",
+           "spinner": "import os\nos.close(1)\nos.close(2)\nwhile True:\n    pass\n",
+           "hog": "hog = bytearray(8 << 30)\n"}
+
+
+def lambda_source(root: Path) -> str:
+    """Alice's model with a Lambda that writes files when it runs (at the build: the export)."""
+    return student_source(GOOD_LAYERS.replace(
+        "    keras.layers.Flatten(),",
+        "    keras.layers.Lambda(lambda x: (touch(), x)[1]),\n    keras.layers.Flatten(),"),
+        extra=f"""
+def touch():
+    for path in ({str(root / "pwned")!r}, "pwned"):  # the host's path, then its own scratch
+        try:
+            open(path, "w").write("x")
+        except OSError:
+            pass
+""")
+
+
+def attackers(root: Path, mnist: Path) -> dict[str, str]:
+    at_import = {name: _with(code) for name, code in attacks(root, mnist).items()}
+    return {**hand_overs(root), **at_import, **SCRIPTS, "lambda_": lambda_source(root)}
+
+
+def notebooks(root: Path, mnist: Path) -> dict[str, str]:
+    """The attacks on the sandbox made by notebooks (file name -> its text), and hostile notebook
+    files: nested too deep for a JSON reader, larger than the cap."""
+    code, modules = attacks(root, mnist), attackers(root, mnist)
+    made = {name: notebook([modules[module]]) for name, module in WHOLE_MODULE.items()}
+    for name, made_by in NOTEBOOKS.items():
+        cells = [code[attack].replace(OWN_FOLDER, NOTEBOOK_FOLDER) for attack in made_by]
+        made[name] = notebook(
+            [*cells, HONEST["alice"]] if name == "figures_nb" else
+            ["from tensorflow import keras\n\n" + HANDOUT_MODEL, *cells,
+             "weight_precision = 4\nactivation_bit = 4"])
+    made["nested_nb"] = "[" * 100_000 + "]" * 100_000
+    made["giant_nb"] = '{"cells": [], "padding": "' + "x" * (33 << 20) + '"}'
+    return {f"{name}.ipynb": text for name, text in made.items()}
 
 
 def _with(attack: str) -> str:
@@ -259,23 +317,25 @@ def _with(attack: str) -> str:
 def selection(names: list[str]) -> str:
     """Every software check; accuracy only for the honest, the figure forgers and the hostile
     hand-overs (bad numbers fail it, a model not rebuilt skips it)."""
-    graded = [*HONEST, *FIGURES_OF_ALICE, *BAD_NUMBERS, *NOT_REBUILT]
+    graded = [*HONEST, *FIGURES_OF_ALICE, *BAD_NUMBERS, *NOT_REBUILT, "figures_nb"]
     skipped = [f"({name} and accuracy)" for name in names if name not in graded]
     return " and ".join(["not hardware_quality", *(f"not {s}" for s in skipped)])
 
 
 def grade(root: Path, students: dict[str, str], cache: str, mnist: Path,
           *extra: str) -> tuple[dict[str, Any], str, float]:
+    """Grade `students` (a name, or a notebook's file name, -> its text)."""
     directory = root / "students"
     directory.mkdir(exist_ok=True)
-    for old in directory.glob("*.py"):
+    for old in [*directory.glob("*.py"), *directory.glob("*.ipynb")]:
         old.unlink()
     for name, source in students.items():
-        (directory / f"{name}.py").write_text(source)
+        (directory / (name if name.endswith(".ipynb") else f"{name}.py")).write_text(source)
     started = time.monotonic()
+    names = [name.removesuffix(".ipynb") for name in students]
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-k", selection(
-            list(students)), f"--akida-mnist={mnist}", "-o", f"akida_cache_dir={root / cache}",
+            names), f"--akida-mnist={mnist}", "-o", f"akida_cache_dir={root / cache}",
          "--akida-json=grades.json", "-rA", *extra],
         cwd=root, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - started
@@ -316,8 +376,9 @@ def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if mode == "uid":
         (root / "conftest.py").write_text(HIDE_BWRAP)
     mnist = reference[1]
-    students = {name: source for name, source in {**HONEST, **attackers(root, mnist)}.items()
-                if mode == "bwrap" or name not in BWRAP_ONLY}
+    everyone = {**HONEST, **attackers(root, mnist), **notebooks(root, mnist)}
+    students = {name: source for name, source in everyone.items()
+                if mode == "bwrap" or in_both_modes(name.removesuffix(".ipynb"))}
     (root / "students").mkdir()
     for name, source in HONEST.items():  # as grade() writes them
         (root / "students" / f"{name}.py").write_text(source)
@@ -328,6 +389,13 @@ def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return {"mode": mode, "reference": reference[0], "attack": attack, "regraded": regraded,
             "output": output, "seconds": seconds, "root": root,
             "outside": (outside, outside_after)}
+
+
+def in_both_modes(name: str) -> bool:
+    """Not only in bubblewrap: the attacks whose sandbox matters, and a notebook that loops
+    (it costs only its deadline, which the class outlasts)."""
+    made_by = NOTEBOOKS.get(name, (WHOLE_MODULE.get(name, name),))
+    return name == "spinner_nb" or not set(made_by) & set(BWRAP_ONLY)
 
 
 def record(graded: dict[str, Any], student: str) -> dict[str, Any]:
@@ -376,7 +444,7 @@ def test_attackers_get_their_own_results_and_never_a_grader_error(graded):
     assert "INTERNALERROR" not in graded["output"]
 
 
-@pytest.mark.parametrize("attacker", FIGURES_OF_ALICE)
+@pytest.mark.parametrize("attacker", [*FIGURES_OF_ALICE, "figures_nb"])
 def test_an_attacker_that_forges_or_patches_figures_gets_its_real_figures(graded, attacker):
     figures = ("float_accuracy", "quantized_accuracy", "akida_accuracy")
     mine = {k: record(graded, attacker)["metrics"][k] for k in figures}
@@ -384,26 +452,35 @@ def test_an_attacker_that_forges_or_patches_figures_gets_its_real_figures(graded
     assert mine == alice and max(mine.values()) < 0.9999
 
 
-@pytest.mark.parametrize("attacker", ["rewriter", "poisoner", "forker", "peeker", "killer"])
+@pytest.mark.parametrize("attacker", [*NOTEBOOKS["reacher_nb"], "reacher_nb"])
 def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
         graded, attacker):
     for check in ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme",
                   "v1_constraints"):
         assert outcome(graded, attacker, check)["outcome"] == "passed", (attacker, check)
+    # A notebook is graded when a cell raises: its attack cell must have reached nothing.
+    assert "the run stopped" not in outcome(graded, attacker, "loads")["message"]
 
 
 @pytest.mark.parametrize(("attacker", "words"), [
     ("flooder", "wrote more than 64 MB of output"),
-    ("spinner", f"did not finish within {LIMIT} s"),
+    ("spinner", f"did not finish within {LIMIT} s (the limit set by akida_timeout"),
     ("hog", "MemoryError"),
+    ("flooder_nb", "wrote more than 64 MB of output"),
+    ("spinner_nb", f"did not finish within {GRADE_LIMIT} s (the limit set by "
+                   "akida_grade_timeout"),
+    ("hog_nb", "code cell 1 raised MemoryError"),
+    ("nested_nb", "nested_nb.ipynb is not a notebook Jupyter can open"),
+    ("giant_nb", "giant_nb.ipynb is 33 MB, more than the 32 MB a notebook may have"),
 ])
 def test_an_attacker_stopped_by_a_limit_fails_loads_saying_which(graded, attacker, words):
     loads = outcome(graded, attacker, "loads")
     assert loads["outcome"] == "failed" and words in loads["message"], loads
 
 
-def test_a_lambda_is_judged_on_its_json_and_never_rebuilt(graded):
-    whitelist = outcome(graded, "lambda_", "layer_whitelist")
+@pytest.mark.parametrize("attacker", ["lambda_", "lambda_nb"])
+def test_a_lambda_is_judged_on_its_json_and_never_rebuilt(graded, attacker):
+    whitelist = outcome(graded, attacker, "layer_whitelist")
     assert whitelist["outcome"] == "failed", whitelist
     assert "Lambda is not an allowed layer" in whitelist["message"], whitelist
 
@@ -411,6 +488,8 @@ def test_a_lambda_is_judged_on_its_json_and_never_rebuilt(graded):
 @pytest.mark.parametrize(("attacker", "words"), [
     ("swapper", "the exported model.json is not a regular file"),
     ("linker", "the exported model.json is a symbolic link, not a file"),
+    ("swapper_nb", "the exported model.json is not a regular file"),
+    ("linker_nb", "the exported model.json is a symbolic link, not a file"),
 ])
 def test_an_attacker_that_swaps_its_hand_over_after_export_fails_loads_saying_so(
         graded, attacker, words):
@@ -418,8 +497,9 @@ def test_an_attacker_that_swaps_its_hand_over_after_export_fails_loads_saying_so
     assert loads["outcome"] == "failed" and words in loads["message"], loads
 
 
-def test_an_attacker_that_forges_its_declarations_fails_loads_saying_so(graded):
-    loads = outcome(graded, "declarer", "loads")
+@pytest.mark.parametrize("attacker", ["declarer", "declarer_nb"])
+def test_an_attacker_that_forges_its_declarations_fails_loads_saying_so(graded, attacker):
+    loads = outcome(graded, attacker, "loads")
     assert loads["outcome"] == "failed", loads
     assert "unusable declarations (meta.json is malformed" in loads["message"], loads
 

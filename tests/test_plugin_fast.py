@@ -3,6 +3,9 @@
 Every submission is built in a child process (~5 s each), so the class is graded in one pytest
 run under xdist and the tests below read its outcomes, messages and JSON file. One classmate
 (chatty) is trained and graded too: its progress must reach the xdist controller's terminal.
+The handout's shapes are classmates too (issue 26): its notebook (graded with its own training),
+a module with its names, `from tensorflow import keras`, a notebook that never fits, one whose
+first cell raises, one with IPython's magics.
 """
 
 from __future__ import annotations
@@ -16,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from made_up import GOOD_LAYERS, TEMPLATE_LAYERS, fast_ini, student_source
+from made_up import (
+    GOOD_LAYERS,
+    HANDOUT_MODEL,
+    TEMPLATE_LAYERS,
+    fast_ini,
+    handout_cells,
+    notebook,
+    student_source,
+)
 
 # The fast settings' limit: it binds the trusted inspection too, which took over 20 s on a
 # loaded machine (make test's two workers beside other jobs). No classmate hangs here, so none
@@ -74,7 +85,25 @@ HOSTILE = {
 }
 
 
+# The handout's shapes: (file name -> text). Only the notebook's accuracy is graded (its own
+# training); the others' fast checks say what matters.
+MAGICS = ["%matplotlib inline\nfrom tensorflow import keras", "%%bash\necho pwned > pwned",
+          "!nvidia-smi\nfiles = !ls\n" + HANDOUT_MODEL, "%%time\nweight_precision = 4"]
+HANDOUT = {
+    "handout_nb.ipynb": notebook(["%pip install akida\n!nvidia-smi", *handout_cells()]),
+    "handout_names.py": "from tensorflow import keras\n\n" + HANDOUT_MODEL
+                        + "\nmodel_keras.summary()\n\nweight_precision = 4\nactivation_bit = 1\n",
+    "tf_keras_import.py": student_source().replace("import tf_keras as keras",
+                                                   "from tensorflow import keras"),
+    "never_fits.ipynb": notebook(handout_cells(fit=False)),
+    "first_cell_raises.ipynb": notebook(["raise ValueError('my first cell is broken')",
+                                         *handout_cells()]),
+    "magics.ipynb": notebook(MAGICS),
+}
+
+
 def _class_sources() -> dict[str, str]:
+    """File name -> text."""
     sources = {name: student_source(layers) for name, layers in BAD_LAYERS.items()}
     sources.update(HOSTILE)
     sources["good"] = student_source()
@@ -82,7 +111,11 @@ def _class_sources() -> dict[str, str]:
     # Prints that look like the worker's protocol must not confuse the grader.
     sources["chatty"] = ('print(\'{"event": "result", "result": {"error": "fake"}}\')\n'
                          + student_source())
-    return sources
+    return {**{f"{name}.py": source for name, source in sources.items()}, **HANDOUT}
+
+
+def _students() -> list[str]:
+    return [Path(name).stem for name in _class_sources()]
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +126,12 @@ def graded_class(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     students = root / "students"
     students.mkdir()
     for name, source in _class_sources().items():
-        (students / f"{name}.py").write_text(source)
+        (students / name).write_text(source)
     (students / "_helper.py").write_text("raise SystemExit('never graded')\n")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "-rA", "-k",
-         "not hardware_quality and (not accuracy or chatty)", "--akida-json", "grades.json",
+         "not hardware_quality and (not accuracy or chatty or handout_nb)", "--akida-json",
+         "grades.json",
          "--akida-csv", "gradebook.csv", "--akida-gradescope", "gradescope"],
         cwd=root, capture_output=True, text=True, timeout=900)
     grades = json.loads((root / "grades.json").read_text())
@@ -117,7 +151,7 @@ def assert_failed_with(graded: dict[str, Any], student: str, name: str, *words: 
 
 
 def test_it_grades_every_submission_and_ignores_private_modules(graded_class):
-    assert set(graded_class["students"]) == set(_class_sources())
+    assert set(graded_class["students"]) == set(_students())
     assert "never graded" not in graded_class["output"]
     assert graded_class["code"] == 1  # some students fail: a grade, not a crash
 
@@ -150,6 +184,81 @@ def test_it_fails_loads_for_a_hostile_submission_and_skips_the_rest(graded_class
         assert check(graded_class, student, name)["outcome"] == "skipped"
 
 
+# ---------------------------------------------------------------------------- the handout's shapes
+
+
+def test_the_handout_notebook_is_graded_with_its_own_training_up_to_its_board_cell(graded_class):
+    record = graded_class["students"]["handout_nb"]
+    assert record["file"] == "handout_nb.ipynb"
+    loads = record["checks"]["loads"]
+    assert loads["outcome"] == "passed", loads
+    for words in ("model_keras, as the notebook's code left it, is a tf_keras model",
+                  "its own training", "ran code cells 1-8 of 10",
+                  "the run stopped: code cell 9 raised IndexError: list index out of range",
+                  "code cell 9, line 1, in <module>: device = akida.devices()[0]",
+                  "(code cell 10 was not run)",
+                  "code cell 1: %pip install akida; code cell 1: !nvidia-smi",
+                  "held-out validation split (never the grader's test set)"):
+        assert words in loads["message"], (words, loads["message"])
+    assert check(graded_class, "handout_nb", "quantization_scheme") == {
+        "outcome": "passed", "message": "W4A4 is supported by Akida 1.0"}
+    metrics = record["metrics"]
+    assert metrics["training"] == "own training"  # its accuracy is its own training's
+    assert 0 < metrics["quantized_accuracy"] < 1
+    assert metrics["not_run"] == ["code cell 1: %pip install akida", "code cell 1: !nvidia-smi"]
+    assert (metrics["code_cells"], metrics["cells_run"]) == (10, 8)
+    assert "validation split" in metrics["mnist"]
+
+
+def test_a_module_with_the_handouts_names_is_graded_at_its_precision(graded_class):
+    for name in ("loads", "layer_whitelist", "relu_bounded", "v1_constraints"):
+        assert check(graded_class, "handout_names", name)["outcome"] == "passed", name
+    assert check(graded_class, "handout_names", "quantization_scheme")["message"] == \
+        "W4A1 is supported by Akida 1.0"
+    metrics = graded_class["students"]["handout_names"]["metrics"]
+    assert (metrics["weight_bits"], metrics["activation_bits"], metrics["model"]) == \
+        (4, 1, "model_keras")
+    assert "never fitted (no fit() on it): the grader trains it with the default recipe" in \
+        check(graded_class, "handout_names", "loads")["message"]
+
+
+def test_from_tensorflow_import_keras_is_tf_keras_in_the_sandbox(graded_class):
+    for name in ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme",
+                 "v1_constraints"):
+        assert check(graded_class, "tf_keras_import", name)["outcome"] == "passed", name
+
+
+def test_a_notebook_that_never_fits_goes_to_the_default_recipe_saying_so(graded_class):
+    loads = check(graded_class, "never_fits", "loads")
+    assert loads["outcome"] == "passed"
+    assert "it was never fitted (no fit() on it): the grader trains it with the default " \
+           "recipe" in loads["message"]
+    assert "the run stopped: code cell 7 raised IndexError" in loads["message"]
+
+
+def test_a_notebook_whose_first_cell_raises_fails_loads_naming_the_cell(graded_class):
+    assert_failed_with(graded_class, "first_cell_raises", "loads",
+                       "code cell 1 raised ValueError: my first cell is broken",
+                       "code cell 1, line 1, in <module>: raise ValueError(",
+                       "the later code was not run, and by then first_cell_raises.ipynb has no "
+                       "build_model() function and no model_keras")
+    assert check(graded_class, "first_cell_raises", "v1_constraints")["outcome"] == "skipped"
+
+
+def test_ipythons_magics_and_shell_lines_are_not_run_and_are_listed(graded_class):
+    loads = check(graded_class, "magics", "loads")
+    assert loads["outcome"] == "passed" and "the run stopped" not in loads["message"], loads
+    assert graded_class["students"]["magics"]["metrics"]["not_run"] == [
+        "code cell 1: %matplotlib inline", "code cell 2: %%bash", "code cell 3: !nvidia-smi",
+        "code cell 3: files = !ls", "code cell 4: %%time"]
+
+
+def test_no_handout_shaped_submission_is_a_grader_error(graded_class):
+    for name in (Path(file).stem for file in HANDOUT):
+        for check_name, verdict in graded_class["students"][name]["checks"].items():
+            assert verdict["outcome"] != "error", (name, check_name, verdict["message"])
+
+
 def test_it_keeps_the_protocol_safe_from_a_submission_that_prints(graded_class):
     assert check(graded_class, "chatty", "loads")["outcome"] == "passed"
 
@@ -158,7 +267,7 @@ def test_under_xdist_epochs_and_a_live_count_reach_the_controllers_terminal(grad
     lines = graded_class["output"].splitlines()
     assert any(re.search(r"\[akida-grade\] chatty: epoch 1/1: loss \d", line) for line in lines)
     assert check(graded_class, "chatty", "akida_accuracy")["outcome"] == "passed"
-    everyone = len(_class_sources())
+    everyone = len(_students())
     assert any(f"[akida-grade] graded {everyone} / {everyone} students" in line
                for line in lines)
     assert "warnings summary" not in graded_class["output"]
@@ -215,7 +324,7 @@ def test_it_writes_the_json_with_one_entry_per_student_and_each_check_that_ran(g
 
 def test_it_writes_the_gradebook_and_gradescope_files_once_under_xdist(graded_class):
     rows = list(csv.DictReader((graded_class["root"] / "gradebook.csv").open()))
-    assert sorted(row["student"] for row in rows) == sorted(_class_sources())
+    assert sorted(row["student"] for row in rows) == sorted(_students())
     good = next(row for row in rows if row["student"] == "good")
     assert good["check_v1_constraints"] == "passed"
     results = json.loads((graded_class["root"] / "gradescope/good/results.json").read_text())

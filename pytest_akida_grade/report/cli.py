@@ -55,10 +55,10 @@ def _parser() -> argparse.ArgumentParser:
 def _add_import_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "import-submissions", help="make a students folder of an LMS download",
-        description="Write one <student>.py (and <student>.weights.h5) per student, their "
-        "latest, and roster.csv (the LMS's names, ids, late flags) from a Canvas, Gradescope "
-        "or Moodle download (the zip or its unzipped folder). An unsafe download (paths "
-        "climbing out, links, oversized) is refused before anything is written.")
+        description="Write one <student>.ipynb or <student>.py (and <student>.weights.h5) "
+        "per student, their latest, and roster.csv (the LMS's names, ids, late flags) from a "
+        "Canvas, Gradescope or Moodle download (the zip or its unzipped folder). An unsafe "
+        "download (paths climbing out, links, oversized) is refused before anything is written.")
     cmd.add_argument("source", metavar="SOURCE", help="the LMS's zip or its unzipped folder")
     cmd.add_argument("--from", dest="lms", required=True, choices=lms.LMS_NAMES,
                      help="the LMS the download comes from")
@@ -74,8 +74,8 @@ def _add_autograder_parser(commands: Commands) -> None:
         description="Write the zip for Gradescope's 'Zip file upload': setup.sh installs "
         "a supported Python (the image's own, else 3.11) and the stack pinned to this "
         "environment's versions, run_autograder grades "
-        "/autograder/submission/<name>.py with these settings. Settings are checked first: on "
-        "an error nothing is written.")
+        "/autograder/submission/<name>.ipynb (or <name>.py) with these settings. Settings are "
+        "checked first: on an error nothing is written.")
     cmd.add_argument("out", metavar="OUT.zip", help="the zip to write")
     cmd.add_argument("--ini", metavar="FILE", help="settings: the akida_* keys and addopts of "
                      "a pytest ini file ([pytest]) or a pyproject.toml")
