@@ -98,7 +98,7 @@ def test_it_decides_the_route_of_a_submission_with_a_weights_file_itself() -> No
     lied = {**said, "route": "weights file"}
     assert declarations_from_json(lied, has_weights_file=False).route == "default recipe"
     assert asdict(Declarations("train()", 2, 4)) == {
-        "route": "train()", "weight_bits": 2, "activation_bits": 4}
+        "route": "train()", "weight_bits": 2, "activation_bits": 4, "run": None}
 
 
 @pytest.mark.parametrize("meta", [

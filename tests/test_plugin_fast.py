@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from made_up import (
     GOOD_LAYERS,
+    HANDOUT_DATA,
     HANDOUT_MODEL,
     TEMPLATE_LAYERS,
     fast_ini,
@@ -86,19 +87,20 @@ HOSTILE = {
 
 
 # The handout's shapes: (file name -> text). Only the notebook's accuracy is graded (its own
-# training); the others' fast checks say what matters.
-MAGICS = ["%matplotlib inline\nfrom tensorflow import keras", "%%bash\necho pwned > pwned",
-          "!nvidia-smi\nfiles = !ls\n" + HANDOUT_MODEL, "%%time\nweight_precision = 4"]
+# training); the others' fast checks say what matters. The notebook that never fits is also the
+# one with IPython's magics (one child and one inspection fewer).
+NEVER_FITS = ["%matplotlib inline\nimport numpy as np\nfrom tensorflow import keras",
+              "%%bash\necho pwned > pwned", HANDOUT_DATA, "!nvidia-smi\nfiles = !ls\n"
+              + HANDOUT_MODEL, "%%time\nweight_precision = 4\nactivation_bit = 1"]
 HANDOUT = {
     "handout_nb.ipynb": notebook(["%pip install akida\n!nvidia-smi", *handout_cells()]),
     "handout_names.py": "from tensorflow import keras\n\n" + HANDOUT_MODEL
                         + "\nmodel_keras.summary()\n\nweight_precision = 4\nactivation_bit = 1\n",
     "tf_keras_import.py": student_source().replace("import tf_keras as keras",
                                                    "from tensorflow import keras"),
-    "never_fits.ipynb": notebook(handout_cells(fit=False)),
+    "never_fits.ipynb": notebook(NEVER_FITS),
     "first_cell_raises.ipynb": notebook(["raise ValueError('my first cell is broken')",
                                          *handout_cells()]),
-    "magics.ipynb": notebook(MAGICS),
 }
 
 
@@ -233,7 +235,7 @@ def test_a_notebook_that_never_fits_goes_to_the_default_recipe_saying_so(graded_
     assert loads["outcome"] == "passed"
     assert "it was never fitted (no fit() on it): the grader trains it with the default " \
            "recipe" in loads["message"]
-    assert "the run stopped: code cell 7 raised IndexError" in loads["message"]
+    assert "ran code cells 1-5 of 5" in loads["message"]
 
 
 def test_a_notebook_whose_first_cell_raises_fails_loads_naming_the_cell(graded_class):
@@ -246,11 +248,12 @@ def test_a_notebook_whose_first_cell_raises_fails_loads_naming_the_cell(graded_c
 
 
 def test_ipythons_magics_and_shell_lines_are_not_run_and_are_listed(graded_class):
-    loads = check(graded_class, "magics", "loads")
+    loads = check(graded_class, "never_fits", "loads")  # its cells hold them
     assert loads["outcome"] == "passed" and "the run stopped" not in loads["message"], loads
-    assert graded_class["students"]["magics"]["metrics"]["not_run"] == [
-        "code cell 1: %matplotlib inline", "code cell 2: %%bash", "code cell 3: !nvidia-smi",
-        "code cell 3: files = !ls", "code cell 4: %%time"]
+    assert graded_class["students"]["never_fits"]["metrics"]["not_run"] == [
+        "code cell 1: %matplotlib inline", "code cell 2: %%bash", "code cell 4: !nvidia-smi",
+        "code cell 4: files = !ls", "code cell 5: %%time"]
+    assert graded_class["students"]["never_fits"]["metrics"]["activation_bits"] == 1  # %%time's
 
 
 def test_no_handout_shaped_submission_is_a_grader_error(graded_class):
