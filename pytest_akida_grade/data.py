@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.assignment import IMAGE_SHAPE, NUM_CLASSES
 from pytest_akida_grade.fileio import atomic_write, file_sha256
 from pytest_akida_grade.mnist_pickle import READ_ERRORS, Array, Arrays, PickleError, describe
 from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle

@@ -36,6 +36,7 @@ from pytest_akida_grade.results import (
     Built,
     Graded,
     HarnessError,
+    Route,
     Stage,
     Verdict,
     built_from_json,
@@ -56,6 +57,7 @@ from pytest_akida_grade.stages import (
     Trusted,
     declared_by,
 )
+from pytest_akida_grade.verdicts import Evidence
 
 if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
@@ -141,10 +143,10 @@ class Entries:
     def has_trained(self, submission: Submission) -> bool:
         return self.cache.load("trained", self.key("trained", submission)) is not None
 
-    def trained(self, submission: Submission, route: str) -> Trained | None:
+    def trained(self, submission: Submission, route: Route) -> Trained | None:
         hit = self.cache.load("trained", self.key("trained", submission))
         return None if hit is None else Trained(
-            hit.file("model.json"), hit.file("weights.npz"), f"{route} (cached)")
+            hit.file("model.json"), hit.file("weights.npz"), route, cached=True)
 
     def store_trained(self, submission: Submission, trained: Trained) -> Trained:
         entry = self.cache.store("trained", self.key("trained", submission),
@@ -177,29 +179,32 @@ class Fingerprints:
         self.entries, self.exported = entries, exported
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def of(self, submission: Submission, route: str | None, trained: bool) -> dict[str, Any]:
+    def of(self, submission: Submission, route: Route | None, trained: bool) -> dict[str, Any]:
         memo = (str(submission.path), f"{route}:{trained}")
         if memo not in self._memo:
             try:
                 files = self._files(submission, route, trained) if route else None
             except (HarnessError, OSError):
                 files = None
-            model, weights = (files.architecture, files.weights) if files else (None, None)
+            model, weights, label = files or (None, None, "none")
             self._memo[memo] = similarity.fingerprint(
                 _small(submission.path), _sha256(submission.weights_path), _small(model),
-                _small(weights), files.route if files else "none")
+                _small(weights), label)
         return self._memo[memo]
 
-    def _files(self, submission: Submission, route: str, trained: bool) -> Trained | None:
+    def _files(self, submission: Submission, route: Route,
+               trained: bool) -> tuple[Path, Path, str] | None:
+        """The architecture and weights to compare, and what made the weights: the route, or
+        "initial" (the build's own weights, before any training)."""
         cached = self.entries.trained(submission, route) if trained else None
         if cached is not None:
-            return replace(cached, route=route)
+            return cached.architecture, cached.weights, route.value
         export = self.exported(submission)
         if export.result is None:
             return None
         files = export.result.files
-        return Trained(files / "model.json", files / "weights.npz",
-                       route if route == "weights file" else "initial")
+        label = route.value if route is Route.WEIGHTS_FILE else similarity.INITIAL
+        return files / "model.json", files / "weights.npz", label
 
 
 class Grader:
@@ -248,21 +253,23 @@ class Grader:
             log.info("%s %s, in full: %s", submission.name, check, verdict.message)
         return replace(verdict, message=message)
 
-    def _verdict(self, submission: Submission, check: str) -> Verdict:
-        stage = catalog.BY_NAME[check].stage
-        built = self.build(submission)
-        if stage == "build":
-            return verdicts.FAST[check](built)
-        if built.result is not None and built.result.not_rebuilt is not None:
-            return verdicts.not_rebuilt(built.result.not_rebuilt)  # never graded: skipped
-        if stage == "grade":
-            judge = verdicts.quantized_accuracy if check == "quantized_accuracy" \
-                else verdicts.akida_accuracy
-            return judge(self.grade(submission), self.settings.min_accuracy)
-        verdict, printout = verdicts.hardware(
-            self.hardware(submission), self._finished_grade(submission), submission.name,
-            self.settings.quality_max)
-        for line in printout:
+    def _verdict(self, submission: Submission, name: str) -> Verdict:
+        """The check's catalog entry judges the evidence its stage made."""
+        check = catalog.BY_NAME[name]
+        assert check.verdict is not None, f"{name} is a course check"
+        evidence = Evidence(name, self.build(submission), student=submission.name,
+                            min_accuracy=self.settings.min_accuracy,
+                            quality_max=self.settings.quality_max)
+        built = evidence.built.result
+        if check.stage != "build" and built is not None and built.not_rebuilt is not None:
+            return verdicts.not_rebuilt(built.not_rebuilt)  # never graded: skipped
+        if check.stage == "grade":
+            evidence = replace(evidence, graded=self.grade(submission))
+        elif check.stage == "hardware":
+            evidence = replace(evidence, run=self.hardware(submission),
+                               graded=self._finished_grade(submission))
+        verdict = check.verdict(evidence)
+        for line in verdict.printout:
             self.background.progress(submission.name, line)
         return verdict
 
@@ -307,7 +314,7 @@ class Grader:
         build = self.background.finished(("build", str(submission.path)))
         built = build.built.result if isinstance(build, Build) else None
         route = None if built is None else built.route
-        return self.fingerprints.of(submission, route, route not in (None, "weights file")
+        return self.fingerprints.of(submission, route, route not in (None, Route.WEIGHTS_FILE)
                                     and self._finished_grade(submission) is not None)
 
     # ------------------------------------------------------------------ composition
@@ -319,10 +326,10 @@ class Grader:
     def _urgency(self, submission: Submission) -> Callable[[], int]:
         return lambda: 0 if str(submission.path) == self._current else 1
 
-    def _finished_grade(self, submission: Submission) -> Graded | None:
+    def _finished_grade(self, submission: Submission) -> Stage[Graded] | None:
         """The grade when it already ran: never train just to annotate a figure."""
         stage = self.background.finished(("grade", str(submission.path)))
-        return stage.result if isinstance(stage, Stage) and stage.ok and \
+        return stage if isinstance(stage, Stage) and stage.ok and \
             isinstance(stage.result, Graded) else None
 
     def _build_stage(self, submission: Submission) -> Build:
@@ -361,7 +368,7 @@ class Grader:
 
     def _inspect(self, submission: Submission, export: Export) -> Build:
         urgency = self._urgency(submission)
-        if export.declarations.route != "weights file" or \
+        if export.declarations.route is not Route.WEIGHTS_FILE or \
                 str(submission.path) not in self._wanted:
             return Build(self.inspection.inspect(submission, export, urgency))
         key = self.entries.key("grade", submission)
@@ -377,7 +384,7 @@ class Grader:
         export = self._exported(submission)
         if export.result is None:
             return _not_loaded(self.build(submission))
-        if export.result.declarations.route == "weights file":  # the build's job grades it too
+        if export.result.declarations.route is Route.WEIGHTS_FILE:  # its build's job grades it
             build = self._build_stage(submission)
             if not build.built.ok:
                 return _not_loaded(build.built)

@@ -4,7 +4,7 @@ returns a typed result; none reads another's cache or state, none decides what c
     HandOver    the sandboxed child's files: its build (and training, when asked) -> Export
     Inspection  an Export -> the evaluator's Akida 1.0 truth (Built), and the grade when one
                 job makes both (a pre-trained model: the fused path)
-    Training    an Export -> its trained weights (weights file | train() | default recipe)
+    Training    an Export -> its trained weights, by its Route
     Evaluation  trained weights -> Graded (float, quantized, Akida accuracy; the .fbz)
 
 Their collaborators (the sandbox's Children, the Trusted evaluator pool, the Data set) are passed
@@ -26,6 +26,7 @@ from pytest_akida_grade.results import (
     Declarations,
     Graded,
     ResultError,
+    Route,
     Stage,
     built_and_graded_from_json,
     built_from_json,
@@ -100,7 +101,8 @@ class Trained:
 
     architecture: Path
     weights: Path
-    route: str  # a ROUTE, with " (cached)" when the weights came from the cache
+    route: Route
+    cached: bool = False  # the weights came from the cache (an earlier run trained them)
 
 
 def staged(children: Children, name: str) -> Path:
@@ -158,7 +160,7 @@ class Inspection:
 
     def inspect(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Built]:
         job = self._job(export)
-        if export.declarations.route == "weights file":
+        if export.declarations.route is Route.WEIGHTS_FILE:
             job = replace(job, calibration=jobs.Calibration(
                 data=data_spec(self.data), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
@@ -170,7 +172,8 @@ class Inspection:
         """A pre-trained model: its build and its grade (the .fbz written beside the grade's)."""
         s, inspect = self.settings, self._job(export)
         grade = grade_job(s, self.data, Trained(export.files / "model.json",
-                                                export.files / "weights.npz", "weights file"),
+                                                export.files / "weights.npz",
+                                                Route.WEIGHTS_FILE),
                           export.declarations, staged(self.children, "model.fbz"))
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
                                   submission.name, s.timeout + s.grade_timeout,
@@ -204,12 +207,12 @@ class Training:
     def train(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Path]:
         """The trained weights.npz."""
         route = export.declarations.route
-        if route == "train()":
+        if route is Route.TRAIN:
             trained = self.hand_over.files(submission, "train", True)
             if trained.result is None:
                 return Stage(failure=trained.failure, repeatable=trained.repeatable)
             return Stage(result=trained.result / "weights.npz")
-        if route == "default recipe":
+        if route is Route.DEFAULT_RECIPE:
             return self._default_recipe(submission, export.files, urgency)
         return Stage(result=export.files / "weights.npz")
 
@@ -253,7 +256,7 @@ def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
                       data=data_spec(data), out=str(out), weight_bits=declared.weight_bits,
                       activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
                       calibration_samples=s.calibration_samples, seed=s.seed,
-                      route=trained.route)
+                      route=trained.route, cached=trained.cached)
 
 
 def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:
