@@ -392,8 +392,8 @@ def test_the_fingerprint_is_of_the_trained_weights_once_graded(school: Class) ->
     alice = school.student("alice")
     grader = school.grader()
     verdicts(grader, alice, FAST)
-    before = grader.fingerprint(alice)
+    before = grader.similarity_fingerprint(alice)
     assert before["weights"] == "initial"
     verdicts(grader, alice)
-    after = grader.fingerprint(alice)
+    after = grader.similarity_fingerprint(alice)
     assert after["weights"] == "default recipe" and after != before
