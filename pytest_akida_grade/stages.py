@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.results import (
@@ -80,7 +80,7 @@ class Data(Protocol):
 
     def source(self) -> MnistSource: ...
 
-    def request(self) -> dict[str, Any]: ...
+    def spec(self) -> jobs.DataSpec: ...
 
     def split(self) -> Split: ...
 
@@ -108,10 +108,6 @@ class Trained:
 def staged(children: Children, name: str) -> Path:
     """A fresh path for a trusted process's output, out of every child's reach."""
     return Path(tempfile.mkdtemp(dir=children.staging())) / name
-
-
-def data_spec(data: Data) -> jobs.DataSpec:
-    return jobs.DataSpec(**data.request())
 
 
 class HandOver:
@@ -162,7 +158,7 @@ class Inspection:
         job = self._job(export)
         if export.declarations.route is Route.WEIGHTS_FILE:
             job = replace(job, calibration=jobs.Calibration(
-                data=data_spec(self.data), samples=self.settings.calibration_samples))
+                data=self.data.spec(), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
                                   urgency)
         return reply.stage(built_from_json, submission.name)
@@ -221,7 +217,7 @@ class Training:
         s, weights = self.settings, staged(self.hand_over.children, "weights.npz")
         reply = self.trusted.call(jobs.Train(
             architecture=str(files / "model.json"), weights=str(files / "weights.npz"),
-            data=data_spec(self.data), out=str(weights), epochs=s.epochs,
+            data=self.data.spec(), out=str(weights), epochs=s.epochs,
             batch_size=s.batch_size, seed=s.seed), submission.name, s.grade_timeout,
             GRADE_TIMEOUT_OPTION, urgency)
         done = reply.stage(lambda result: result, submission.name)
@@ -253,7 +249,7 @@ class Evaluation:
 def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
               out: Path) -> jobs.Grade:
     return jobs.Grade(architecture=str(trained.architecture), weights=str(trained.weights),
-                      data=data_spec(data), out=str(out), weight_bits=declared.weight_bits,
+                      data=data.spec(), out=str(out), weight_bits=declared.weight_bits,
                       activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
                       calibration_samples=s.calibration_samples, seed=s.seed,
                       route=trained.route, cached=trained.cached)

@@ -155,9 +155,9 @@ class FakeData:
     def source(self) -> FakeSource:
         return FakeSource(self.root / "mnist.npz")
 
-    def request(self) -> dict[str, Any]:
-        return {"path": str(self.root / "mnist.npz"), "sha256": "d" * 64, "seed": 0,
-                "validation_split": 0.1, "train_limit": 0, "test_limit": 0}
+    def spec(self) -> jobs.DataSpec:
+        return jobs.DataSpec(path=str(self.root / "mnist.npz"), sha256="d" * 64, seed=0,
+                             validation_split=0.1, train_limit=0, test_limit=0)
 
     def split(self) -> Any:
         raise AssertionError("only the board measures on the test set")

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal, TypedDict
 
 ModeName = Literal["bwrap", "uid", "off"]
 Setting = Literal["auto", "required", "off"]
@@ -39,6 +39,14 @@ SYSTEM_TREES = ("/usr", "/etc", "/opt")  # read-only; /etc for the loader cache 
 MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 PROBE_SECONDS = 60.0
 Bind = tuple[str, Path, str]  # (--ro-bind | --bind, host path, path inside)
+
+
+class PopenUser(TypedDict, total=False):
+    """subprocess.Popen's arguments that start a child as another user."""
+
+    user: int | None
+    group: int | None
+    extra_groups: list[int]
 
 
 class SandboxUnavailable(Exception):
@@ -81,7 +89,7 @@ class Policy:
         """The uid the child drops to itself (student.py), after its limits."""
         return uid
 
-    def popen_user(self, uid: int | None) -> dict[str, Any]:
+    def popen_user(self, uid: int | None) -> PopenUser:
         """subprocess.Popen's user arguments for a fresh child."""
         return {}
 
@@ -158,7 +166,7 @@ class FreshUid(Policy):
     def child_uid(self, uid: int | None, forked: bool) -> int | None:
         return uid if forked else None  # a fresh process is started as it (popen_user)
 
-    def popen_user(self, uid: int | None) -> dict[str, Any]:
+    def popen_user(self, uid: int | None) -> PopenUser:
         return {"user": uid, "group": uid, "extra_groups": []}
 
 
