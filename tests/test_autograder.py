@@ -21,7 +21,7 @@ import pytest
 from made_up import handout_cells, notebook
 from packaging.requirements import Requirement
 
-from pytest_akida_grade import catalog, settings
+from pytest_akida_grade import catalog
 from pytest_akida_grade.report import autograder, cli
 
 FAST_ARGS = "-k 'not accuracy and not hardware_quality'"  # the seconds-long checks only
@@ -247,11 +247,6 @@ def test_a_bundled_recording_goes_into_the_zip_and_run_autograder_replays_it(
     assert status == 0, err
     assert _zip_text(built, "replay.json") == recording.read_text()
     assert 'REPLAY=(--akida-replay "$SOURCE/replay.json")' in _zip_text(built, "run_autograder")
-
-
-def test_the_known_settings_are_the_plugins_ini_keys() -> None:
-    plugin_keys = {o.ini_key for o in settings.OPTIONS if o.ini}
-    assert plugin_keys == autograder.KNOWN_KEYS
 
 
 # ---------------------------------------------------------------- refused at build time

@@ -19,8 +19,10 @@ from pytest_akida_grade.results import (
     Built,
     Declarations,
     ResultError,
+    Route,
     Stage,
     V1Truth,
+    Verdict,
     declarations_from_json,
 )
 from pytest_akida_grade.sandbox import student
@@ -131,7 +133,7 @@ def _meta(**changes: Any) -> dict[str, Any]:
 
 def test_own_training_is_believed_only_of_a_submission_whose_own_code_trains() -> None:
     declared = declarations_from_json(_meta(), has_weights_file=False, trains_itself=True)
-    assert (declared.route, declared.activation_bits) == ("own training", 1)
+    assert (declared.route, declared.activation_bits) == (Route.OWN_TRAINING, 1)
     assert declared.run is not None and declared.run.not_run == ("code cell 1: %pip install akida",)
     assert declarations_from_json(_meta(), False, trains_itself=False).route == "default recipe"
     assert declarations_from_json(_meta(), True, trains_itself=True).route == "weights file"
@@ -156,15 +158,15 @@ def test_a_hand_overs_run_is_bounded_whatever_it_says() -> None:
 # ---------------------------------------------------------------------------- loads
 
 
-def _built(route: str, run: dict[str, Any]) -> Stage[Built]:
+def _loads(route: str, run: dict[str, Any]) -> Verdict:
     declared = declarations_from_json(_meta(route=route, run=run), False, True)
-    return Stage(result=Built(layers=({},) * 11, params=12650, weight_bits=4, activation_bits=1,
-                              violations={}, v1=V1Truth((4, 1), True), route=declared.route,
-                              run=declared.run))
+    built = Built(layers=({},) * 11, params=12650, weight_bits=4, activation_bits=1,
+                  violations={}, v1=V1Truth((4, 1), True), route=declared.route, run=declared.run)
+    return verdicts.loads(verdicts.Evidence("loads", Stage(result=built)))
 
 
 def test_loads_says_where_a_notebook_stopped_what_it_did_not_run_and_what_data_it_had() -> None:
-    verdict = verdicts.loads(_built("own training", RUN))
+    verdict = _loads("own training", RUN)
     assert verdict.outcome == "passed"
     assert verdict.message.splitlines()[:3] == [
         "model_keras, as the notebook's code left it, is a tf_keras model with 11 layers, "
@@ -185,7 +187,7 @@ def test_loads_says_where_a_notebook_stopped_what_it_did_not_run_and_what_data_i
 def test_loads_says_a_model_never_fitted_goes_to_the_default_recipe() -> None:
     run = {**RUN, "cells": 0, "ran": 0, "stopped": None, "not_run": [], "load_data": False,
            "fitted": False}
-    message = verdicts.loads(_built("default recipe", run)).message
+    message = _loads("default recipe", run).message
     assert message == ("model_keras, as the module's code left it, is a tf_keras model with 11 "
                        "layers, 12650 parameters\nit was never fitted (no fit() on it): the "
                        "grader trains it with the default recipe")
@@ -206,9 +208,10 @@ def test_a_notebooks_similarity_source_is_its_code_as_the_sandbox_handed_it_over
         (tmp_path / f"{name}.ipynb").write_text(notebook([code], markdown=f"outputs of {name}"))
 
     def exported(submission: Submission) -> Stage[Export]:
-        return Stage(result=Export(tmp_path / submission.name, Declarations("own training", 4, 4)))
+        return Stage(result=Export(tmp_path / submission.name,
+                                   Declarations(Route.OWN_TRAINING, 4, 4)))
 
     found = grading.Fingerprints(None, exported)  # type: ignore[arg-type]  (no cache needed)
-    a, b = (found.of(Submission(name, tmp_path / f"{name}.ipynb"), "default recipe", False)
+    a, b = (found.of(Submission(name, tmp_path / f"{name}.ipynb"), Route.DEFAULT_RECIPE, False)
             for name in codes)
     assert a["source"] == b["source"]
