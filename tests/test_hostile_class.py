@@ -71,8 +71,8 @@ SWAP = """
 import os, sys
 runner = sys.modules.get("student") or sys.modules["__main__"]
 real_export = runner.export
-def export(directory, model, *rest):
-    real_export(directory, model, *rest)
+def export(directory, model, meta=None):
+    real_export(directory, model, meta)
     {swap}
 runner.export = export
 """

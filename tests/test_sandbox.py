@@ -279,7 +279,8 @@ def test_it_gets_an_allow_listed_environment_and_no_network(tmp_path: Path) -> N
     assert end.failure is not None and "no network" in end.failure
     env = set(end.failure.split("env [")[1].split("]")[0].replace("'", "").split(", "))
     assert env <= {"HOME", "KERAS_HOME", "LANG", "MPLCONFIGDIR", "PATH", "PWD",
-                   "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL", "TMPDIR"}, env
+                   "PYTHONUNBUFFERED", "TF_CPP_MIN_LOG_LEVEL", "TF_USE_LEGACY_KERAS",
+                   "TMPDIR"}, env
 
 
 # ---------------------------------------------------------------------------- its hand-over

@@ -393,9 +393,9 @@ def python_of(cell: str) -> tuple[str, list[str]]:
     return "\n".join(kept), dropped
 
 
-def run_notebook(path: Path, channel: Channel) -> Loaded:
-    """Its code cells in order, in one namespace (`__main__`, as Jupyter's), until one raises."""
-    cells = [python_of(cell) for cell in read_notebook(path)]
+def run_notebook(path: Path, cells: list[tuple[str, list[str]]], channel: Channel) -> Loaded:
+    """Its code cells (python_of each) in order, in one namespace (`__main__`, as Jupyter's),
+    until one raises."""
     loaded = Loaded(ModuleType("__main__"), path, {}, cells=len(cells),
                     source="\n\n".join(code for code, _ in cells)[:SOURCE_CHARS])
     loaded.not_run = [f"code cell {number}: {line[:SHOWN_CHARS]}"
@@ -414,8 +414,27 @@ def run_notebook(path: Path, channel: Channel) -> Loaded:
     return loaded
 
 
-def load(path: Path, channel: Channel) -> Loaded:
-    return run_notebook(path, channel) if path.suffix == ".ipynb" else import_submission(path)
+def load(request: Request, channel: Channel) -> Loaded:
+    """The submission run: a notebook read first (a file that is not one fails before any
+    import), then its cells; a module imported."""
+    path = Path(request.module)
+    if path.suffix == ".ipynb":
+        cells = [python_of(cell) for cell in read_notebook(path)]
+        prepare(request)
+        return run_notebook(path, cells, channel)
+    prepare(request)
+    return import_submission(path)
+
+
+def prepare(request: Request) -> None:
+    """A submission whose own code may train (a notebook, the handout's shape: it is given
+    MNIST) runs seeded, as build_model() is called, with keras' MNIST served. A build_model()
+    module is imported as it was: no TensorFlow before its own imports."""
+    if request.mnist is not None:
+        import tf_keras as keras
+
+        keras.utils.set_random_seed(request.seed)  # its model's weights are drawn as it runs
+        MNIST.install(request.mnist)
 
 
 class Mnist:
@@ -424,10 +443,10 @@ class Mnist:
     grader's test set, of which the sandbox has no copy."""
 
     def __init__(self) -> None:
-        self.data: str | None = None
+        self.data = ""
         self.served = False
 
-    def install(self, data: str | None) -> None:
+    def install(self, data: str) -> None:
         """Before any student code runs: every binding of keras' load_data becomes ours."""
         import tf_keras.datasets.mnist  # noqa: F401  (its public module and its source)
 
@@ -441,10 +460,6 @@ class Mnist:
     def load_data(self, path: str = "mnist.npz") -> Any:
         import numpy as np
 
-        if self.data is None:
-            raise RuntimeError(
-                "keras.datasets.mnist.load_data() gives no data to a build_model() module: its "
-                "train(model, x_train, y_train) receives the training split")
         with np.load(self.data, allow_pickle=False) as split:
             found = (split["x"], split["y"]), (split["x_val"], split["y_val"])
         self.served = True
@@ -563,10 +578,8 @@ def peak_rss_mb() -> float:
 # ---------------------------------------------------------------------------- export
 
 
-def export(directory: Path, model: Any, meta: dict[str, Any] | None = None,
-           source: str | None = None) -> None:
-    """Architecture as JSON, weights as a plain .npz (no pickle), declarations as JSON; a
-    notebook's code as text."""
+def export(directory: Path, model: Any, meta: dict[str, Any] | None = None) -> None:
+    """Architecture as JSON, weights as a plain .npz (no pickle), declarations as JSON."""
     import numpy as np
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -582,8 +595,6 @@ def export(directory: Path, model: Any, meta: dict[str, Any] | None = None,
         np.savez(handle, *[np.asarray(w) for w in model.get_weights()])
     if meta is not None:
         (directory / "meta.json").write_text(json.dumps(meta))
-    if source is not None:
-        (directory / "source.py").write_text(source, errors="replace")
 
 
 # ---------------------------------------------------------------------------- phases
@@ -599,7 +610,10 @@ def build(request: Request, channel: Channel, loaded: Loaded) -> tuple[Any, str]
     run_record = loaded.run_record(route)
     if run_record is not None:
         meta["run"] = run_record
-    export(Path(request.out) / "build", model, meta, loaded.source)
+    if loaded.source is not None:  # a notebook's code, for the class's similarity report
+        (Path(request.out) / "build").mkdir(parents=True, exist_ok=True)
+        (Path(request.out) / "build" / "source.py").write_text(loaded.source, errors="replace")
+    export(Path(request.out) / "build", model, meta)
     channel.send(Exported(phase="build", peak_rss_mb=peak_rss_mb()))
     return model, route
 
@@ -629,11 +643,7 @@ def train(request: Request, channel: Channel, loaded: Loaded, model: Any) -> Non
 
 
 def run(request: Request, channel: Channel) -> None:
-    import tf_keras as keras
-
-    keras.utils.set_random_seed(request.seed)  # a notebook draws its model's weights as it runs
-    MNIST.install(request.mnist)
-    loaded = load(Path(request.module), channel)
+    loaded = load(request, channel)
     model, route = build(request, channel, loaded)
     if "train" in request.phases and route == TRAIN:
         train(request, channel, loaded, model)
