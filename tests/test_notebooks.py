@@ -86,6 +86,23 @@ def test_a_cell_whose_source_is_not_text_runs_as_an_empty_cell(tmp_path: Path) -
     assert student.read_notebook(path) == ["", "x = 1"]
 
 
+def test_a_handout_module_whose_import_raises_stops_there_a_build_model_module_fails(
+        tmp_path: Path) -> None:
+    """student.import_submission on made-up modules with no TensorFlow in them (a model_keras
+    that is a number: what matters is where the import stopped)."""
+    handout = tmp_path / "bob.py"
+    handout.write_text("model_keras = 12650\nweight_precision = 4\n"
+                       "devices = []\ndevice = devices[0]\n")
+    loaded = student.import_submission(handout)
+    assert loaded.handout_shaped() and student.declared_bits(loaded.module)["weight_bits"] == 4
+    assert loaded.stopped == ("importing bob.py raised IndexError: list index out of range\n"
+                              "  bob.py, line 4, in <module>: device = devices[0]")
+    ours = tmp_path / "carol.py"
+    ours.write_text("def build_model():\n    return None\n\nraise SystemExit('not ready')\n")
+    with pytest.raises(student.Refusal, match=r"importing carol\.py raised SystemExit: not ready"):
+        student.import_submission(ours)
+
+
 # ---------------------------------------------------------------------------- shapes
 
 

@@ -501,7 +501,9 @@ def model_and_route(request: Request, loaded: Loaded) -> tuple[Any, str]:
         keras.utils.set_random_seed(request.seed)  # build_model() draws the initial weights
         model = build_model(loaded)
     if request.weights_file:
-        load_weights(model, Path(request.weights_file), f"{loaded.path.stem}.weights.h5")
+        load_weights(model, Path(request.weights_file), f"{loaded.path.stem}.weights.h5",
+                     HANDOUT_MODEL if loaded.handout_shaped() else "the model build_model() "
+                                                                   "returns")
         return model, WEIGHTS_FILE
     if loaded.handout_shaped():
         return model, OWN_TRAINING if fitted(model) else DEFAULT_RECIPE
@@ -546,15 +548,14 @@ def fitted(model: Any) -> bool:
         return False
 
 
-def load_weights(model: Any, weights: Path, shown_as: str) -> None:
+def load_weights(model: Any, weights: Path, shown_as: str, fitted_to: str) -> None:
     try:
         model.load_weights(str(weights))
     except Exception as error:
         if weights.name.endswith(".weights.h5") and _load_legacy_h5(model, weights):
             return
-        raise Refusal(f"{shown_as} does not fit the submission's model ({error}); save it "
-                      "with model.save_weights() from the same architecture, or delete it") \
-            from None
+        raise Refusal(f"{shown_as} does not fit {fitted_to} ({error}); save it with "
+                      "model.save_weights() from the same architecture, or delete it") from None
 
 
 def _load_legacy_h5(model: Any, weights: Path) -> bool:
