@@ -175,6 +175,10 @@ OPTIONS: tuple[Option, ...] = (
            cli_kwargs={"metavar": "FILE"}),
     Option("record", "Write the board measurements of this run to this JSON file (replayable).",
            _path, None, flag="--akida-record", cli_kwargs={"metavar": "FILE"}),
+    Option("fbz", "No board here: keep each graded student's converted model (.fbz) and the "
+           "test set in DIR, for `python -m pytest_akida_grade measure` on the lab board "
+           "(grades the model, so it trains what is not cached).", _path, None,
+           flag="--akida-fbz", cli_kwargs={"metavar": "DIR"}),
     Option("epochs", "Epochs of the default training recipe (default 5).", _positive_int, 5),
     Option("batch_size", "Batch size of the default training recipe (default 128).",
            _positive_int, 128),
@@ -257,6 +261,7 @@ class Settings:
     use_device: bool
     replay: Path | None
     record: Path | None
+    fbz: Path | None
     epochs: int
     batch_size: int
     seed: int

@@ -218,15 +218,22 @@ def hardware(run: Stage[Run], graded: Graded | None, student: str,
         budget = (energy_budget_mj(accuracy, memory, quality_max)
                   if accuracy is not None and memory else None)
         verdict = no_hardware(accuracy, memory, budget, quality_max)
+        kept = {"model_sha256": result.kept} if result.kept else {}
         if result.why:
             verdict = Verdict(verdict.outcome, f"{result.why}. {verdict.message}",
-                              verdict.metrics)
+                              {**verdict.metrics, **kept})
         return verdict, []
-    text = format_measurement(student, result.measurement,
-                              quantized_accuracy=graded.quantized_accuracy if graded else None,
+    return measured(result.measurement, result.source, student,
+                    graded.quantized_accuracy if graded else None, quality_max)
+
+
+def measured(measurement: Measurement, source: str, student: str,
+             quantized_accuracy: float | None, quality_max: float) -> tuple[Verdict, list[str]]:
+    """A run's figures (the board's, a recording's) against the bar, and the printout."""
+    text = format_measurement(student, measurement, quantized_accuracy=quantized_accuracy,
                               quality_max=quality_max)
-    return (hardware_quality(result.measurement, result.source, quality_max=quality_max,
-                             report=text), text.splitlines())
+    return (hardware_quality(measurement, source, quality_max=quality_max, report=text),
+            text.splitlines())
 
 
 def hardware_quality(measurement: Measurement, source: str, *, quality_max: float,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from pytest_akida_grade import catalog, late, similarity
+from pytest_akida_grade import catalog, labkit, late, similarity
 from pytest_akida_grade.quality import QUALITY_MAX
 from pytest_akida_grade.report import (
     autograder,
@@ -25,6 +25,7 @@ from pytest_akida_grade.report import (
     lms,
     moodle,
     plot,
+    recording,
     table,
     unpack,
 )
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                            metavar="CHECK=PTS", help=f"points per check (default: {defaults})")
     merge_cmd.add_argument("--quality-max", type=float, default=QUALITY_MAX,
                            help="full credit below this quality (default: %(default)s)")
+    merge_cmd.add_argument("--replay", metavar="BOARD.json", help="a board recording "
+                           "(measure's --record, --akida-record): its figures give "
+                           "hardware_quality, as --akida-replay would")
     merge_cmd.add_argument("--late-penalty", type=_typed(late.parse_policy), default=KEEP,
                            metavar="POLICY", help="apply this late policy to the late students "
                            f"instead of the files' own ({late.POLICY_HELP})")
@@ -66,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_canvas_parser(commands)
     _add_moodle_parser(commands)
     _add_compare_parser(commands)
+    _add_measure_parser(commands)
     return parser
 
 
@@ -182,6 +187,28 @@ def _add_moodle_parser(commands: Commands) -> None:
     cmd.add_argument("--no-feedback", action="store_true", help="leave out the feedback column")
 
 
+def _add_measure_parser(commands: Commands) -> None:
+    cmd = commands.add_parser(
+        "measure", help="on the lab machine: run each graded student's model on the board and "
+        "record the figures",
+        description="Run each student's converted model, kept by a graded run's --akida-fbz "
+        "DIR, on the Akida board: one at a time under the board lock, with progress, on the test "
+        "set it was graded on. Writes the recording --akida-record writes (figures, or the "
+        "board's refusal); then `merge GRADES.json... --replay BOARD.json` (or pytest "
+        "--akida-replay BOARD.json) gives hardware_quality. A student already recorded for the "
+        "same model is not measured again. Exit status 1 when some could not be measured.")
+    cmd.add_argument("grades", nargs="+", metavar="GRADES.json",
+                     help="the class's grade files (each shard's --akida-json)")
+    cmd.add_argument("--fbz", required=True, metavar="DIR",
+                     help="the kit: every shard's --akida-fbz folder, copied into one")
+    cmd.add_argument("--device", type=int, metavar="N",
+                     help="the N-th board of akida.devices() (default: the first)")
+    cmd.add_argument("--record", required=True, metavar="BOARD.json",
+                     help="the recording to write (added to, when it exists)")
+    cmd.add_argument("--quality-max", type=float, default=QUALITY_MAX,
+                     help="the bar in the printout (default: %(default)s)")
+
+
 def _add_compare_parser(commands: Commands) -> None:
     cmd = commands.add_parser(
         "compare", help="the students whose outcome, points or figures changed between two "
@@ -224,6 +251,11 @@ def _merge_command(args: argparse.Namespace) -> int:
     _check_quality_max(args.quality_max)
     points = catalog.parse_points(args.points, where="--points")
     records = files.merge([files.read_json(path) for path in args.inputs])
+    if args.replay:
+        records, notes = recording.replayed(records, recording.read(args.replay), args.replay,
+                                            args.quality_max)
+        for note in notes:
+            print(note)
     if args.late_penalty is not KEEP:
         records = late.penalize(records, args.late_penalty)
     records = catalog.with_points(records, points)
@@ -331,6 +363,29 @@ def _compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+MEASURE_FLAGS = ("--device N", "grade with --akida-fbz DIR elsewhere and run measure on the "
+                 "machine the board is in")
+
+
+def _measure_command(args: argparse.Namespace) -> int:
+    from pytest_akida_grade import board, measure  # akida: only on the lab machine
+
+    _check_quality_max(args.quality_max)
+    students = measure.wanted(files.merge([files.read_json(path) for path in args.grades]))
+    try:
+        bench = board.Bench(args.device, flags=MEASURE_FLAGS)
+        print(f"measure: {len(students)} students, on {bench.describe()}", flush=True)
+        kit = labkit.read(Path(args.fbz), [w.student for w in students if w.sha256])
+        tally = measure.Session(kit, bench, Path(args.record), lambda line: print(line,
+                                flush=True), args.quality_max).run(students)
+    except board.BoardError as error:
+        raise ReportError(f"measure needs the lab board: {error}") from None
+    except labkit.KitError as error:
+        raise ReportError(str(error)) from None
+    print(f"{args.record}: {tally.line()}")
+    return 1 if tally.problems else 0
+
+
 def _import_command(args: argparse.Namespace) -> int:
     planned, unknown = lms.import_submissions(Path(args.source), args.lms, Path(args.out),
                                               force=args.force, due=args.due)
@@ -345,7 +400,7 @@ def _import_command(args: argparse.Namespace) -> int:
 COMMANDS = {"merge": _merge_command, "gradescope-autograder": _autograder_command,
             "gradescope-results": _results_command, "import-submissions": _import_command,
             "canvas": _canvas_command, "moodle": _moodle_command,
-            "compare": _compare_command}
+            "compare": _compare_command, "measure": _measure_command}
 
 
 def main(argv: list[str] | None = None) -> int:
