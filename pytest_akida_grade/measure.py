@@ -145,7 +145,8 @@ class Session:
             self.tally.refused.append(one.student)
             return
         write_record(self.record, {one.student: figures})
-        for line in format_measurement(one.student, figures, quality_max=self.quality_max,
-                                       quantized_accuracy=one.quantized_accuracy).splitlines():
+        printout = format_measurement(one.student, figures, quality_max=self.quality_max,
+                                      quantized_accuracy=one.quantized_accuracy)
+        for line in printout.splitlines()[1:]:  # the first names the student: the head does
             self.say(f"{head}: {line}")
         self.tally.measured.append(one.student)
