@@ -54,7 +54,8 @@ class LatePolicy:
 def _share(number: str, percent: str, text: str) -> float:
     value = float(number) / (100.0 if percent else 1.0)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{text!r}: a penalty is a fraction between 0 and 1 (or 0% to 100%)")
+        raise ValueError(f"{text!r}: a penalty is a fraction between 0 and 1 (or 0% to 100%); "
+                         f"write {POLICY_HELP}")
     return value
 
 

@@ -236,10 +236,11 @@ def test_a_fine_tuned_copy_of_a_classmates_weights_is_reported_with_its_figures(
 
 TRAIN_REAL_MODELS = """
 import io, os, sys
+from pathlib import Path
 import numpy as np
 import tf_keras as keras
 from pytest_akida_grade import data
-source = data.resolve_mnist(os.environ.get("AKIDA_GRADE_MNIST"), __import__("pathlib").Path(sys.argv[1]))
+source = data.resolve_mnist(os.environ.get("AKIDA_GRADE_MNIST"), Path(sys.argv[1]))
 (x, y), _ = data.load_mnist(source.path)
 x, y = x[:3000, ..., None].astype("float32"), y[:3000]
 

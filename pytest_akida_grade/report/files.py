@@ -318,6 +318,12 @@ def _csv_value(value: object) -> str:
     return str(value)
 
 
+def _file_cell(record: Mapping[str, object], key: str) -> str:
+    value = record.get(key)
+    return format_number(value) if key == "points_before_late" and is_number(value) \
+        else _csv_value(value)
+
+
 def csv_columns(records: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
     """CSV_COLUMNS with a check_<name> column per course check, after the built-in checks."""
     records = list(records)
@@ -346,7 +352,7 @@ def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[s
             *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
             format_number(earned),
             format_number(maximum),
-            *(_csv_value(record.get(key)) for key in extra),
+            *(_file_cell(record, key) for key in extra),
         ])
     write_text(path, buffer.getvalue())
 
