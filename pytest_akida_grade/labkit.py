@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.assignment import IMAGE_SHAPE, NUM_CLASSES
 from pytest_akida_grade.fileio import atomic_write, atomic_write_text, file_sha256
 
 FORMAT = 1

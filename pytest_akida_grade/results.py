@@ -7,6 +7,7 @@ package: every other module may use these types.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
@@ -16,6 +17,22 @@ Outcome = Literal["passed", "failed", "skipped"]
 PASSED: Outcome = "passed"
 FAILED: Outcome = "failed"
 SKIPPED: Outcome = "skipped"
+
+
+class Route(str, enum.Enum):
+    """How a submission's weights are trained. The values are public: the record's "training"
+    metric, the sandbox's meta.json (student.py declares them) and the cache's entries."""
+
+    WEIGHTS_FILE = "weights file"  # <name>.weights.h5 beside the module: no training
+    TRAIN = "train()"  # the submission's own train(), in its sandbox
+    DEFAULT_RECIPE = "default recipe"  # the grader's seeded recipe, in a trusted process
+
+    def __str__(self) -> str:
+        return self.value
+
+    def described(self, cached: bool) -> str:
+        """As a record and a message show it: " (cached)" when the weights came from the cache."""
+        return f"{self.value} (cached)" if cached else self.value
 
 
 class HarnessError(Exception):
@@ -57,6 +74,7 @@ class Verdict:
     outcome: Outcome
     message: str
     metrics: Json = field(default_factory=dict)
+    printout: tuple[str, ...] = ()  # lines the terminal shows as they happen (a board's run)
 
 
 # ---------------------------------------------------------------------------- stage results
@@ -95,7 +113,7 @@ class Built:
     activation_bits: Declared
     violations: dict[str, tuple[Violation, ...]]  # check name -> the rules it broke
     v1: V1Truth
-    route: str  # how it will be trained: "weights file", "train()" or "default recipe"
+    route: Route  # how it will be trained
     # Why the trusted side did not rebuild it (a layer off its closed list, a budget): its
     # JSON was judged, but it is never quantized, converted or graded. None: rebuilt.
     not_rebuilt: str | None = None
@@ -107,7 +125,7 @@ class Graded:
 
     n_train: int
     n_test: int
-    route: str  # how it was trained (a ROUTE), " (cached)" when the weights came from the cache
+    route: Route  # how it was trained
     float_accuracy: float
     quantized_accuracy: float
     akida_accuracy: float | None  # None when the converted model does not end in 10 classes
@@ -116,7 +134,13 @@ class Graded:
     cut_at: str | None
     mapping: MappingFigures
     peak_rss_mb: float
+    cached: bool = False  # the trained weights came from the cache (trained by an earlier run)
     model_path: str = ""  # the converted model (.fbz) the board runs; set by the grader
+
+    @property
+    def training(self) -> str:
+        """The route as the record's "training" metric shows it."""
+        return self.route.described(self.cached)
 
 
 T = TypeVar("T")
@@ -188,6 +212,14 @@ def _violation_from_json(data: object, where: str) -> Violation:
         documented=_get(data, "documented", bool, where))
 
 
+def route_from_json(data: object, where: str) -> Route:
+    value = _get(data, "route", str, where)
+    try:
+        return Route(value)
+    except ValueError:
+        raise ResultError(f"{where}: 'route' is not a route: {value[:40]!r}") from None
+
+
 def built_from_json(data: object, where: str = "build result") -> Built:
     violations = _get(data, "violations", dict, where)
     return Built(
@@ -198,7 +230,7 @@ def built_from_json(data: object, where: str = "build result") -> Built:
         violations={str(check): tuple(_violation_from_json(v, f"{where}.violations")
                                       for v in found) for check, found in violations.items()},
         v1=v1_from_json(_get(data, "v1", dict, where), f"{where}.v1"),
-        route=_get(data, "route", str, where),
+        route=route_from_json(data, where),
         not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where))
 
 
@@ -206,7 +238,8 @@ def graded_from_json(data: object, where: str = "grade result") -> Graded:
     akida = _get(data, "akida_accuracy", (int, float, type(None)), where)
     return Graded(
         n_train=_get(data, "n_train", int, where), n_test=_get(data, "n_test", int, where),
-        route=_get(data, "route", str, where),
+        route=route_from_json(data, where),
+        cached=_get(data, "cached", bool, where),
         float_accuracy=float(_get(data, "float_accuracy", NUMBER, where)),
         quantized_accuracy=float(_get(data, "quantized_accuracy", NUMBER, where)),
         akida_accuracy=None if akida is None else float(akida),
@@ -233,14 +266,11 @@ def with_model(graded: Graded, model_path: str) -> Graded:
     return replace(graded, model_path=model_path)
 
 
-ROUTES = ("weights file", "train()", "default recipe")
-
-
 @dataclass(frozen=True)
 class Declarations:
     """What a submission declared (its sandbox's meta.json), checked: the bits and the route."""
 
-    route: str  # one of ROUTES
+    route: Route
     weight_bits: Declared
     activation_bits: Declared
 
@@ -249,11 +279,13 @@ def declarations_from_json(meta: object, has_weights_file: bool) -> Declarations
     """Plain bits, one of the three routes. The weights file's presence is known on our side: it
     decides that route, whatever was said."""
     plain = (int, float, str, bool, type(None))
-    if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
+    routes = {route.value: route for route in Route}
+    if not isinstance(meta, dict) or meta.get("route") not in routes or not all(
             key in meta and isinstance(meta[key], plain)
             for key in ("weight_bits", "activation_bits")):
         raise ResultError("meta.json is malformed: it needs a route (one of "
-                          f"{', '.join(ROUTES)}) and plain weight_bits and activation_bits")
-    route = "weights file" if has_weights_file else (
-        "default recipe" if meta["route"] == "weights file" else meta["route"])
+                          f"{', '.join(routes)}) and plain weight_bits and activation_bits")
+    said = routes[meta["route"]]
+    route = Route.WEIGHTS_FILE if has_weights_file else (
+        Route.DEFAULT_RECIPE if said is Route.WEIGHTS_FILE else said)
     return Declarations(route, meta["weight_bits"], meta["activation_bits"])

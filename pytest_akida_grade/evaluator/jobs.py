@@ -8,10 +8,9 @@ KeyError deep in a subprocess. Replies are the stage results of results.py.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-if TYPE_CHECKING:  # nothing of the package at run time: the stages below the grader build jobs
-    from pytest_akida_grade.results import Declared
+from pytest_akida_grade.results import Declared, Route
 
 
 class JobError(ValueError):
@@ -57,7 +56,7 @@ class Inspect(Message):
     seed: int
     weight_bits: Declared
     activation_bits: Declared
-    route: str
+    route: Route
     calibration: Calibration | None = None  # a pre-trained model: the grade's own images
 
 
@@ -89,7 +88,8 @@ class Grade(Message):
     attempts: int
     calibration_samples: int
     seed: int
-    route: str  # how the weights were trained (results.ROUTES), " (cached)" from the cache
+    route: Route  # how the weights were trained
+    cached: bool = False  # by an earlier run (the cache's trained weights)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,6 +99,19 @@ class InspectAndGrade(Message):
     KIND: ClassVar[str] = "inspect+grade"
     inspect: Inspect
     grade: Grade
+
+
+def _field(name: str, value: object) -> object:
+    if value is None:
+        return None
+    if name in NESTED:
+        return _build(NESTED[name], value)
+    if name == "route":
+        try:
+            return Route(value)
+        except ValueError:
+            raise JobError(f"route: not a route: {value!r}") from None
+    return value
 
 
 Job = Inspect | Train | Grade | InspectAndGrade
@@ -123,8 +136,7 @@ def _build(kind: type[Any], data: object) -> Any:
     names = {field.name for field in fields(kind)}
     if set(data) - names:
         raise JobError(f"{kind.__name__}: unknown fields {sorted(set(data) - names)}")
-    values = {name: _build(NESTED[name], value) if name in NESTED and value is not None
-              else value for name, value in data.items()}
+    values = {name: _field(name, value) for name, value in data.items()}
     try:
         return kind(**values)
     except TypeError as error:

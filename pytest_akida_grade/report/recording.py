@@ -34,9 +34,9 @@ def _verdict(record: Mapping[str, object], entry: Recorded, quality_max: float) 
     if isinstance(entry, Refusal):
         return Verdict(FAILED, scrub.for_student(entry.refused))
     accuracy = catalog.part(record, "metrics").get("quantized_accuracy")
-    verdict, _ = verdicts.measured(entry, "replay", str(record["student"]),
-                                   float(accuracy) if isinstance(accuracy, int | float) else None,
-                                   quality_max)
+    verdict = verdicts.measured(entry, "replay", str(record["student"]),
+                                float(accuracy) if isinstance(accuracy, int | float) else None,
+                                quality_max)
     return Verdict(verdict.outcome, scrub.for_student(verdict.message), verdict.metrics)
 
 
