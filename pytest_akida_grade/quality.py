@@ -1,8 +1,9 @@
 """The assignment's Quality, the energy budget it leaves, and one hardware run's figures.
 
 Pure: no akida, no files. A `Measurement` is what the board reports (board.py) or what a
-recording replays (hardware.py); Quality = (100 - accuracy %) x latency [s] x average power [W] x
-memory [bytes], lower is better, full credit below the bar (QUALITY_MAX). No imports from here.
+recording replays (hardware.py), a `Refusal` a model the board would not run. Quality =
+(100 - accuracy %) x latency [s] x average power [W] x memory [bytes], lower is better, full
+credit below the bar (QUALITY_MAX). No imports from here.
 """
 
 from __future__ import annotations
@@ -113,6 +114,37 @@ class Measurement:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The board would not run the model (akida could not map it): recorded beside figures, so
+    that a replay fails the student as the board did."""
+
+    refused: str  # the failure, as the hardware check says it
+    model_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any, *, where: str) -> Refusal:
+        if not isinstance(d, dict) or set(d) - {"refused", "model_sha256"} or \
+                not isinstance(d.get("refused"), str) or \
+                not isinstance(d.get("model_sha256"), str | None):
+            raise ReplayError(f"{where}: a refusal is {{\"refused\": text, \"model_sha256\": "
+                              f"text or null}}, got {_kind(d)}")
+        return cls(d["refused"], d.get("model_sha256"))
+
+
+Recorded = Measurement | Refusal  # what a recording holds for one student
+
+
+def recorded_from_json(d: Any, *, where: str) -> Recorded:
+    """A recording's entry: figures, or the board's refusal (an object with "refused")."""
+    if isinstance(d, dict) and "refused" in d:
+        return Refusal.from_json(d, where=where)
+    return Measurement.from_json(d, where=where)
+
+
 def _kind(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -169,3 +201,4 @@ class Run:
     source: Source
     measurement: Measurement | None = None
     why: str | None = None  # why there is no measurement (a recording without this student)
+    kept: str | None = None  # no measurement yet: the sha256 of the model kept for the board
