@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from made_up import handout_cells, notebook
+from made_up import HANDOUT_DATA, HANDOUT_FIT, HANDOUT_MODEL, notebook
 from packaging.requirements import Requirement
 
 from pytest_akida_grade import catalog
@@ -32,6 +32,11 @@ TEST_NAMES = ("conftest.py", "test_model.py", "model_test.py")
 MARKER = ("import pathlib\nmarker = pathlib.Path({path!r})\n"
           "marker.parent.mkdir(exist_ok=True)\nmarker.write_text('imported')\n")
 RUN_TIMEOUT = 300  # seconds for run_autograder: ~15 s here, more on a busy machine
+# The handout's notebook as a student uploads it, without its quantize and convert cells (the
+# grader makes its own; the fast class of test_plugin_fast.py runs them in the sandbox).
+HANDED_IN = ["import numpy as np\nfrom tensorflow import keras\nimport akida", HANDOUT_DATA,
+             HANDOUT_MODEL, HANDOUT_FIT, "weight_precision = 4\nactivation_bit = 4",
+             "device = akida.devices()[0]", "model_akida.map(device)"]
 
 # Gradescope's documented results.json fields (autograder specifications).
 TOP_LEVEL = {"score", "execution_time", "output", "output_format", "test_output_format",
@@ -391,7 +396,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     # The handout's notebook, named as students name them (not a Python name), is graded
     # under a plain name.
     markers = tmp_path / "markers"
-    root = _autograder_root(tmp_path, built, {"my-model.ipynb": notebook(handout_cells()), **{
+    root = _autograder_root(tmp_path, built, {"my-model.ipynb": notebook(HANDED_IN), **{
         name: MARKER.format(path=str(markers / name)) for name in TEST_NAMES}})
     done = _run_autograder(root)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -407,7 +412,7 @@ def test_run_autograder_grades_the_one_submission_into_gradescopes_results_json(
     assert result["score"] == sum(test["score"] for test in result["tests"]) == sum(
         catalog.DEFAULT_POINTS[name] for name in catalog.FAST)
     assert result["output"].startswith("my_model: 6 / 20 points.")
-    assert "the run stopped: code cell 8 raised IndexError" in tests["loads"]["output"]
+    assert "the run stopped: code cell 6 raised IndexError" in tests["loads"]["output"]
     assert isinstance(result["execution_time"], int) and result["execution_time"] >= 1
     assert tests["akida_accuracy"]["visibility"] == "after_due_date"
     assert tests["loads"]["visibility"] == result["visibility"] == "visible"
