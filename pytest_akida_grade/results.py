@@ -1,14 +1,17 @@
 """The typed results that travel between stages (docs/contracts.md), and their JSON form.
 
 A stage either ends with a result or with a `failure`: a message for the student. `HarnessError`
-is the grader's own failure (no data, no board, a bug), never the student's. No imports from this
-package: every other module may use these types.
+is the grader's own failure (no data, no board, a bug), never the student's. What crosses a process
+or is cached is a `Record` of codec.py: `to_json`, and `from_json` naming a field at fault
+(`RecordError`). Only codec.py from this package: every other module may use these types.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
+
+from pytest_akida_grade.codec import Record, RecordError
 
 Json = dict[str, Any]
 Declared = int | float | str | bool | None  # a module constant as the student declared it
@@ -22,12 +25,8 @@ class HarnessError(Exception):
     """The grader, not the student, could not do its job (no data, no board, a bug)."""
 
 
-class ResultError(ValueError):
-    """A stored or transported result does not have the fields its type needs."""
-
-
 @dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     """A broken rule: the rule's id, a message that names the layer and the fix."""
 
     rule: str
@@ -63,7 +62,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class MappingFigures:
+class MappingFigures(Record):
     """The converted model mapped on a virtual AKD1000 (static, not measured on a board)."""
 
     error: str | None  # the mapper's refusal, explained for the student
@@ -74,7 +73,7 @@ class MappingFigures:
 
 
 @dataclass(frozen=True)
-class V1Truth:
+class V1Truth(Record):
     """The untrained model quantized, converted for Akida 1.0 and mapped: the hardware fit."""
 
     bits: tuple[int, int]  # the precision it was checked at
@@ -86,7 +85,7 @@ class V1Truth:
 
 
 @dataclass(frozen=True)
-class Built:
+class Built(Record):
     """The build stage: the submission's architecture as the trusted evaluator rebuilt it."""
 
     layers: tuple[Json, ...]  # layer specs (docs/contracts.md)
@@ -102,7 +101,7 @@ class Built:
 
 
 @dataclass(frozen=True)
-class Graded:
+class Graded(Record):
     """The grade stage: trained, quantized, converted and evaluated on the test set."""
 
     n_train: int
@@ -138,95 +137,18 @@ class Stage(Generic[T]):
 # ---------------------------------------------------------------------------- JSON
 
 
-def to_json(result: Built | Graded | MappingFigures | V1Truth) -> Json:
-    return asdict(result)
-
-
-def _get(data: object, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(data, dict) or name not in data:
-        raise ResultError(f"{where}: missing {name!r}")
-    value = data[name]
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _tuple(kinds)):
-        raise ResultError(f"{where}: {name!r} is {type(value).__name__}")
-    return value
-
-
-def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-NUMBER = (int, float)
-OPTIONAL_TEXT = (str, type(None))
-
-
-def mapping_from_json(data: object, where: str = "mapping") -> MappingFigures:
-    return MappingFigures(
-        error=_get(data, "error", OPTIONAL_TEXT, where),
-        **{name: int(_get(data, name, int, where)) for name in (
-            "nps", "hardware_sequences", "software_sequences", "program_memory_bytes")})
-
-
-def v1_from_json(data: object, where: str = "v1") -> V1Truth:
-    bits = _get(data, "bits", (list, tuple), where)
-    if len(bits) != 2 or not all(isinstance(b, int) for b in bits):
-        raise ResultError(f"{where}: 'bits' must be two whole numbers")
-    mapping = _get(data, "mapping", (dict, type(None)), where)
-    return V1Truth(
-        bits=(int(bits[0]), int(bits[1])),
-        declared_bits_used=_get(data, "declared_bits_used", bool, where),
-        conversion_error=_get(data, "conversion_error", OPTIONAL_TEXT, where),
-        cut_at=_get(data, "cut_at", OPTIONAL_TEXT, where),
-        warnings=tuple(str(w) for w in _get(data, "warnings", (list, tuple), where)),
-        mapping=None if mapping is None else mapping_from_json(mapping, f"{where}.mapping"))
-
-
-def _violation_from_json(data: object, where: str) -> Violation:
-    return Violation(
-        rule=_get(data, "rule", str, where), message=_get(data, "message", str, where),
-        layer_index=_get(data, "layer_index", (int, type(None)), where),
-        layer_name=_get(data, "layer_name", OPTIONAL_TEXT, where),
-        documented=_get(data, "documented", bool, where))
-
-
-def built_from_json(data: object, where: str = "build result") -> Built:
-    violations = _get(data, "violations", dict, where)
-    return Built(
-        layers=tuple(_get(data, "layers", (list, tuple), where)),
-        params=_get(data, "params", int, where),
-        weight_bits=_get(data, "weight_bits", (int, float, str, bool, type(None)), where),
-        activation_bits=_get(data, "activation_bits", (int, float, str, bool, type(None)), where),
-        violations={str(check): tuple(_violation_from_json(v, f"{where}.violations")
-                                      for v in found) for check, found in violations.items()},
-        v1=v1_from_json(_get(data, "v1", dict, where), f"{where}.v1"),
-        route=_get(data, "route", str, where),
-        not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where))
-
-
-def graded_from_json(data: object, where: str = "grade result") -> Graded:
-    akida = _get(data, "akida_accuracy", (int, float, type(None)), where)
-    return Graded(
-        n_train=_get(data, "n_train", int, where), n_test=_get(data, "n_test", int, where),
-        route=_get(data, "route", str, where),
-        float_accuracy=float(_get(data, "float_accuracy", NUMBER, where)),
-        quantized_accuracy=float(_get(data, "quantized_accuracy", NUMBER, where)),
-        akida_accuracy=None if akida is None else float(akida),
-        quantize_attempt=_get(data, "quantize_attempt", int, where),
-        attempt_val_accuracies=tuple(float(v) for v in _get(
-            data, "attempt_val_accuracies", (list, tuple), where)),
-        cut_at=_get(data, "cut_at", OPTIONAL_TEXT, where),
-        mapping=mapping_from_json(_get(data, "mapping", dict, where), f"{where}.mapping"),
-        peak_rss_mb=float(_get(data, "peak_rss_mb", NUMBER, where)),
-        model_path=str(data.get("model_path", "")) if isinstance(data, dict) else "")
-
-
-def built_and_graded_from_json(data: object, where: str = "inspect+grade result",
-                               ) -> tuple[Built, Stage[Graded]]:
+@dataclass(frozen=True, kw_only=True)
+class BuiltAndGraded(Record):
     """One job's build and grade (a pre-trained model): the grade may have failed alone."""
-    graded = _get(data, "graded", (dict, type(None)), where)
-    built = built_from_json(_get(data, "built", dict, where), f"{where}.built")
-    if graded is None:
-        return built, Stage(failure=_get(data, "grade_failure", str, where))
-    return built, Stage(result=graded_from_json(graded, f"{where}.graded"))
+
+    built: Built
+    graded: Graded | None = None
+    grade_failure: str | None = None  # why the grade failed (None when graded)
+
+    def stages(self) -> tuple[Built, Stage[Graded]]:
+        if self.graded is None:
+            return self.built, Stage(failure=self.grade_failure or "the grade failed")
+        return self.built, Stage(result=self.graded)
 
 
 def with_model(graded: Graded, model_path: str) -> Graded:
@@ -237,7 +159,7 @@ ROUTES = ("weights file", "train()", "default recipe")
 
 
 @dataclass(frozen=True)
-class Declarations:
+class Declarations(Record):
     """What a submission declared (its sandbox's meta.json), checked: the bits and the route."""
 
     route: str  # one of ROUTES
@@ -248,12 +170,12 @@ class Declarations:
 def declarations_from_json(meta: object, has_weights_file: bool) -> Declarations:
     """Plain bits, one of the three routes. The weights file's presence is known on our side: it
     decides that route, whatever was said."""
-    plain = (int, float, str, bool, type(None))
-    if not isinstance(meta, dict) or meta.get("route") not in ROUTES or not all(
-            key in meta and isinstance(meta[key], plain)
-            for key in ("weight_bits", "activation_bits")):
-        raise ResultError("meta.json is malformed: it needs a route (one of "
-                          f"{', '.join(ROUTES)}) and plain weight_bits and activation_bits")
+    try:
+        said = Declarations.from_json(meta)
+        if said.route not in ROUTES:
+            raise RecordError(f"route {said.route[:40]!r} is not one of {', '.join(ROUTES)}")
+    except RecordError as error:
+        raise RecordError(f"meta.json is malformed: {error}") from None
     route = "weights file" if has_weights_file else (
-        "default recipe" if meta["route"] == "weights file" else meta["route"])
-    return Declarations(route, meta["weight_bits"], meta["activation_bits"])
+        "default recipe" if said.route == "weights file" else said.route)
+    return replace(said, route=route)

@@ -13,7 +13,7 @@ never by importing student code. It holds hashes and a small sketch per layer, n
   filters' order does not matter either. A copy scores 1, a lightly perturbed copy above 0.99,
   independently trained filters far below (no twin in a 9+ dimensional space).
 
-Pure: numpy and the standard library; no pytest, no TensorFlow.
+Pure: numpy, the standard library and the codec's readers (codec.py); no pytest, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ import itertools
 import json
 import math
 import tokenize
-import zipfile
 from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
+
+from pytest_akida_grade.codec import RecordError, arrays, loads
 
 SKETCH = 64  # numbers per unit at most (longer descriptors are projected)
 MAX_UNITS = 64  # units per layer kept in a record
@@ -78,8 +79,9 @@ def _classes(node: object, depth: int = 0) -> list[str]:
 def architecture_hash(model_json: bytes, shapes: Iterable[tuple[int, ...]]) -> str:
     """sha256 of the layer classes and weight shapes (layer names left out)."""
     try:
-        classes = _classes(json.loads(model_json))
-    except (ValueError, RecursionError):
+        classes = _classes(loads(model_json, what="model.json", limit=len(model_json),
+                                 finite=False))
+    except RecordError:
         classes = ["unreadable"]
     text = json.dumps([classes, [list(shape) for shape in shapes]])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -128,9 +130,7 @@ def weights_fingerprint(arrays: Iterable[npt.NDArray[np.generic]],
 
 def read_npz(data: bytes) -> list[npt.NDArray[np.generic]]:
     """The arrays of a weights.npz (np.savez of get_weights(): arr_0, arr_1, ...), no pickle."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        names = sorted(archive.files, key=lambda n: int(n[4:]) if n[4:].isdigit() else -1)
-        return [np.asarray(archive[name]) for name in names]
+    return arrays(data, what="weights.npz", limit=len(data))
 
 
 def fingerprint(source: bytes | None, weights_file: str | None, model_json: bytes | None,
@@ -140,8 +140,8 @@ def fingerprint(source: bytes | None, weights_file: str | None, model_json: byte
                              "weights_file": weights_file,
                              "weights": weights}
     if model_json is not None and weights_npz is not None:
-        with contextlib.suppress(ValueError, OSError, zipfile.BadZipFile, EOFError, TypeError,
-                                 MemoryError):  # a hostile export: compared by its hashes alone
+        with contextlib.suppress(RecordError, ValueError, TypeError, MemoryError):
+            # a hostile export (read by the codec): compared by its hashes alone
             found.update(weights_fingerprint(read_npz(weights_npz), model_json))
     return found
 

@@ -13,26 +13,23 @@ in as the protocols below, so a test drives them with fakes. Student code runs o
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pytest_akida_grade.codec import RecordError, loads
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.results import (
     Built,
+    BuiltAndGraded,
     Declarations,
     Graded,
-    ResultError,
     Stage,
-    built_and_graded_from_json,
-    built_from_json,
     declarations_from_json,
-    graded_from_json,
 )
-from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.sandbox.watch import EXPORTS, Job
 from pytest_akida_grade.settings import called
 
 if TYPE_CHECKING:
@@ -44,6 +41,7 @@ if TYPE_CHECKING:
 Urgency = Callable[[], int]  # 0: the student pytest is judging now; its jobs go first
 TIMEOUT_OPTION = called("timeout")  # the options a timeout message names
 GRADE_TIMEOUT_OPTION = called("grade_timeout")
+META_BYTES = EXPORTS["build"]["meta.json"]  # what the sandbox's hand-over copies at most
 
 
 class Children(Protocol):
@@ -163,7 +161,7 @@ class Inspection:
                 data=data_spec(self.data), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
                                   urgency)
-        return reply.stage(built_from_json, submission.name)
+        return reply.stage(Built.from_json, submission.name)
 
     def inspect_and_grade(self, submission: Submission, export: Export, urgency: Urgency,
                           ) -> tuple[Stage[Built], Stage[Graded]]:
@@ -175,7 +173,7 @@ class Inspection:
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
                                   submission.name, s.timeout + s.grade_timeout,
                                   GRADE_TIMEOUT_OPTION, urgency)
-        both = reply.stage(built_and_graded_from_json, submission.name)
+        both = reply.stage(lambda ok: BuiltAndGraded.from_json(ok).stages(), submission.name)
         if both.result is None:
             return (Stage(failure=both.failure, repeatable=both.repeatable),
                     Stage(failure=both.failure, repeatable=both.repeatable))
@@ -241,7 +239,7 @@ class Evaluation:
                         staged(self.children, "model.fbz"))
         reply = self.trusted.call(job, submission.name, self.settings.grade_timeout,
                                   GRADE_TIMEOUT_OPTION, urgency)
-        graded = reply.stage(graded_from_json, submission.name)
+        graded = reply.stage(Graded.from_json, submission.name)
         if graded.result is None:
             return graded
         return Stage(result=replace(graded.result, model_path=job.out))
@@ -259,9 +257,9 @@ def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
 def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:
     """The route and the bits the sandbox handed over (meta.json), checked."""
     try:
-        return Stage(result=declarations_from_json(
-            json.loads((export / "meta.json").read_bytes()), pretrained))
-    except (ValueError, ResultError) as error:
+        meta = loads((export / "meta.json").read_bytes(), what="meta.json", limit=META_BYTES)
+        return Stage(result=declarations_from_json(meta, pretrained))
+    except (OSError, RecordError) as error:
         return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
 
 

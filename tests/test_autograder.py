@@ -242,8 +242,10 @@ def test_setup_sh_keeps_the_images_python_only_when_the_wheel_supports_it(
 
 def test_a_bundled_recording_goes_into_the_zip_and_run_autograder_replays_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from board_double import PUBLISHED_PASS
+
     recording = tmp_path / "board.json"
-    recording.write_text('{"alice": {"fps": 1677.85}}\n')
+    recording.write_text(json.dumps({"alice": PUBLISHED_PASS}) + "\n")
     status, built, err = _build(tmp_path, capsys, "--replay", str(recording))
     assert status == 0, err
     assert _zip_text(built, "replay.json") == recording.read_text()
@@ -263,7 +265,7 @@ def test_the_known_settings_are_the_plugins_ini_keys() -> None:
     (["--option", "timeout"], "expected KEY=VALUE"),
     (["--option", "akida_points=hw = 3"], "unknown check 'hw'"),
     (["--option", "akida_points=loads = many"], "'many' in 'loads = many' is not a number"),
-    (["--replay", "missing.json"], "missing.json: no such file"),
+    (["--replay", "missing.json"], "missing.json: replay file not found"),
     (["--option", "akida_sandbox=sometimes"], "akida_sandbox 'sometimes': must be"),
     (["--option", "akida_replay=board.json"], "bundle a recording with --replay FILE"),
     (["--option", "akida_timeout=soon"], "invalid akida_timeout value 'soon'"),  # the plugin's

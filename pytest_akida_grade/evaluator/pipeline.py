@@ -25,7 +25,7 @@ from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.rebuild import BadNumbers, NotRebuilt, SubmissionError, rebuilt
-from pytest_akida_grade.evaluator.schema import SchemaError, parse, refusal
+from pytest_akida_grade.evaluator.schema import ARCHITECTURE_BYTES, SchemaError, parse, refusal
 from pytest_akida_grade.quality import argmax_accuracy
 from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth, Violation
 from pytest_akida_grade.rules import akida_v1, architecture, design_space, mapper
@@ -36,7 +36,6 @@ Array = np.ndarray[Any, Any]
 QUANTIZE_STOP = re.compile(r"'([^']+)' of type (\w+) is not supported to quantize")
 CONVERT_STOP = re.compile(r"Conversion stops\s+at layer (\S+)")
 FIT_SAMPLES = 64  # random images that calibrate the untrained model's quantization
-ARCHITECTURE_BYTES = 8 << 20
 
 
 # ---------------------------------------------------------------------------- the gate
