@@ -20,6 +20,7 @@ from typing import TypeGuard
 
 from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.catalog import MISSING, OUTCOMES
+from pytest_akida_grade.codec import RecordError, load
 from pytest_akida_grade.fileio import atomic_write_text
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
@@ -50,6 +51,7 @@ CSV_COLUMNS = (
 FILE_COLUMNS = ("file", "late")
 SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
 COURSE_PREFIX = "test_"  # a course check is named after its test function
+GRADES_BYTES = 1 << 30  # a class of thousands, each record a few KB, is far below this
 
 
 class ReportError(Exception):
@@ -201,15 +203,15 @@ def _check_record(item: object, where: str) -> Record:
 
 
 def _load(source: Path) -> object:
+    """A grade file through the codec's reader: size, depth and numbers bounded."""
     try:
-        return json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ReportError(f"{source}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{source}: cannot read: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{source}: not valid JSON: {exc.msg} "
-                          f"(line {exc.lineno}, column {exc.colno})") from exc
+        return load(source, what=str(source), limit=GRADES_BYTES)
+    except FileNotFoundError:
+        raise ReportError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise ReportError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def read_json(path: str | os.PathLike[str]) -> list[Record]:
