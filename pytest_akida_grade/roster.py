@@ -1,6 +1,6 @@
 """roster.csv: who each imported student is on the LMS (written by `import-submissions` beside
 the modules, read by the plugin to carry the late flag and the handed-in file names into the
-records). A leaf module: the csv module only.
+records). Only fileio.py from this package (the CSV every writer writes).
 
 Columns (docs/contracts.md): student, name, late, files, module, weights, then the LMS's own
 identifiers (Canvas `ID`; Gradescope `submission_id`, `emails`, `sid`; Moodle `moodle_id`).
@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_akida_grade.fileio import csv_text, read_cell
 
 NAME = "roster.csv"
 COLUMNS = ("student", "name", "late", "files", "module", "weights")
@@ -42,12 +44,10 @@ def join(values: Iterable[str]) -> str:
 
 
 def to_csv(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
-    """The roster's text: a header row, then one row per student in the given order."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """The roster's text: a header row, then one row per student in the given order (a name
+    or file name that would run as a formula in a spreadsheet is written as text)."""
+    return csv_text([columns, *([row.get(c, "") for c in columns] for row in rows)],
+                    ending="\n")
 
 
 def _flag(value: str, where: str) -> bool:
@@ -57,7 +57,7 @@ def _flag(value: str, where: str) -> bool:
 
 
 def _entry(row: Mapping[str, str | None], where: str) -> Entry:
-    cells = {key: (row.get(key) or "").strip() for key in (*REQUIRED, "name")}
+    cells = {key: read_cell((row.get(key) or "").strip()) for key in (*REQUIRED, "name")}
     if not cells["student"]:
         raise RosterError(f"{where}: the student is empty")
     module = cells["module"]

@@ -7,8 +7,6 @@ Reads only student records (docs/contracts.md) and the catalog. Accuracies in re
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import keyword
 import math
@@ -21,7 +19,7 @@ from typing import TypeGuard
 from pytest_akida_grade import catalog, similarity
 from pytest_akida_grade.catalog import MISSING, OUTCOMES
 from pytest_akida_grade.codec import RecordError, load
-from pytest_akida_grade.fileio import atomic_write_text
+from pytest_akida_grade.fileio import atomic_write_text, csv_text
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
 Record = dict[str, object]  # a student record (docs/contracts.md), checked by read_json
@@ -292,18 +290,17 @@ def csv_columns(records: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
 
 def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[str],
               points: Mapping[str, float]) -> None:
-    """One row per student: check outcomes, metrics, points (see csv_columns)."""
+    """One row per student: check outcomes, metrics, points (see csv_columns); every cell
+    safe in a spreadsheet (fileio.csv_text)."""
     records = _by_student(records)
     checks = [*catalog.NAMES, *course_checks(records)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
     columns = csv_columns(records)
     extra = [key for key in FILE_COLUMNS if key in columns]
-    writer.writerow(columns)
+    rows: list[list[object]] = [list(columns)]
     for record in records:
         metrics = catalog.part(record, "metrics")
         earned, maximum = catalog.score(record, points)
-        writer.writerow([
+        rows.append([
             record.get("student", ""),
             *(catalog.outcome_of(record, name)[0] for name in checks),
             *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
@@ -311,7 +308,7 @@ def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[s
             format_number(maximum),
             *(_csv_value(record.get(key)) for key in extra),
         ])
-    write_text(path, buffer.getvalue())
+    write_text(path, csv_text(rows))
 
 
 # ---------------------------------------------------------------- Gradescope
