@@ -182,3 +182,14 @@ def test_skipping_a_version_that_is_not_run_is_refused(monkeypatch: pytest.Monke
     monkeypatch.setenv(pythons.SKIP_ENV, "3.9")
     with pytest.raises(SystemExit, match=r"3\.9 is not one of the versions run"):
         pythons.main(["--work", "/tmp/akida-pythons-never-made"])
+
+
+def test_the_debian_autograder_grades_with_exactly_make_pythons_settings(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert pythons.main(["--print-settings"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [f"{key}={value}" for key, value in pythons.FAST.items()]
+    script = (REPO / "tools" / "autograder_debian.sh").read_text()
+    assert 'tools/pythons.py" --print-settings' in script
+    assert [option for option in script.split("--option ")[1:]
+            if option.startswith(("akida_", '"akida_')) and "akida_points" not in option] == []

@@ -361,6 +361,31 @@ def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120, check=False)
 
 
+def test_merge_keeps_the_visibility_and_the_leaderboard_of_the_ini_the_class_was_graded_with(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nakida_visibility =\n    default = after_published\n"
+        "    akida_accuracy = hidden\nakida_stdout_visibility = hidden\n"
+        "akida_leaderboard =\n    Quality = quality asc\nakida_points = loads = 3\n")
+    files.write_json([alice()], tmp_path / "part-1.json")
+    files.write_json([bob()], tmp_path / "part-2.json")
+    ini = f"--ini={tmp_path / 'pytest.ini'}"
+    assert cli.main(["merge", str(tmp_path / "part-1.json"), str(tmp_path / "part-2.json"), ini,
+                     f"--gradescope={tmp_path / 'gs'}"]) == 0
+    merged = json.loads((tmp_path / "gs" / "alice" / "results.json").read_text())
+    assert merged["visibility"] == "after_published" and merged["stdout_visibility"] == "hidden"
+    assert merged["leaderboard"] == [{"name": "Quality", "value": 122.8, "order": "asc"}]
+    tests = {test["name"].rsplit("[", 1)[1].rstrip("]"): test for test in merged["tests"]}
+    assert tests["akida_accuracy"]["visibility"] == "hidden"
+    assert tests["loads"]["max_score"] == 3.0
+    # the same file as one student's results written by the autograder's command
+    assert cli.main(["gradescope-results", str(tmp_path / "part-1.json"),
+                     str(tmp_path / "one.json"), ini]) == 0, capsys.readouterr().err
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert {k: v for k, v in merged.items() if k != "output"} == \
+        {k: v for k, v in one.items() if k != "output"}
+
+
 def test_the_merge_command_writes_csv_html_json_and_gradescope_files(tmp_path: Path) -> None:
     files.write_json([alice(), carol()], tmp_path / "a.json")
     files.write_json([bob()], tmp_path / "b.json")

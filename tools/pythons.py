@@ -354,7 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", action="append", default=os.environ.get(SKIP_ENV, "").replace(
         ",", " ").split(), metavar="3.X", help=f"a version not to run even if it is missing here "
         f"(else a missing one fails); also {SKIP_ENV}=\"3.10 3.12\"")
+    parser.add_argument("--print-settings", action="store_true", help="print the fast settings "
+                        "(KEY=VALUE lines) and exit: make autograder-debian grades with them")
     args = parser.parse_args(argv)
+    if args.print_settings:
+        print("\n".join(f"{key}={value}" for key, value in FAST.items()))
+        return 0
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     versions = args.versions or supported_versions((ROOT / "pyproject.toml").read_text())
     unknown = sorted(set(args.skip) - set(versions))

@@ -69,7 +69,7 @@ def _weights(path: Path, model: Any) -> list[np.ndarray[Any, Any]]:
     """The exported arrays, in the model's order, of exactly the model's shapes."""
     expected = [tuple(w.shape) for w in model.weights]
     try:
-        arrays = codec.arrays(path, what="the exported weights", limit=WEIGHTS_BYTES)
+        arrays = codec.arrays(path, what="the exported weights file", limit=WEIGHTS_BYTES)
     except codec.RecordError as error:
         raise SubmissionError(str(error)) from None
     shapes = [tuple(a.shape) for a in arrays]
