@@ -85,10 +85,6 @@ def load_replay(path: Path) -> dict[str, Measurement]:
     codec's reader: a ReplayError names the file, the student and the field."""
     try:
         data = load(path, what=str(path), limit=RECORDING_BYTES)
-    except FileNotFoundError:
-        raise ReplayError(f"{path}: replay file not found") from None
-    except OSError as error:
-        raise ReplayError(f"{path}: cannot read replay file: {error.strerror or error}") from None
     except RecordError as error:
         raise ReplayError(str(error)) from None
     if not isinstance(data, dict):

@@ -265,7 +265,7 @@ def test_the_known_settings_are_the_plugins_ini_keys() -> None:
     (["--option", "timeout"], "expected KEY=VALUE"),
     (["--option", "akida_points=hw = 3"], "unknown check 'hw'"),
     (["--option", "akida_points=loads = many"], "'many' in 'loads = many' is not a number"),
-    (["--replay", "missing.json"], "missing.json: replay file not found"),
+    (["--replay", "missing.json"], "missing.json: no such file"),
     (["--option", "akida_sandbox=sometimes"], "akida_sandbox 'sometimes': must be"),
     (["--option", "akida_replay=board.json"], "bundle a recording with --replay FILE"),
     (["--option", "akida_timeout=soon"], "invalid akida_timeout value 'soon'"),  # the plugin's

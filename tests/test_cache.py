@@ -229,7 +229,7 @@ def _delete_manifest(entry: Entry) -> None:
     (_result_of_another_stage, "Figures: unknown fields ['route']"),
     (_manifest_nested_to_crash_its_reader, "manifest.json is nested more than 64 levels deep"),
     (_manifest_naming_a_file_outside, "../../secret is missing"),
-    (_delete_manifest, "No such file"),
+    (_delete_manifest, "manifest.json: no such file"),
 ])
 def test_a_corrupt_entry_is_reported_deleted_and_treated_as_a_miss(
         cache: Cache, artifact: Path, problems: Problems, damage: Any, said: str) -> None:

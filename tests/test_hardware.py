@@ -219,7 +219,7 @@ def test_a_good_replay_file_loads(tmp_path: Path) -> None:
 
 
 def test_a_missing_replay_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match=r"nope\.json: replay file not found"):
+    with pytest.raises(ReplayError, match=r"nope\.json: no such file"):
         load_replay(tmp_path / "nope.json")
 
 

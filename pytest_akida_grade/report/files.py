@@ -204,10 +204,6 @@ def _load(source: Path) -> object:
     """A grade file through the codec's reader: size, depth and numbers bounded."""
     try:
         return load(source, what=str(source), limit=GRADES_BYTES)
-    except FileNotFoundError:
-        raise ReportError(f"{source}: no such file") from None
-    except OSError as exc:
-        raise ReportError(f"{source}: cannot read: {exc.strerror or exc}") from None
     except RecordError as exc:
         raise ReportError(str(exc)) from None
 

@@ -64,9 +64,15 @@ def loads(data: str | bytes, *, what: str, limit: int, depth: int = DEPTH,
 
 def load(path: Path | str, *, what: str, limit: int, depth: int = DEPTH, values: int = VALUES,
          finite: bool = True) -> object:
-    """`loads` of a file, read no further than its limit; OSError when it cannot be read."""
-    with open(path, "rb") as file:
-        data = file.read(limit + 1)
+    """`loads` of a file, read no further than its limit (one that cannot be read is a
+    RecordError too)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except FileNotFoundError:
+        raise RecordError(f"{what}: no such file") from None
+    except OSError as error:
+        raise RecordError(f"{what}: cannot read it ({error.strerror or error})") from None
     return loads(data, what=what, limit=limit, depth=depth, values=values, finite=finite)
 
 
