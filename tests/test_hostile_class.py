@@ -72,6 +72,7 @@ ONCE = ("spinner", *FIGURES_OF_ALICE, "declarer", *READERS)
 NFC, NFD = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
 HTML_NAME = "<img src=x onerror=alert(1)>"
 NAMES = ("=2+5", "@SUM(1)", "student_2_5", NFC, NFD, HTML_NAME)
+NOT_UTF8 = os.fsdecode(b"\xff\xfebad.py")  # bytes no report can write: listed, not graded
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
@@ -387,7 +388,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory,
 def hostile_names(root: Path) -> dict[str, bytes]:
     """Files with hostile names (each alice's model); the two Josés (differing only by Unicode
     normalisation) each with a weights file: NFC's fits its model, NFD's does not."""
-    found = {f"{name}.py": student_source().encode() for name in NAMES}
+    found = {f"{name}.py": student_source().encode() for name in (*NAMES, NOT_UTF8[:-3])}
     module = root / "weights-source.py"
     module.write_text(student_source())
     save_weights(module, root / "fits.weights.h5")
@@ -417,10 +418,11 @@ def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         root, students, "cache-attack", mnist, "-n", "2", "--akida-csv=gradebook.csv",
         "--html=report.html", "--self-contained-html", files=named)
     outside_after = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
+    not_graded = json.loads((root / "grades.json").read_text()).get("not_graded", [])
     regraded = grade(root, HONEST, "cache-attack", mnist)[0] if first else None
     return {"mode": mode, "reference": reference[0], "attack": attack, "regraded": regraded,
             "output": output, "seconds": seconds, "root": root, "named": named,
-            "outside": (outside, outside_after)}
+            "not_graded": not_graded, "outside": (outside, outside_after)}
 
 
 def record(graded: dict[str, Any], student: str) -> dict[str, Any]:
@@ -587,8 +589,9 @@ def test_a_hand_over_that_attacks_its_reader_fails_loads_in_the_students_words(
 def test_a_rescaling_that_overflows_is_named_instead_of_the_layer_after_it(graded):
     v1 = outcome(graded, "overflow", "v1_constraints")
     assert v1["outcome"] == "failed", v1
-    assert v1["message"].startswith("layer 0 'rescaling' (Rescaling): its outputs overflow"), v1
-    assert "template's pattern" not in v1["message"] and "'re_lu'" not in v1["message"]
+    said = v1["message"].split("the Akida tools said:")[0]  # their words blame the ReLU
+    assert "layer 0 'rescaling' (Rescaling): its outputs overflow" in said, v1
+    assert "template's pattern" not in said and "'re_lu'" not in said, v1
 
 
 def by_file(graded: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -607,6 +610,13 @@ def test_hostile_file_names_are_graded_each_as_its_own_student(graded):
         assert all(v["outcome"] != "error" for v in checks.values()), (name, checks)
         if name != NFD:  # alice's model: every fast check passes
             assert checks["layer_whitelist"]["outcome"] == "passed", (name, checks)
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_not_graded_saying_why(graded):
+    by_file(graded)
+    listed = {item["file"]: item for item in graded["not_graded"]}
+    assert "\ufffd\ufffdbad.py" in listed, listed
+    assert "not valid UTF-8" in listed["\ufffd\ufffdbad.py"]["reason"]
 
 
 def test_names_that_differ_only_by_normalisation_each_get_their_own_weights(graded):
