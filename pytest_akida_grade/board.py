@@ -19,7 +19,7 @@ import filelock
 import numpy as np
 import numpy.typing as npt
 
-from pytest_akida_grade.catalog import IMAGE_SHAPE
+from pytest_akida_grade.assignment import IMAGE_SHAPE
 from pytest_akida_grade.fileio import file_sha256
 from pytest_akida_grade.quality import Measurement, argmax_accuracy
 from pytest_akida_grade.results import HarnessError, Stage

@@ -1,28 +1,41 @@
-"""The assignment in one place: its checks (name, title, column label, points, stage), its
-constants, and how points are read and scored.
+"""The checks in one place: each one `Check` (its name, title, column label, default points, the
+stage it needs, its rule and its verdict), and how points are read and scored.
 
-Every other module reads check names and points from here. No imports from this package.
+Adding a built-in check is one entry below, its rule (rules/) and its verdict (verdicts.py):
+the evaluator runs every entry's rule, the grader asks every entry's verdict, the reports list
+every entry. Pure: no pytest, no TensorFlow.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-# ---------------------------------------------------------------------------- the assignment
-
-INPUT_SHAPE = (28, 28, 1)  # MNIST images as the model takes them
-IMAGE_SHAPE = INPUT_SHAPE[:2]
-NUM_CLASSES = 10
-SUPPORTED_SCHEMES = ((4, 4), (4, 1), (2, 4))  # (weight bits, activation bits) on Akida 1.0
-MIN_ACCURACY = 0.95
+from pytest_akida_grade import verdicts
+from pytest_akida_grade.results import Declared, Violation
+from pytest_akida_grade.rules import akida_v1, design_space
+from pytest_akida_grade.rules.specs import Specs
 
 # ---------------------------------------------------------------------------- the checks
 
 StageName = Literal["build", "grade", "hardware", "course"]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What a rule judges: the layer specs, the declared bits, and the supported precision the
+    Akida 1.0 rules are checked at (the declared one, else W4A4)."""
+
+    layers: Specs
+    weight_bits: Declared
+    activation_bits: Declared
+    checked_bits: tuple[int, int]
+
+
+Rule = Callable[[Submitted], list[Violation]]
 
 
 @dataclass(frozen=True)
@@ -32,20 +45,43 @@ class Check:
     label: str  # the class table's short column head (HTML)
     points: float  # default points, overridden by akida_points
     stage: StageName  # what must run before its verdict
+    verdict: verdicts.Judge | None = None  # a course check's verdict is its test's outcome
+    rule: Rule | None = None  # run by the evaluator on the exported JSON (Built.violations)
+
+
+def _whitelist(model: Submitted) -> list[Violation]:
+    return design_space.layer_whitelist(model.layers)
+
+
+def _relu(model: Submitted) -> list[Violation]:
+    return design_space.relu_bounded(model.layers)
+
+
+def _scheme(model: Submitted) -> list[Violation]:
+    return design_space.quantization_scheme(model.weight_bits, model.activation_bits)
+
+
+def _v1(model: Submitted) -> list[Violation]:
+    return akida_v1.v1_static(model.layers, weight_bits=model.checked_bits[0])
 
 
 CHECKS: tuple[Check, ...] = (
-    Check("loads", "The model file loads", "loads", 1.0, "build"),
-    Check("layer_whitelist", "Only allowed layers", "layers", 1.0, "build"),
-    Check("relu_bounded", "Every ReLU has an upper bound", "ReLU<br>bound", 1.0, "build"),
+    Check("loads", "The model file loads", "loads", 1.0, "build", verdicts.loads),
+    Check("layer_whitelist", "Only allowed layers", "layers", 1.0, "build",
+          verdicts.rules_kept("every layer is in the assignment's design space"), _whitelist),
+    Check("relu_bounded", "Every ReLU has an upper bound", "ReLU<br>bound", 1.0, "build",
+          verdicts.rules_kept("every ReLU has an upper bound and no layer hides an activation"),
+          _relu),
     Check("quantization_scheme", "Quantized as W4A4, W4A1 or W2A4", "W/A<br>bits", 1.0,
-          "build"),
+          "build", verdicts.quantization_scheme, _scheme),
     Check("v1_constraints", "Converts for Akida v1 (hardware constraints)", "v1<br>rules", 2.0,
-          "build"),
-    Check("quantized_accuracy", "Quantized model accuracy", "quant.<br>acc", 2.0, "grade"),
-    Check("akida_accuracy", "Akida (converted) model accuracy", "Akida<br>acc", 2.0, "grade"),
+          "build", verdicts.v1_constraints, _v1),
+    Check("quantized_accuracy", "Quantized model accuracy", "quant.<br>acc", 2.0, "grade",
+          verdicts.quantized_accuracy),
+    Check("akida_accuracy", "Akida (converted) model accuracy", "Akida<br>acc", 2.0, "grade",
+          verdicts.akida_accuracy),
     Check("hardware_quality", "Hardware quality below the pass line", "HW<br>quality", 10.0,
-          "hardware"),
+          "hardware", verdicts.hardware),
 )
 BY_NAME: dict[str, Check] = {check.name: check for check in CHECKS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
@@ -53,6 +89,11 @@ FAST: tuple[str, ...] = tuple(c.name for c in CHECKS if c.stage == "build")
 ACCURACY: tuple[str, ...] = tuple(c.name for c in CHECKS if c.stage == "grade")
 DEFAULT_POINTS: dict[str, float] = {check.name: check.points for check in CHECKS}
 COURSE_CHECK_POINTS = 1.0  # a course's own test (the akida_student fixture), unless configured
+
+
+def violations(model: Submitted) -> dict[str, tuple[Violation, ...]]:
+    """Every rule's verdict on a model: check name -> the rules it broke."""
+    return {check.name: tuple(check.rule(model)) for check in CHECKS if check.rule is not None}
 
 
 def course_check(name: str) -> Check:

@@ -1,4 +1,5 @@
-"""A course's own checks are ordinary pytest tests, through two fixtures (registered by plugin.py).
+"""A course's own checks are ordinary pytest tests, through two fixtures (registered by
+session.py when a run grades students).
 They live in the course checks' directory (akida_course_checks), never among the students:
 
     # course_checks/test_course.py
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from pytest_akida_grade import properties
 from pytest_akida_grade.discovery import Submission
 from pytest_akida_grade.quality import Measurement
 from pytest_akida_grade.results import Built, Graded, HarnessError
@@ -28,17 +30,19 @@ if TYPE_CHECKING:
     from pytest_akida_grade.grading import Grader
 
 T = TypeVar("T")
-GRADER = pytest.StashKey["Grader"]()  # the session's grader, set by plugin.py
+# The session's grader, made on first use (session.py sets it when a run grades students).
+GRADER = pytest.StashKey[Callable[[], "Grader"]]()
 
 
 def grader_of(config: pytest.Config) -> Grader:
     grader = config.stash.get(GRADER, None)
     if grader is None:
-        raise pytest.UsageError("the akida fixtures need the pytest-akida-grade plugin active")
-    return grader
+        raise pytest.UsageError("the akida fixtures grade students: configure them with "
+                                "--akida-students DIR or the ini's akida_students")
+    return grader()
 
 
-class Student:
+class StudentView:
     """One submission as the grader sees it; each figure is computed once, on first use."""
 
     def __init__(self, submission: Submission, grader: Grader) -> None:
@@ -75,7 +79,7 @@ class Student:
     @property
     def graded(self) -> Graded:
         """Float / quantized / Akida accuracy and mapping figures (trains when not cached)."""
-        stage = _harness(lambda: self._grader.grade(self._submission))
+        stage = _harness(lambda: self._grader.wait_grade(self._submission))
         if stage.result is None:
             pytest.skip(f"not graded: {stage.failure}")
         return stage.result
@@ -83,11 +87,11 @@ class Student:
     @property
     def measurement(self) -> Measurement | None:
         """The board's or a recording's figures for this student, or None."""
-        stage = _harness(lambda: self._grader.hardware(self._submission))
+        stage = _harness(lambda: self._grader.run_hardware(self._submission))
         return stage.result.measurement if stage.result else None
 
     def _built(self) -> Built:
-        stage = _harness(lambda: self._grader.build(self._submission))
+        stage = _harness(lambda: self._grader.wait_build(self._submission))
         if stage.result is None:
             pytest.skip("not checked: the submission did not load (see its loads check)")
         return stage.result
@@ -112,13 +116,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture
-def akida_student(request: pytest.FixtureRequest) -> Student:
+def akida_student(request: pytest.FixtureRequest) -> StudentView:
     submission: Submission = request.param
     name = getattr(request.node, "originalname", request.node.name)
-    request.node.user_properties.append(("akida_student", submission.name))
-    request.node.user_properties.append(("akida_check", name))
-    request.node.user_properties.append(("akida_file", submission.path.name))
-    return Student(submission, grader_of(request.config))
+    properties.tag(request.node.user_properties, submission.name, name, submission.path.name)
+    return StudentView(submission, grader_of(request.config))
 
 
 @pytest.fixture

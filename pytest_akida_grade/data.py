@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_akida_grade.catalog import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.assignment import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.evaluator.jobs import DataSpec
 from pytest_akida_grade.fileio import atomic_write, file_sha256
 from pytest_akida_grade.mnist_pickle import READ_ERRORS, Array, Arrays, PickleError, describe
 from pytest_akida_grade.mnist_pickle import read_classic_pickle as _read_pickle
@@ -388,13 +389,12 @@ class Dataset:
                 raise self._source
             return self._source
 
-    def request(self) -> dict[str, Any]:
-        """What the trusted evaluator needs to split the same data the same way: the fields of
-        evaluator.jobs.DataSpec (which this module may not import: one layer too many)."""
+    def spec(self) -> DataSpec:
+        """What the trusted evaluator needs to split the same data the same way."""
         source = self.source()
-        return {"path": str(source.path), "sha256": source.sha256, "seed": self.seed,
-                "validation_split": self.validation_split, "train_limit": self.train_limit,
-                "test_limit": self.test_limit}
+        return DataSpec(path=str(source.path), sha256=source.sha256, seed=self.seed,
+                        validation_split=self.validation_split, train_limit=self.train_limit,
+                        test_limit=self.test_limit)
 
     def split(self) -> Split:
         return split(self.source().path, seed=self.seed, validation_split=self.validation_split,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_akida_grade import catalog, data, scrub, similarity, verdicts
+from pytest_akida_grade import catalog, data, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
 from pytest_akida_grade.cache import Cache, FilesOnly, build_key, grade_keys
 from pytest_akida_grade.discovery import Submission, find_class
@@ -36,6 +36,7 @@ from pytest_akida_grade.results import (
     Built,
     Graded,
     HarnessError,
+    Route,
     Stage,
     Verdict,
     with_model,
@@ -53,6 +54,7 @@ from pytest_akida_grade.stages import (
     Trusted,
     declared_by,
 )
+from pytest_akida_grade.verdicts import Evidence
 
 if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
@@ -106,11 +108,11 @@ class Entries:
         return grade_keys(submission.fingerprint(), self.settings,
                           self.data.source().sha256)[kind]
 
-    def build(self, key: str) -> Stage[Built] | None:
+    def load_build(self, key: str) -> Stage[Built] | None:
         hit = self.cache.load("build", key, Built)
         return None if hit is None else hit.stage
 
-    def export(self, submission: Submission, building_here: bool) -> Stage[Export] | None:
+    def load_export(self, submission: Submission, building_here: bool) -> Stage[Export] | None:
         """The build's files and declarations from its entry (another worker's: waited for)."""
         key = self.build_key(submission)
         if not building_here and self.cache.busy("build", key):
@@ -137,10 +139,10 @@ class Entries:
     def has_trained(self, submission: Submission) -> bool:
         return self.cache.load("trained", self.key("trained", submission), FilesOnly) is not None
 
-    def trained(self, submission: Submission, route: str) -> Trained | None:
+    def load_trained(self, submission: Submission, route: Route) -> Trained | None:
         hit = self.cache.load("trained", self.key("trained", submission), FilesOnly)
         return None if hit is None else Trained(
-            hit.file("model.json"), hit.file("weights.npz"), f"{route} (cached)")
+            hit.file("model.json"), hit.file("weights.npz"), route, cached=True)
 
     def store_trained(self, submission: Submission, trained: Trained) -> Trained:
         entry = self.cache.store("trained", self.key("trained", submission),
@@ -150,7 +152,7 @@ class Entries:
         return trained if entry is None else replace(  # no cache: the files where they are
             trained, architecture=entry.file("model.json"), weights=entry.file("weights.npz"))
 
-    def grade(self, key: str) -> Stage[Graded] | None:
+    def load_grade(self, key: str) -> Stage[Graded] | None:
         hit = self.cache.load("grade", key, Graded)
         return None if hit is None else _with_model(hit.stage, hit.file("model.fbz"))
 
@@ -172,29 +174,32 @@ class Fingerprints:
         self.entries, self.exported = entries, exported
         self._memo: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def of(self, submission: Submission, route: str | None, trained: bool) -> dict[str, Any]:
+    def of(self, submission: Submission, route: Route | None, trained: bool) -> dict[str, Any]:
         memo = (str(submission.path), f"{route}:{trained}")
         if memo not in self._memo:
             try:
                 files = self._files(submission, route, trained) if route else None
             except (HarnessError, OSError):
                 files = None
-            model, weights = (files.architecture, files.weights) if files else (None, None)
+            model, weights, label = files or (None, None, "none")
             self._memo[memo] = similarity.fingerprint(
                 _small(submission.path), _sha256(submission.weights_path), _small(model),
-                _small(weights), files.route if files else "none")
+                _small(weights), label)
         return self._memo[memo]
 
-    def _files(self, submission: Submission, route: str, trained: bool) -> Trained | None:
-        cached = self.entries.trained(submission, route) if trained else None
+    def _files(self, submission: Submission, route: Route,
+               trained: bool) -> tuple[Path, Path, str] | None:
+        """The architecture and weights to compare, and what made the weights: the route, or
+        "initial" (the build's own weights, before any training)."""
+        cached = self.entries.load_trained(submission, route) if trained else None
         if cached is not None:
-            return replace(cached, route=route)
+            return cached.architecture, cached.weights, route.value
         export = self.exported(submission)
         if export.result is None:
             return None
         files = export.result.files
-        return Trained(files / "model.json", files / "weights.npz",
-                       route if route == "weights file" else "initial")
+        label = route.value if route is Route.WEIGHTS_FILE else similarity.INITIAL
+        return files / "model.json", files / "weights.npz", label
 
 
 class Grader:
@@ -214,7 +219,7 @@ class Grader:
         self._wanted: frozenset[str] = frozenset()  # students with an accuracy check selected
         self._following: dict[str, Submission] = {}  # the student after each, in run order
         self._current = ""  # the student pytest is judging now: its jobs go first
-        self.fingerprints = Fingerprints(self.entries, self._exported)
+        self.fingerprints = Fingerprints(self.entries, self._cached_or_child_export)
 
     def close(self) -> None:
         self.cancelled.all()  # a child still working for nobody is stopped, not waited for
@@ -234,30 +239,25 @@ class Grader:
         self._following = {str(a.path): b for a, b in itertools.pairwise(order)} \
             if self.workers == 1 else {}
 
-    def verdict(self, submission: Submission, check: str) -> Verdict:
-        """The check's verdict, in words for the student (the full text to the log);
+    def verdict(self, submission: Submission, name: str) -> Verdict:
+        """The check's verdict: its catalog entry judges the evidence its stage made (the
+        message as the tools wrote it: it is scrubbed where it leaves for a student, session.py);
         HarnessError when the grader itself cannot give one."""
-        verdict = self._verdict(submission, check)
-        message = scrub.for_student(verdict.message)
-        if message != verdict.message:
-            log.info("%s %s, in full: %s", submission.name, check, verdict.message)
-        return replace(verdict, message=message)
-
-    def _verdict(self, submission: Submission, check: str) -> Verdict:
-        stage = catalog.BY_NAME[check].stage
-        built = self.build(submission)
-        if stage == "build":
-            return verdicts.FAST[check](built)
-        if built.result is not None and built.result.not_rebuilt is not None:
-            return verdicts.not_rebuilt(built.result.not_rebuilt)  # never graded: skipped
-        if stage == "grade":
-            judge = verdicts.quantized_accuracy if check == "quantized_accuracy" \
-                else verdicts.akida_accuracy
-            return judge(self.grade(submission), self.settings.min_accuracy)
-        verdict, printout = verdicts.hardware(
-            self.hardware(submission), self._finished_grade(submission), submission.name,
-            self.settings.quality_max)
-        for line in printout:
+        check = catalog.BY_NAME[name]
+        assert check.verdict is not None, f"{name} is a course check"
+        evidence = Evidence(name, self.wait_build(submission), student=submission.name,
+                            min_accuracy=self.settings.min_accuracy,
+                            quality_max=self.settings.quality_max)
+        built = evidence.built.result
+        if check.stage != "build" and built is not None and built.not_rebuilt is not None:
+            return verdicts.not_rebuilt(built.not_rebuilt)  # never graded: skipped
+        if check.stage == "grade":
+            evidence = replace(evidence, graded=self.wait_grade(submission))
+        elif check.stage == "hardware":
+            evidence = replace(evidence, run=self.run_hardware(submission),
+                               graded=self._finished_grade(submission))
+        verdict = check.verdict(evidence)
+        for line in verdict.printout:
             self.background.progress(submission.name, line)
         return verdict
 
@@ -274,20 +274,20 @@ class Grader:
 
     def prefetch(self, submission: Submission) -> None:
         """Start this student's stages in the background (the next student's, typically)."""
-        self._once("build", submission, self._build)
+        self._start("build", submission, self._compute_build)
         if str(submission.path) in self._wanted:
-            self._once("grade", submission, self._grade)
+            self._start("grade", submission, self._compute_grade)
 
-    def build(self, submission: Submission) -> Stage[Built]:
-        return self._build_stage(submission).built
+    def wait_build(self, submission: Submission) -> Stage[Built]:
+        return self._wait_build(submission).built
 
-    def grade(self, submission: Submission) -> Stage[Graded]:
-        return self.background.wait(self._once("grade", submission, self._grade))
+    def wait_grade(self, submission: Submission) -> Stage[Graded]:
+        return self.background.wait(self._start("grade", submission, self._compute_grade))
 
-    def hardware(self, submission: Submission) -> Stage[Run]:
+    def run_hardware(self, submission: Submission) -> Stage[Run]:
         """In pytest's thread: the board is opened once and used under its lock."""
         return self._hardware.run(str(submission.path), submission.name,
-                                  lambda: self.grade(submission), self.data.split)
+                                  lambda: self.wait_grade(submission), self.data.split)
 
     def class_list(self) -> list[Submission]:
         """Every submission of the configured students directories, in this shard."""
@@ -297,36 +297,36 @@ class Grader:
         """The session's board (opened once, used under its lock); akida imported only then."""
         return self._hardware.bench()
 
-    def fingerprint(self, submission: Submission) -> dict[str, Any]:
+    def similarity_fingerprint(self, submission: Submission) -> dict[str, Any]:
         """The trained weights' once the grade ran (never trained for it), else the build's."""
         build = self.background.finished(("build", str(submission.path)))
         built = build.built.result if isinstance(build, Build) else None
         route = None if built is None else built.route
-        return self.fingerprints.of(submission, route, route not in (None, "weights file")
+        return self.fingerprints.of(submission, route, route not in (None, Route.WEIGHTS_FILE)
                                     and self._finished_grade(submission) is not None)
 
     # ------------------------------------------------------------------ composition
 
-    def _once(self, stage: str, submission: Submission,
+    def _start(self, stage: str, submission: Submission,
               body: Callable[[Submission], T]) -> concurrent.futures.Future[T]:
         return self.background.once((stage, str(submission.path)), lambda: body(submission))
 
     def _urgency(self, submission: Submission) -> Callable[[], int]:
         return lambda: 0 if str(submission.path) == self._current else 1
 
-    def _finished_grade(self, submission: Submission) -> Graded | None:
+    def _finished_grade(self, submission: Submission) -> Stage[Graded] | None:
         """The grade when it already ran: never train just to annotate a figure."""
         stage = self.background.finished(("grade", str(submission.path)))
-        return stage.result if isinstance(stage, Stage) and stage.ok and \
+        return stage if isinstance(stage, Stage) and stage.ok and \
             isinstance(stage.result, Graded) else None
 
-    def _build_stage(self, submission: Submission) -> Build:
-        build = self.background.wait(self._once("build", submission, self._build))
+    def _wait_build(self, submission: Submission) -> Build:
+        build = self.background.wait(self._start("build", submission, self._compute_build))
         if not build.built.ok:  # it cannot be graded: stop a training child (it may hang too)
             self.cancelled.add(str(submission.path))
         return build
 
-    def _export(self, submission: Submission) -> Stage[Export]:
+    def _child_export(self, submission: Submission) -> Stage[Export]:
         """The child's hand-over. It trains right after its build (one start, one import) when
         the grade is wanted and no trained weights are cached."""
         train = str(submission.path) in self._wanted
@@ -336,19 +336,19 @@ class Grader:
             train = False
         return self.hand_over.export(submission, train)
 
-    def _exported(self, submission: Submission) -> Stage[Export]:
+    def _cached_or_child_export(self, submission: Submission) -> Stage[Export]:
         """The build's files and declarations: from its cache entry, else from the child."""
-        cached = self.entries.export(submission, self.children.started(str(submission.path)))
-        return cached or self.background.wait(self._once("export", submission, self._export))
+        cached = self.entries.load_export(submission, self.children.started(str(submission.path)))
+        return cached or self.background.wait(self._start("export", submission, self._child_export))
 
-    def _build(self, submission: Submission) -> Build:
+    def _compute_build(self, submission: Submission) -> Build:
         key = self.entries.build_key(submission)
         with self.cache.lock("build", key):
-            cached = self.entries.build(key)
+            cached = self.entries.load_build(key)
             if cached is not None:
                 return Build(cached)
             self.trusted.start()  # a miss: the trusted processes start beside the child
-            export = self.background.wait(self._once("export", submission, self._export))
+            export = self.background.wait(self._start("export", submission, self._child_export))
             build = Build(Stage(failure=export.failure, repeatable=export.repeatable)) \
                 if export.result is None else self._inspect(submission, export.result)
             self.entries.store_build(key, build.built, export.result)
@@ -356,38 +356,40 @@ class Grader:
 
     def _inspect(self, submission: Submission, export: Export) -> Build:
         urgency = self._urgency(submission)
-        if export.declarations.route != "weights file" or \
+        if export.declarations.route is not Route.WEIGHTS_FILE or \
                 str(submission.path) not in self._wanted:
             return Build(self.inspection.inspect(submission, export, urgency))
         key = self.entries.key("grade", submission)
         with self.cache.lock("grade", key):  # one conversion for the build and the grade
-            if self.entries.grade(key) is not None:  # another worker's
+            if self.entries.load_grade(key) is not None:  # another worker's
                 return Build(self.inspection.inspect(submission, export, urgency))
             built, graded = self.inspection.inspect_and_grade(submission, export, urgency)
             return Build(built, self.entries.store_grade(key, graded))
 
-    def _grade(self, submission: Submission) -> Stage[Graded]:
+    def _compute_grade(self, submission: Submission) -> Stage[Graded]:
         """Starts with the child's hand-over, not after the evaluator's inspection of it: both
         run side by side; a submission that fails its build is not graded all the same."""
-        export = self._exported(submission)
+        export = self._cached_or_child_export(submission)
         if export.result is None:
-            return _not_loaded(self.build(submission))
-        if export.result.declarations.route == "weights file":  # the build's job grades it too
-            build = self._build_stage(submission)
+            return _not_loaded(self.wait_build(submission))
+        if export.result.declarations.route is Route.WEIGHTS_FILE:  # its build's job grades it
+            build = self._wait_build(submission)
             if not build.built.ok:
                 return _not_loaded(build.built)
             if build.fused is not None:
                 return build.fused
         key = self.entries.key("grade", submission)
         with self.cache.lock("grade", key):
-            stage = self.entries.grade(key) or self._graded(submission, export.result, key)
-        built = self.build(submission)
+            stage = self.entries.load_grade(key) or \
+                self._train_and_evaluate(submission, export.result, key)
+        built = self.wait_build(submission)
         return stage if built.ok else _not_loaded(built)
 
-    def _graded(self, submission: Submission, export: Export, key: str) -> Stage[Graded]:
+    def _train_and_evaluate(self, submission: Submission, export: Export,
+                            key: str) -> Stage[Graded]:
         self.trusted.start()
         route = export.declarations.route
-        trained = self.entries.trained(submission, route)
+        trained = self.entries.load_trained(submission, route)
         if trained is None:
             weights = self.training.train(submission, export, self._urgency(submission))
             if weights.result is None:
@@ -401,25 +403,24 @@ class Grader:
 # ---------------------------------------------------------------------------- helpers
 
 
-def create(settings: Settings, cache: Cache, scratch: Path, policy: Policy,
-               progress: Progress = lambda student, message: None) -> Grader:
-        """With the real collaborators: sandboxed children, warm trusted processes (this
-        worker's share of the cores, memory bounded: a model can be huge), MNIST, the board."""
-        background, cancelled = Background(progress), Cancelled()
-        workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-        share = max(1, len(os.sched_getaffinity(0)) // workers)
-        return Grader(
-            settings, cache, scratch, workers=workers, background=background,
-            cancelled=cancelled,
-            children=launch.Children(policy, scratch, background.report, cancelled),
-            trusted=Pool(share, scratch, memory_per_process(share * workers,
-                                                            2 * settings.memory_limit),
-                         background.report),
-            data=data.Dataset(settings.mnist, cache.root or scratch / "mnist",
-                              seed=settings.seed, validation_split=settings.validation_split,
-                              train_limit=settings.train_limit, test_limit=settings.test_limit),
-            hardware=Hardware(settings, _board_opener(settings)))
-
+def create(settings: Settings, cache: Cache, scratch: Path, policy: Policy, *, workers: int = 1,
+           progress: Progress = lambda student, message: None) -> Grader:
+    """With the real collaborators: sandboxed children, warm trusted processes (this worker's
+    share of the cores, memory bounded: a model can be huge), MNIST, the board. `workers`: the
+    pytest processes sharing this machine (xdist's)."""
+    background, cancelled = Background(progress), Cancelled()
+    share = max(1, len(os.sched_getaffinity(0)) // workers)
+    return Grader(
+        settings, cache, scratch, workers=workers, background=background,
+        cancelled=cancelled,
+        children=launch.Children(policy, scratch, background.report, cancelled),
+        trusted=Pool(share, scratch, memory_per_process(share * workers,
+                                                        2 * settings.memory_limit),
+                     background.report),
+        data=data.Dataset(settings.mnist, cache.root or scratch / "mnist",
+                          seed=settings.seed, validation_split=settings.validation_split,
+                          train_limit=settings.train_limit, test_limit=settings.test_limit),
+        hardware=Hardware(settings, _board_opener(settings)))
 
 
 def _board_opener(settings: Settings) -> Callable[[], Bench]:

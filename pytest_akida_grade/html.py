@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_akida_grade import catalog, similarity
+from pytest_akida_grade.properties import Tagged
 from pytest_akida_grade.report import plot, table
 
 COLUMNS = (("student", "Student"), ("check", "Check"))
@@ -22,10 +23,9 @@ NO_LOG = "No log output captured."  # pytest-html's log cell when there is nothi
 
 def log_message(report: pytest.TestReport) -> str:
     """A check's message as text: its verdict, else the skip reason, else the failure."""
-    properties = dict(report.user_properties)
-    message = properties.get("akida_message")
-    if report.when == "call" and message:
-        return str(message)
+    tagged = Tagged.of(report.user_properties)
+    if report.when == "call" and tagged is not None and tagged.message:
+        return tagged.message
     longrepr = report.longrepr
     if isinstance(longrepr, tuple):  # a skip: (path, line, "Skipped: reason")
         return str(longrepr[-1]).removeprefix("Skipped: ")
@@ -48,14 +48,14 @@ class HtmlIntegration:
             cells.insert(1 + offset, f'<th class="sortable" data-column-type="{key}">{label}</th>')
 
     def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
-        properties = dict(report.user_properties)
-        values = (properties.get("akida_student", ""), properties.get("akida_check", ""))
+        tagged = Tagged.of(report.user_properties)
+        values = (tagged.student, tagged.check) if tagged else ("", "")
         for offset, ((key, _), value) in enumerate(zip(COLUMNS, values, strict=True)):
             cells.insert(1 + offset, f'<td class="col-{key}">{html.escape(str(value))}</td>')
 
     def pytest_html_results_table_html(self, report: pytest.TestReport, data: list[str]) -> None:
         """The log cell of a check: its message as text (never a tuple), then captured output."""
-        if "akida_student" not in dict(report.user_properties):
+        if Tagged.of(report.user_properties) is None:
             return
         message = log_message(report)
         if not message:

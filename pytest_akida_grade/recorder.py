@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 
 from pytest_akida_grade import catalog, discovery, roster, similarity
+from pytest_akida_grade.cache import toolchain_versions
+from pytest_akida_grade.properties import Tagged
 from pytest_akida_grade.report import files
 from pytest_akida_grade.settings import Settings
+from pytest_akida_grade.workers import is_worker
 
 log = logging.getLogger("pytest_akida_grade")
 
@@ -27,16 +30,51 @@ class ProgressLine(UserWarning):
     """A progress line from an xdist worker: xdist carries warnings to the controller live."""
 
 
+class SandboxLine(UserWarning):
+    """A worker's sandbox, for the controller's terminal and HTML report (shown once)."""
+
+
+SANDBOX_PREFIX = "akida-grade sandbox: "
+RELAYED = (ProgressLine, SandboxLine)
+
+
+def is_relayed(warning: str) -> bool:
+    """A warnings-summary entry that is one of our relayed lines (shown when it came)."""
+    return any(f"{kind.__name__}: " in warning for kind in RELAYED)
+
+
 def progress(config: pytest.Config, student: str, message: str) -> None:
     """A line for the terminal; from an xdist worker it travels to the controller's."""
     log.info("%s: %s", student, message)
-    line = f"[akida-grade] {student}: {message}"
-    if hasattr(config, "workerinput"):
-        relayed = warnings.WarningMessage(ProgressLine(line), ProgressLine, __file__, 0)
-        config.hook.pytest_warning_recorded.call_historic(kwargs={
-            "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
+    relay(config, f"[akida-grade] {student}: {message}", ProgressLine)
+
+
+def announce_sandbox(config: pytest.Config, description: str) -> None:
+    """The sandbox chosen, in the terminal and the HTML report's environment table."""
+    relay(config, SANDBOX_PREFIX + description, SandboxLine)
+    describe_in_html_report(config, description)
+
+
+def relay(config: pytest.Config, line: str, kind: type[UserWarning]) -> None:
+    """The line on this terminal, or from an xdist worker on the controller's (as a warning:
+    xdist carries them live)."""
+    if not is_worker(config):
+        write_line(config, line)
         return
-    write_line(config, line)
+    relayed = warnings.WarningMessage(kind(line), kind, __file__, 0)
+    config.hook.pytest_warning_recorded.call_historic(kwargs={
+        "warning_message": relayed, "when": "runtest", "nodeid": "", "location": None})
+
+
+def describe_in_html_report(config: pytest.Config, sandbox: str) -> None:
+    """The report's environment table: the sandbox and the toolchain behind the figures (their
+    installed versions, read from package metadata: nothing imported)."""
+    with contextlib.suppress(ImportError, KeyError):
+        from pytest_metadata.plugin import metadata_key  # type: ignore[import-untyped]
+
+        metadata = config.stash[metadata_key]
+        metadata["Akida sandbox"] = sandbox
+        metadata.update(toolchain_versions())
 
 
 def write_line(config: pytest.Config, line: str) -> None:
@@ -62,14 +100,14 @@ class Recorder:
         self.records: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
         self.graded = 0
+        self.sandbox_shown = False  # under xdist: the first worker's sandbox line is shown
 
     def expect(self, items: list[pytest.Item]) -> None:
         """The built-in checks each student will run (their items say who and which)."""
         for item in items:
-            properties = dict(item.user_properties)
-            if properties.get("akida_check") in catalog.BY_NAME:
-                self.pending.setdefault(str(properties["akida_student"]), set()).add(
-                    str(properties["akida_check"]))
+            tagged = Tagged.of(item.user_properties)
+            if tagged is not None and tagged.check in catalog.BY_NAME:
+                self.pending.setdefault(tagged.student, set()).add(tagged.check)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
@@ -82,28 +120,26 @@ class Recorder:
                 self.pending.setdefault(student, set()).add(check)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        properties = dict(report.user_properties)
-        student, check = properties.get("akida_student"), properties.get("akida_check")
-        if student is None or check is None:
+        tagged = Tagged.of(report.user_properties)
+        if tagged is None:
             return
-        record = self.records.setdefault(str(student), {"student": student, "checks": {},
-                                                        "metrics": {}})
+        student, check = tagged.student, tagged.check
+        record = self.records.setdefault(student, {"student": student, "checks": {},
+                                                   "metrics": {}})
         # The time pytest spent on the student's checks (Gradescope's execution_time).
         record["seconds"] = record.get("seconds", 0.0) + max(0.0, report.duration)
         if report.when == "teardown":
-            self._count(str(student), str(check))
+            self._count(student, check)
         if report.when != "call" and not (report.failed or report.skipped):
             return
         outcome = "error" if report.when != "call" and report.failed else report.outcome
-        if properties.get("akida_file"):
-            record["file"] = properties["akida_file"]
-        record["checks"][check] = {
-            "outcome": outcome,
-            "message": properties.get("akida_message") or _longrepr_text(report)}
-        if properties.get("akida_fingerprint"):  # the latest: the trained weights once known
-            record["fingerprint"] = properties["akida_fingerprint"]
-        metrics: dict[str, Any] = properties.get("akida_metrics") or {}  # type: ignore[assignment]
-        record["metrics"].update({k: v for k, v in metrics.items() if v is not None})
+        if tagged.file:
+            record["file"] = tagged.file
+        record["checks"][check] = {"outcome": outcome,
+                                   "message": tagged.message or _longrepr_text(report)}
+        if tagged.fingerprint:  # the latest: the trained weights once known
+            record["fingerprint"] = dict(tagged.fingerprint)
+        record["metrics"].update({k: v for k, v in tagged.metrics.items() if v is not None})
 
     def _count(self, student: str, check: str) -> None:
         """Under xdist, the controller says when a student is done (the log is interleaved)."""
@@ -117,10 +153,17 @@ class Recorder:
                                      f"students ({student} done)")
 
     def pytest_warning_recorded(self, warning_message: warnings.WarningMessage) -> None:
-        """On the xdist controller: a worker's progress line, printed as it arrives."""
-        if issubclass(warning_message.category, ProgressLine) and \
-                not hasattr(self.config, "workerinput"):
-            write_line(self.config, str(warning_message.message))
+        """On the xdist controller: a worker's progress line, printed as it arrives; the
+        workers' sandbox, once."""
+        if is_worker(self.config):
+            return
+        line = str(warning_message.message)
+        if issubclass(warning_message.category, ProgressLine):
+            write_line(self.config, line)
+        elif issubclass(warning_message.category, SandboxLine) and not self.sandbox_shown:
+            self.sandbox_shown = True
+            write_line(self.config, line)
+            describe_in_html_report(self.config, line.removeprefix(SANDBOX_PREFIX))
 
     def sorted_records(self) -> list[dict[str, Any]]:
         """The records by student, with the roster's late flag and file names when there is
@@ -147,7 +190,7 @@ class Recorder:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if hasattr(self.config, "workerinput"):
+        if is_worker(self.config):
             return  # the controller writes the files, once
         settings, points = self.settings, self.points
         records = catalog.with_points(self.sorted_records(), points)
@@ -165,7 +208,7 @@ class Recorder:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if hasattr(self.config, "workerinput"):
+        if is_worker(self.config):
             return
         left_out = self.not_graded()
         if not self.records and not left_out:

@@ -8,6 +8,7 @@ or is cached is a `Record` of codec.py: `to_json`, and `from_json` naming a fiel
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
 
@@ -19,6 +20,22 @@ Outcome = Literal["passed", "failed", "skipped"]
 PASSED: Outcome = "passed"
 FAILED: Outcome = "failed"
 SKIPPED: Outcome = "skipped"
+
+
+class Route(str, enum.Enum):
+    """How a submission's weights are trained. The values are public: the record's "training"
+    metric, the sandbox's meta.json (student.py declares them) and the cache's entries."""
+
+    WEIGHTS_FILE = "weights file"  # <name>.weights.h5 beside the module: no training
+    TRAIN = "train()"  # the submission's own train(), in its sandbox
+    DEFAULT_RECIPE = "default recipe"  # the grader's seeded recipe, in a trusted process
+
+    def __str__(self) -> str:
+        return self.value
+
+    def described(self, cached: bool) -> str:
+        """As a record and a message show it: " (cached)" when the weights came from the cache."""
+        return f"{self.value} (cached)" if cached else self.value
 
 
 class HarnessError(Exception):
@@ -56,6 +73,7 @@ class Verdict:
     outcome: Outcome
     message: str
     metrics: Json = field(default_factory=dict)
+    printout: tuple[str, ...] = ()  # lines the terminal shows as they happen (a board's run)
 
 
 # ---------------------------------------------------------------------------- stage results
@@ -94,7 +112,7 @@ class Built(Record):
     activation_bits: Declared
     violations: dict[str, tuple[Violation, ...]]  # check name -> the rules it broke
     v1: V1Truth
-    route: str  # how it will be trained: "weights file", "train()" or "default recipe"
+    route: Route  # how it will be trained
     # Why the trusted side did not rebuild it (a layer off its closed list, a budget): its
     # JSON was judged, but it is never quantized, converted or graded. None: rebuilt.
     not_rebuilt: str | None = None
@@ -106,7 +124,7 @@ class Graded(Record):
 
     n_train: int
     n_test: int
-    route: str  # how it was trained (a ROUTE), " (cached)" when the weights came from the cache
+    route: Route  # how it was trained
     float_accuracy: float
     quantized_accuracy: float
     akida_accuracy: float | None  # None when the converted model does not end in 10 classes
@@ -115,7 +133,13 @@ class Graded(Record):
     cut_at: str | None
     mapping: MappingFigures
     peak_rss_mb: float
+    cached: bool = False  # the trained weights came from the cache (trained by an earlier run)
     model_path: str = ""  # the converted model (.fbz) the board runs; set by the grader
+
+    @property
+    def training(self) -> str:
+        """The route as the record's "training" metric shows it."""
+        return self.route.described(self.cached)
 
 
 T = TypeVar("T")
@@ -155,14 +179,11 @@ def with_model(graded: Graded, model_path: str) -> Graded:
     return replace(graded, model_path=model_path)
 
 
-ROUTES = ("weights file", "train()", "default recipe")
-
-
 @dataclass(frozen=True)
 class Declarations(Record):
     """What a submission declared (its sandbox's meta.json), checked: the bits and the route."""
 
-    route: str  # one of ROUTES
+    route: Route
     weight_bits: Declared
     activation_bits: Declared
 
@@ -172,10 +193,8 @@ def declarations_from_json(meta: object, has_weights_file: bool) -> Declarations
     decides that route, whatever was said."""
     try:
         said = Declarations.from_json(meta)
-        if said.route not in ROUTES:
-            raise RecordError(f"route {said.route[:40]!r} is not one of {', '.join(ROUTES)}")
     except RecordError as error:
         raise RecordError(f"meta.json is malformed: {error}") from None
-    route = "weights file" if has_weights_file else (
-        "default recipe" if said.route == "weights file" else said.route)
+    route = Route.WEIGHTS_FILE if has_weights_file else (
+        Route.DEFAULT_RECIPE if said.route is Route.WEIGHTS_FILE else said.route)
     return replace(said, route=route)

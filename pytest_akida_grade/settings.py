@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import pytest
 
+from pytest_akida_grade.assignment import MIN_ACCURACY, QUALITY_MAX
+
 
 def _bad_value(message: str) -> pytest.UsageError:
     """A bad option value: a usage error naming the option and where the value came from."""
@@ -184,9 +186,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("quantize_attempts", "Seeded quantization attempts; the best on the validation split "
            "is kept (default 1).", _positive_int, 1),
     Option("min_accuracy", "Accuracy the quantized and the Akida model must reach "
-           "(default 0.95).", _fraction, 0.95),
+           "(default 0.95).", _fraction, MIN_ACCURACY),
     Option("quality_max", "Quality bar: full credit below it (default 200).", _positive_float,
-           200.0),
+           QUALITY_MAX),
     Option("train_limit", "Use only the first N training images (0 = all; for quick checks).",
            _non_negative_int, 0),
     Option("test_limit", "Use only the first N test images (0 = all 10,000; for quick checks; "

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_akida_grade.codec import RecordError, arrays, loads
+from pytest_akida_grade.results import Route
 
 SKETCH = 64  # numbers per unit at most (longer descriptors are projected)
 MAX_UNITS = 64  # units per layer kept in a record
@@ -44,8 +45,9 @@ TEMPLATE = "the unmodified template (student_models/template.py)"
 # The normalised source hash of student_models/template.py (tests/test_similarity.py keeps it
 # in sync): two students who both hand in the template are not copying each other.
 TEMPLATE_SOURCE = "5265674080fa4dd96215151385f1c5e2ef36209fb677d400c1b112f25ffc431e"
+INITIAL = "initial"  # a fingerprint's weights: the build's own, before any training
 # Weights the grader made from the seeded build (not the student's own: a weights file, train()).
-SEEDED = ("default recipe", "initial")
+SEEDED = (Route.DEFAULT_RECIPE.value, INITIAL)
 SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 
 

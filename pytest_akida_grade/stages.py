@@ -4,7 +4,7 @@ returns a typed result; none reads another's cache or state, none decides what c
     HandOver    the sandboxed child's files: its build (and training, when asked) -> Export
     Inspection  an Export -> the evaluator's Akida 1.0 truth (Built), and the grade when one
                 job makes both (a pre-trained model: the fused path)
-    Training    an Export -> its trained weights (weights file | train() | default recipe)
+    Training    an Export -> its trained weights, by its Route
     Evaluation  trained weights -> Graded (float, quantized, Akida accuracy; the .fbz)
 
 Their collaborators (the sandbox's Children, the Trusted evaluator pool, the Data set) are passed
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pytest_akida_grade.codec import RecordError, loads
 from pytest_akida_grade.evaluator import jobs
@@ -26,6 +26,7 @@ from pytest_akida_grade.results import (
     BuiltAndGraded,
     Declarations,
     Graded,
+    Route,
     Stage,
     declarations_from_json,
 )
@@ -77,7 +78,7 @@ class Data(Protocol):
 
     def source(self) -> MnistSource: ...
 
-    def request(self) -> dict[str, Any]: ...
+    def spec(self) -> jobs.DataSpec: ...
 
     def split(self) -> Split: ...
 
@@ -98,16 +99,13 @@ class Trained:
 
     architecture: Path
     weights: Path
-    route: str  # a ROUTE, with " (cached)" when the weights came from the cache
+    route: Route
+    cached: bool = False  # the weights came from the cache (an earlier run trained them)
 
 
 def staged(children: Children, name: str) -> Path:
     """A fresh path for a trusted process's output, out of every child's reach."""
     return Path(tempfile.mkdtemp(dir=children.staging())) / name
-
-
-def data_spec(data: Data) -> jobs.DataSpec:
-    return jobs.DataSpec(**data.request())
 
 
 class HandOver:
@@ -156,9 +154,9 @@ class Inspection:
 
     def inspect(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Built]:
         job = self._job(export)
-        if export.declarations.route == "weights file":
+        if export.declarations.route is Route.WEIGHTS_FILE:
             job = replace(job, calibration=jobs.Calibration(
-                data=data_spec(self.data), samples=self.settings.calibration_samples))
+                data=self.data.spec(), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
                                   urgency)
         return reply.stage(Built.from_json, submission.name)
@@ -168,7 +166,8 @@ class Inspection:
         """A pre-trained model: its build and its grade (the .fbz written beside the grade's)."""
         s, inspect = self.settings, self._job(export)
         grade = grade_job(s, self.data, Trained(export.files / "model.json",
-                                                export.files / "weights.npz", "weights file"),
+                                                export.files / "weights.npz",
+                                                Route.WEIGHTS_FILE),
                           export.declarations, staged(self.children, "model.fbz"))
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
                                   submission.name, s.timeout + s.grade_timeout,
@@ -202,12 +201,12 @@ class Training:
     def train(self, submission: Submission, export: Export, urgency: Urgency) -> Stage[Path]:
         """The trained weights.npz."""
         route = export.declarations.route
-        if route == "train()":
+        if route is Route.TRAIN:
             trained = self.hand_over.files(submission, "train", True)
             if trained.result is None:
                 return Stage(failure=trained.failure, repeatable=trained.repeatable)
             return Stage(result=trained.result / "weights.npz")
-        if route == "default recipe":
+        if route is Route.DEFAULT_RECIPE:
             return self._default_recipe(submission, export.files, urgency)
         return Stage(result=export.files / "weights.npz")
 
@@ -216,7 +215,7 @@ class Training:
         s, weights = self.settings, staged(self.hand_over.children, "weights.npz")
         reply = self.trusted.call(jobs.Train(
             architecture=str(files / "model.json"), weights=str(files / "weights.npz"),
-            data=data_spec(self.data), out=str(weights), epochs=s.epochs,
+            data=self.data.spec(), out=str(weights), epochs=s.epochs,
             batch_size=s.batch_size, seed=s.seed), submission.name, s.grade_timeout,
             GRADE_TIMEOUT_OPTION, urgency)
         done = reply.stage(lambda result: result, submission.name)
@@ -248,10 +247,10 @@ class Evaluation:
 def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
               out: Path) -> jobs.Grade:
     return jobs.Grade(architecture=str(trained.architecture), weights=str(trained.weights),
-                      data=data_spec(data), out=str(out), weight_bits=declared.weight_bits,
+                      data=data.spec(), out=str(out), weight_bits=declared.weight_bits,
                       activation_bits=declared.activation_bits, attempts=s.quantize_attempts,
                       calibration_samples=s.calibration_samples, seed=s.seed,
-                      route=trained.route)
+                      route=trained.route, cached=trained.cached)
 
 
 def declarations(export: Path, pretrained: bool) -> Stage[Declarations]:

@@ -1,14 +1,17 @@
 """Typed stage results -> a check's `Verdict`: its outcome and the message the student reads.
 
-Pure: no pytest, no TensorFlow, no files. The grader hands each check the results it needs
-(catalog.Check.stage); the messages name the layer, the rule and the fix.
+Pure: no pytest, no TensorFlow, no files. Each check of the catalog (catalog.CHECKS) names one
+of the verdicts below; the grader hands it the `Evidence` its stage made. The messages name the
+layer, the rule and the fix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_akida_grade.assignment import MIN_ACCURACY, QUALITY_MAX
 from pytest_akida_grade.quality import Measurement, Run, energy_budget_mj, format_measurement
 from pytest_akida_grade.results import (
     FAILED,
@@ -26,10 +29,22 @@ from pytest_akida_grade.results import (
 NOT_LOADED = Verdict(SKIPPED, "not checked: the submission did not load (see its loads check)")
 MAPPED_ON = "static: mapped on a virtual AKD1000 (akida.get_program_memory_infos), not measured " \
             "on a board"
-PASS_TEXT = {
-    "layer_whitelist": "every layer is in the assignment's design space",
-    "relu_bounded": "every ReLU has an upper bound and no layer hides an activation",
-}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a check's verdict reads: the stages its catalog entry needs, and the bars."""
+
+    check: str  # the check judged (its violations in `built`)
+    built: Stage[Built]
+    graded: Stage[Graded] | None = None  # grade checks: the grade; hardware: the grade if it ran
+    run: Stage[Run] | None = None  # hardware: the board's, a recording's, or none
+    student: str = ""
+    min_accuracy: float = MIN_ACCURACY
+    quality_max: float = QUALITY_MAX
+
+
+Judge = Callable[[Evidence], Verdict]
 
 
 def _bullets(violations: tuple[Violation, ...] | list[Violation]) -> list[str]:
@@ -43,7 +58,8 @@ def _percent(value: float) -> str:
 # ---------------------------------------------------------------------------- fast checks
 
 
-def loads(built: Stage[Built]) -> Verdict:
+def loads(evidence: Evidence) -> Verdict:
+    built = evidence.built
     if not built.ok or built.result is None:
         return Verdict(FAILED, f"the submission does not load: {built.failure}")
     result = built.result
@@ -55,31 +71,29 @@ def loads(built: Stage[Built]) -> Verdict:
                     "params": result.params})
 
 
-def _loaded(check: Callable[[Built], Verdict]) -> Callable[[Stage[Built]], Verdict]:
-    def verdict(built: Stage[Built]) -> Verdict:
-        return check(built.result) if built.ok and built.result is not None else NOT_LOADED
+def _loaded(check: Callable[[Built, str], Verdict]) -> Judge:
+    """A verdict on a loaded model (the broken rules of `check` in it); skipped otherwise."""
+    def verdict(evidence: Evidence) -> Verdict:
+        built = evidence.built
+        return check(built.result, evidence.check) if built.ok and built.result is not None \
+            else NOT_LOADED
 
     verdict.__name__ = check.__name__
     return verdict
 
 
-def _rules(name: str) -> Callable[[Built], Verdict]:
-    def verdict(built: Built) -> Verdict:
-        found = built.violations.get(name, ())
-        return Verdict(FAILED, "\n".join(_bullets(found))) if found else \
-            Verdict(PASSED, PASS_TEXT[name])
+def rules_kept(passed: str) -> Judge:
+    """Failed with the broken rules, each a bullet; else `passed`."""
+    def verdict(built: Built, check: str) -> Verdict:
+        found = built.violations.get(check, ())
+        return Verdict(FAILED, "\n".join(_bullets(found))) if found else Verdict(PASSED, passed)
 
-    verdict.__name__ = name
-    return verdict
-
-
-layer_whitelist = _loaded(_rules("layer_whitelist"))
-relu_bounded = _loaded(_rules("relu_bounded"))
+    return _loaded(verdict)
 
 
 @_loaded
-def quantization_scheme(built: Built) -> Verdict:
-    found = built.violations.get("quantization_scheme", ())
+def quantization_scheme(built: Built, check: str) -> Verdict:
+    found = built.violations.get(check, ())
     if found:
         return Verdict(FAILED, "\n".join(_bullets(found)))
     return Verdict(PASSED, f"W{built.weight_bits}A{built.activation_bits} is supported by "
@@ -87,15 +101,13 @@ def quantization_scheme(built: Built) -> Verdict:
 
 
 @_loaded
-def v1_constraints(built: Built) -> Verdict:
+def v1_constraints(built: Built, check: str) -> Verdict:
     """Both kinds of evidence: the rules, and the toolchain on a virtual AKD1000."""
-    found = built.violations.get("v1_constraints", ())
+    found = built.violations.get(check, ())
     if built.not_rebuilt is not None:
         return Verdict(FAILED, "\n".join([
             f"not checked on the Akida tools: the grader does not rebuild this model "
             f"({built.not_rebuilt})", *_bullets(found)]))
-    documented = [v for v in found if v.documented]
-    measured = [v for v in found if not v.documented]
     problem = toolchain_problem(built.v1)
     mapping = built.v1.mapping
     metrics = static_mapping_metrics(mapping) if problem is None and mapping else {}
@@ -105,6 +117,12 @@ def v1_constraints(built: Built) -> Verdict:
         nps = mapping.nps if mapping else None
         return Verdict(PASSED, "documented Akida 1.0 rules: all satisfied; virtual AKD1000: "
                                f"mapped in one hardware sequence on {nps} NPs{bits}", metrics)
+    return Verdict(FAILED, "\n".join(_v1_lines(found, problem, bits)), metrics)
+
+
+def _v1_lines(found: tuple[Violation, ...], problem: str | None, bits: str) -> list[str]:
+    documented = [v for v in found if v.documented]
+    measured = [v for v in found if not v.documented]
     if documented:
         lines = ["Akida 1.0 hardware constraints (BrainChip's documented rules):",
                  *_bullets(documented)]
@@ -118,7 +136,7 @@ def v1_constraints(built: Built) -> Verdict:
     else:
         lines.append("virtual AKD1000: the mapper accepted the model anyway; the rules above "
                      "still apply to the real chip")
-    return Verdict(FAILED, "\n".join(lines), metrics)
+    return lines
 
 
 def toolchain_problem(truth: V1Truth) -> str | None:
@@ -147,11 +165,6 @@ def not_rebuilt(why: str) -> Verdict:
                             "see layer_whitelist and v1_constraints")
 
 
-FAST: dict[str, Callable[[Stage[Built]], Verdict]] = {
-    "loads": loads, "layer_whitelist": layer_whitelist, "relu_bounded": relu_bounded,
-    "quantization_scheme": quantization_scheme, "v1_constraints": v1_constraints}
-
-
 # ---------------------------------------------------------------------------- accuracy
 
 
@@ -159,20 +172,29 @@ def accuracy_metrics(graded: Graded) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "float_accuracy": graded.float_accuracy, "quantized_accuracy": graded.quantized_accuracy,
         "akida_accuracy": graded.akida_accuracy, "quantize_attempt": graded.quantize_attempt,
-        "n_test": graded.n_test, "training": graded.route}
+        "n_test": graded.n_test, "training": graded.training}
     metrics = {name: value for name, value in metrics.items() if value is not None}
     if not graded.mapping.error:
         metrics.update(static_mapping_metrics(graded.mapping))
     return metrics
 
 
-def quantized_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
-    if not stage.ok or stage.result is None:
-        return Verdict(FAILED, f"not graded: {stage.failure}")
-    graded = stage.result
+def _graded(evidence: Evidence) -> Graded | Verdict:
+    """The grade, or the failed verdict saying why there is none."""
+    stage = evidence.graded
+    if stage is None or not stage.ok or stage.result is None:
+        return Verdict(FAILED, f"not graded: {stage.failure if stage else 'no grade'}")
+    return stage.result
+
+
+def quantized_accuracy(evidence: Evidence) -> Verdict:
+    graded = _graded(evidence)
+    if isinstance(graded, Verdict):
+        return graded
+    min_accuracy = evidence.min_accuracy
     text = (f"quantized Keras model: {_percent(graded.quantized_accuracy)} on {graded.n_test} "
             f"test images (float {_percent(graded.float_accuracy)}, training: "
-            f"{graded.route}, quantization attempt {graded.quantize_attempt + 1})")
+            f"{graded.training}, quantization attempt {graded.quantize_attempt + 1})")
     passed = graded.quantized_accuracy >= min_accuracy
     if not passed:
         text += f"; needs at least {_percent(min_accuracy)}"
@@ -183,10 +205,11 @@ def quantized_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
     return Verdict(PASSED if passed else FAILED, text, accuracy_metrics(graded))
 
 
-def akida_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
-    if not stage.ok or stage.result is None:
-        return Verdict(FAILED, f"not graded: {stage.failure}")
-    graded = stage.result
+def akida_accuracy(evidence: Evidence) -> Verdict:
+    graded = _graded(evidence)
+    if isinstance(graded, Verdict):
+        return graded
+    min_accuracy = evidence.min_accuracy
     if graded.akida_accuracy is None:
         return Verdict(FAILED, f"the converted model cannot classify: {graded.cut_at}",
                        accuracy_metrics(graded))
@@ -206,11 +229,12 @@ def akida_accuracy(stage: Stage[Graded], min_accuracy: float) -> Verdict:
 # ---------------------------------------------------------------------------- hardware
 
 
-def hardware(run: Stage[Run], graded: Graded | None, student: str,
-             quality_max: float) -> tuple[Verdict, list[str]]:
-    """The verdict, and the assignment's printout of the run (for the terminal)."""
-    if not run.ok or run.result is None:
-        return Verdict(FAILED, run.failure or "not measured"), []
+def hardware(evidence: Evidence) -> Verdict:
+    """The verdict, with the assignment's printout of the run for the terminal."""
+    run, quality_max = evidence.run, evidence.quality_max
+    graded = evidence.graded.result if evidence.graded and evidence.graded.ok else None
+    if run is None or not run.ok or run.result is None:
+        return Verdict(FAILED, (run.failure if run else None) or "not measured")
     result = run.result
     if result.measurement is None:
         accuracy = graded.akida_accuracy if graded else None
@@ -219,14 +243,14 @@ def hardware(run: Stage[Run], graded: Graded | None, student: str,
                   if accuracy is not None and memory else None)
         verdict = no_hardware(accuracy, memory, budget, quality_max)
         if result.why:
-            verdict = Verdict(verdict.outcome, f"{result.why}. {verdict.message}",
-                              verdict.metrics)
-        return verdict, []
-    text = format_measurement(student, result.measurement,
+            verdict = replace(verdict, message=f"{result.why}. {verdict.message}")
+        return verdict
+    text = format_measurement(evidence.student, result.measurement,
                               quantized_accuracy=graded.quantized_accuracy if graded else None,
                               quality_max=quality_max)
-    return (hardware_quality(result.measurement, result.source, quality_max=quality_max,
-                             report=text), text.splitlines())
+    verdict = hardware_quality(result.measurement, result.source, quality_max=quality_max,
+                               report=text)
+    return replace(verdict, printout=tuple(text.splitlines()))
 
 
 def hardware_quality(measurement: Measurement, source: str, *, quality_max: float,

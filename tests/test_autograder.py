@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from pytest_akida_grade import catalog, settings
+from pytest_akida_grade import catalog
 from pytest_akida_grade.report import autograder, cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -250,11 +250,6 @@ def test_a_bundled_recording_goes_into_the_zip_and_run_autograder_replays_it(
     assert status == 0, err
     assert _zip_text(built, "replay.json") == recording.read_text()
     assert 'REPLAY=(--akida-replay "$SOURCE/replay.json")' in _zip_text(built, "run_autograder")
-
-
-def test_the_known_settings_are_the_plugins_ini_keys() -> None:
-    plugin_keys = {o.ini_key for o in settings.OPTIONS if o.ini}
-    assert plugin_keys == autograder.KNOWN_KEYS
 
 
 # ---------------------------------------------------------------- refused at build time

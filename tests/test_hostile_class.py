@@ -350,14 +350,8 @@ def hashes(*trees: Path) -> dict[str, str]:
 @functools.cache
 def mode_problem(mode: str) -> str | None:
     """Why this machine cannot grade in `mode` as root would (None: it can)."""
-    if mode == "bwrap":
-        problem = policy._bwrap_problem((), sys.executable)
-        return None if problem is None else f"bubblewrap does not work here: {problem}"
-    if os.geteuid() != 0:
-        return "the uid mode needs root"
-    problem = policy._uid_problem(sys.executable)
-    return None if problem is None else f"the uid mode needs a Python a fresh uid can run: " \
-                                        f"{problem}"
+    problem = policy.MODES[mode].problem((), sys.executable)  # type: ignore[index]
+    return None if problem is None else f"no {mode} sandbox here: {problem}"
 
 
 def modes() -> list[str]:

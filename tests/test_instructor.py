@@ -34,6 +34,21 @@ def test_at_least_one_separable_convolution(akida_student):
 '''
 
 
+# Course checks whose messages carry what a student must never read: host paths.
+LEAKY = '''
+import pytest
+
+
+def test_fails_with_our_internals(akida_student):
+    assert False, (f"Traceback (most recent call last):\\n  File \\"/srv/grader/secret.py\\", "
+                   f"line 3, in check\\nValueError: {akida_student.path.resolve()} is wrong")
+
+
+def test_skips_with_our_internals(akida_student):
+    pytest.skip(f"nothing to see at {akida_student.path.resolve()}")
+'''
+
+
 # Imported, each writes a marker file: proof that pytest ran it in the grader's own process.
 MARKER = "import pathlib\npathlib.Path({path!r}).write_text('imported')\n"
 
@@ -58,6 +73,7 @@ def test_a_course_check_runs_once_per_student_and_joins_their_record(
     add_student(grading, "alice", student_source())
     add_student(grading, "bob", SEPARABLE)
     add_course_checks(grading, "test_course.py", COURSE)
+    add_course_checks(grading, "test_leaky.py", LEAKY)
     result = grading.runpytest(*FAST, "--akida-json=grades.json", "--akida-csv=book.csv", "-v",
                                "-o", "akida_points=test_at_least_one_separable_convolution = 3")
     result.stdout.fnmatch_lines([
@@ -73,8 +89,20 @@ def test_a_course_check_runs_once_per_student_and_joins_their_record(
     assert "quantized_accuracy" not in graded["alice"]["metrics"]  # the fast fields never train
     rows = {row["student"]: row for row in csv.DictReader((grading.path / "book.csv").open())}
     assert rows["bob"]["check_test_at_least_one_separable_convolution"] == "passed"
-    assert float(rows["alice"]["max_points"]) == 1 + 1 + 1 + 1 + 2 + 2 + 2 + 10 + 3 + 1
+    assert float(rows["alice"]["max_points"]) == 1 + 1 + 1 + 1 + 2 + 2 + 2 + 10 + 3 + 1 + 1 + 1
+    _assert_scrubbed(grading, result, graded["alice"]["checks"])
 
+
+def _assert_scrubbed(grading: pytest.Pytester, result: pytest.RunResult,
+                     checks: dict[str, Any]) -> None:
+    """A course check's failure and skip reach the student scrubbed, as the built-in checks'."""
+    failed, skipped = (checks[f"test_{kind}_with_our_internals"] for kind in ("fails", "skips"))
+    assert (failed["outcome"], skipped["outcome"]) == ("failed", "skipped")
+    assert "alice.py is wrong" in failed["message"] and "alice.py" in skipped["message"]
+    shown = [line for line in result.stdout.lines if "is wrong" in line or "secret" in line]
+    assert shown  # the terminal's failure section shows them too
+    for text in (failed["message"], skipped["message"], *shown):
+        assert "/srv/grader" not in text and str(grading.path) not in text
 
 def test_k_selects_a_students_course_checks_too(grading: pytest.Pytester) -> None:
     add_student(grading, "alice", student_source())

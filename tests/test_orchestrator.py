@@ -31,6 +31,7 @@ from pytest_akida_grade.results import (
     Graded,
     HarnessError,
     MappingFigures,
+    Route,
     Stage,
     V1Truth,
 )
@@ -43,16 +44,16 @@ FAST = [check for check in catalog.NAMES if check not in catalog.ACCURACY
         and catalog.BY_NAME[check].stage == "build"]
 
 
-def built(route: str) -> dict[str, Any]:
+def built(route: Route) -> dict[str, Any]:
     return Built(
         layers=({"index": 0, "name": "conv2d", "class_name": "Conv2D"},), params=1234,
         weight_bits=4, activation_bits=4, violations={}, route=route,
         v1=V1Truth(bits=(4, 4), declared_bits_used=True, mapping=MAPPING)).to_json()
 
 
-def graded(training: str, accuracy: float = 0.98) -> dict[str, Any]:
+def graded(route: Route, cached: bool = False, accuracy: float = 0.98) -> dict[str, Any]:
     return Graded(
-        n_train=100, n_test=50, route=training, float_accuracy=accuracy + 0.001,
+        n_train=100, n_test=50, route=route, cached=cached, float_accuracy=accuracy + 0.001,
         quantized_accuracy=accuracy, akida_accuracy=accuracy, quantize_attempt=0,
         attempt_val_accuracies=(accuracy,), cut_at=None, mapping=MAPPING,
         peak_rss_mb=800.0).to_json()
@@ -135,8 +136,9 @@ class FakeTrusted:
         grade = job.grade if isinstance(job, jobs.InspectAndGrade) else job
         Path(grade.out).write_bytes(b"converted model")
         if isinstance(job, jobs.InspectAndGrade):
-            return Reply(ok={"built": built(job.inspect.route), "graded": graded(grade.route)})
-        return Reply(ok=graded(grade.route))
+            return Reply(ok={"built": built(job.inspect.route),
+                             "graded": graded(grade.route, grade.cached)})
+        return Reply(ok=graded(grade.route, grade.cached))
 
 
 @dataclass
@@ -153,9 +155,9 @@ class FakeData:
     def source(self) -> FakeSource:
         return FakeSource(self.root / "mnist.npz")
 
-    def request(self) -> dict[str, Any]:
-        return {"path": str(self.root / "mnist.npz"), "sha256": "d" * 64, "seed": 0,
-                "validation_split": 0.1, "train_limit": 0, "test_limit": 0}
+    def spec(self) -> jobs.DataSpec:
+        return jobs.DataSpec(path=str(self.root / "mnist.npz"), sha256="d" * 64, seed=0,
+                             validation_split=0.1, train_limit=0, test_limit=0)
 
     def split(self) -> Any:
         raise AssertionError("only the board measures on the test set")
@@ -390,8 +392,8 @@ def test_the_fingerprint_is_of_the_trained_weights_once_graded(school: Class) ->
     alice = school.student("alice")
     grader = school.grader()
     verdicts(grader, alice, FAST)
-    before = grader.fingerprint(alice)
+    before = grader.similarity_fingerprint(alice)
     assert before["weights"] == "initial"
     verdicts(grader, alice)
-    after = grader.fingerprint(alice)
+    after = grader.similarity_fingerprint(alice)
     assert after["weights"] == "default recipe" and after != before

@@ -263,20 +263,21 @@ def test_it_rejects_a_bad_setting_naming_where_it_came_from(grading: pytest.Pyte
 
 def test_it_rejects_a_bad_gradescope_view_naming_the_setting_and_the_line(
         grading: pytest.Pytester):
-    grading.makefile(".ini", pytest="[pytest]\nakida_visibility =\n    default = visible\n"
-                                    "    akida_accuracy = soon\n")
+    grading.makefile(".ini", pytest="[pytest]\nakida_students = students\nakida_visibility =\n"
+                                    "    default = visible\n    akida_accuracy = soon\n")
     result = grading.runpytest("--collect-only")
     result.stderr.fnmatch_lines(["*ini akida_visibility*akida_accuracy = soon*'soon' is not a "
                                  "visibility*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    grading.makefile(".ini", pytest="[pytest]\nakida_leaderboard = Speed = fps fastest\n")
+    grading.makefile(".ini", pytest="[pytest]\nakida_students = students\n"
+                                    "akida_leaderboard = Speed = fps fastest\n")
     result = grading.runpytest("--collect-only")
     result.stderr.fnmatch_lines(["*ini akida_leaderboard*order 'fastest'*"])
 
 
 def test_it_rejects_points_for_an_unknown_check(grading: pytest.Pytester):
-    grading.makefile(".ini", pytest="[pytest]\nakida_points =\n    hardware_quality = 12\n"
-                                    "    speed = 3\n")
+    grading.makefile(".ini", pytest="[pytest]\nakida_students = students\nakida_points =\n"
+                                    "    hardware_quality = 12\n    speed = 3\n")
     result = grading.runpytest("--collect-only")
     result.stderr.fnmatch_lines(["*speed*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -300,3 +301,37 @@ def test_it_resolves_settings_command_line_over_environment_over_ini(
     config = grading.parseconfigure()
     assert settings_from_config(config).timeout == 60  # the fast ini's value
     assert Path(str(settings_from_config(config).cache_dir)).name.startswith("akida-cache")
+
+
+MACHINERY = ("pytest_akida_grade.session", "pytest_akida_grade.grading",
+             "pytest_akida_grade.sandbox.policy", "pytest_akida_grade.evaluator.client")
+REPORT_MACHINERY = '''
+import json, sys
+def pytest_unconfigure(config):
+    loaded = [name for name in {machinery!r} if name in sys.modules]
+    with open("machinery.json", "w") as handle:
+        json.dump({{"loaded": loaded, "options": config.getoption("akida_sandbox")}}, handle)
+'''
+
+
+def test_it_stays_inert_in_an_unrelated_suite(pytester: pytest.Pytester):
+    """A student's own tests in a venv with our wheel: the options exist, nothing else runs (no
+    sandbox probe, no grader, no trusted process: their modules are never even imported)."""
+    pytester.makeconftest(REPORT_MACHINERY.format(machinery=MACHINERY))
+    pytester.makepyfile(test_mine="def test_arithmetic():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "akida-grade sandbox" not in result.stdout.str()
+    found = json.loads((pytester.path / "machinery.json").read_text())
+    assert found == {"loaded": [], "options": None}  # our options are there, unset
+    assert not list(Path(pytester.path).glob("akida-grade-*"))
+
+
+def test_it_starts_its_machinery_once_students_are_collected(grading: pytest.Pytester):
+    (grading.path / "students" / "alice.py").write_text(student_source(GOOD_LAYERS))
+    grading.makeconftest(REPORT_MACHINERY.format(machinery=MACHINERY))
+    result = grading.runpytest_subprocess("--collect-only")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["akida-grade sandbox: *"])
+    found = json.loads((grading.path / "machinery.json").read_text())
+    assert set(found["loaded"]) == set(MACHINERY)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog
+from pytest_akida_grade import assignment
 from pytest_akida_grade.results import Violation
 from pytest_akida_grade.rules import akida_v1, design_space, specs
 
@@ -267,7 +267,7 @@ def test_it_accepts_bounded_plain_relus() -> None:
 # ------------------------------------------------------------------------ quantization scheme
 
 
-@pytest.mark.parametrize(("weight_bits", "activation_bits"), catalog.SUPPORTED_SCHEMES)
+@pytest.mark.parametrize(("weight_bits", "activation_bits"), assignment.SUPPORTED_SCHEMES)
 def test_it_accepts_the_three_supported_schemes(weight_bits: int, activation_bits: int) -> None:
     assert design_space.quantization_scheme(weight_bits, activation_bits) == []
 

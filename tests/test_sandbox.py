@@ -28,7 +28,7 @@ def _chosen() -> policy.Policy:
     try:
         return policy.choose("auto", data.test_set_copies(None, None))
     except policy.SandboxUnavailable as error:  # root with neither: the tests that need one skip
-        return policy.Policy("off", str(error))
+        return policy.Off(str(error))
 
 
 BWRAP = _chosen()
@@ -39,8 +39,8 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the uid sandbox needs
 # at import time (no numpy there: nothing is exported).
 UID_PROBLEM = policy._uid_problem(sys.executable) if os.geteuid() == 0 else "not root"
 SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin")
-UID = policy.Policy("uid", python=sys.executable if UID_PROBLEM is None
-                    else SYSTEM_PYTHON or "python3")
+UID = policy.FreshUid(python=sys.executable if UID_PROBLEM is None
+                      else SYSTEM_PYTHON or "python3")
 needs_uid = pytest.mark.skipif(os.geteuid() != 0 or SYSTEM_PYTHON is None,
                                reason="the uid sandbox needs root and /usr/bin/python3")
 needs_uid_python = pytest.mark.skipif(
@@ -61,8 +61,8 @@ def _fork_server(sandbox: policy.Policy) -> Iterator[tuple[launch.ForkServer, Pa
     jobs = Path(tempfile.mkdtemp(prefix="akida-test-jobs-"))
     os.chmod(jobs, 0o711)
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
-    server = launch.ForkServer(lambda fd: policy.fork_server_command(sandbox, jobs, env, fd), env,
-                               jobs / "zygote.log", host_pids=sandbox.mode != "bwrap")
+    server = launch.ForkServer(lambda fd: sandbox.fork_server_command(jobs, env, fd), env,
+                               jobs / "zygote.log", host_pids=sandbox.host_pids)
     with server._lock:  # started now: the tests' clocks do not count its TensorFlow import
         server._ensure_started()
     yield server, jobs

@@ -141,7 +141,7 @@ def test_the_request_sets_every_limit_and_no_process_limit_when_off(tmp_path: Pa
                     memory_bytes=3 << 30, processes=64)
     scratch, staging = tmp_path / "scratch", tmp_path / "staging"
     scratch.mkdir()
-    end = launch.run(policy.Policy("off", root=False), job, scratch, staging, lambda _: None,
+    end = launch.run(policy.Off(root=False), job, scratch, staging, lambda _: None,
                      lambda phase, path: None)
     assert end.failure is not None, end
     assert f"nproc {resource.getrlimit(resource.RLIMIT_NPROC)}" in end.failure

@@ -7,14 +7,16 @@ from typing import Any
 
 from board_double import PUBLISHED_FAIL, PUBLISHED_PASS
 
-from pytest_akida_grade import quality
+from pytest_akida_grade import catalog, quality
 from pytest_akida_grade import verdicts as checks
 from pytest_akida_grade.results import (
     Built,
     Graded,
     MappingFigures,
+    Route,
     Stage,
     V1Truth,
+    Verdict,
     Violation,
 )
 
@@ -46,19 +48,27 @@ def inspected(**v1: Any) -> Stage[Built]:
                        "mapping": MappingFigures.from_json(MAPPED), **v1})
     return Stage(result=Built(layers=tuple(LAYERS), params=1000, weight_bits=4,
                               activation_bits=4, violations={}, v1=truth,
-                              route="default recipe"))
+                              route=Route.DEFAULT_RECIPE))
 
 
 def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage[Graded]:
-    return Stage(result=Graded(n_train=54000, n_test=10000, route="default recipe",
+    return Stage(result=Graded(n_train=54000, n_test=10000, route=Route.DEFAULT_RECIPE,
                                float_accuracy=0.98, quantized_accuracy=quantized,
                                akida_accuracy=akida, quantize_attempt=0,
                                attempt_val_accuracies=(), cut_at=None,
                                mapping=MappingFigures.from_json(MAPPED), peak_rss_mb=1000.0))
 
 
+def judge(check: str, built: Stage[Built] | None = None,
+          graded: Stage[Graded] | None = None) -> Verdict:
+    """The catalog's entry for `check` on this evidence (the grader's call)."""
+    verdict = catalog.BY_NAME[check].verdict
+    assert verdict is not None
+    return verdict(checks.Evidence(check, built or inspected(), graded, min_accuracy=0.95))
+
+
 def test_it_passes_a_model_that_satisfies_the_rules_and_maps():
-    verdict = checks.v1_constraints(inspected())
+    verdict = judge("v1_constraints", inspected())
     assert verdict.outcome == checks.PASSED
     assert "3 NPs" in verdict.message
     assert verdict.metrics["program_memory_bytes"] == 40000
@@ -66,42 +76,42 @@ def test_it_passes_a_model_that_satisfies_the_rules_and_maps():
 
 
 def test_it_fails_with_the_mappers_words_when_the_rules_allowed_the_model():
-    verdict = checks.v1_constraints(inspected(mapping={"error": "Cannot map layer 'x'."}))
+    verdict = judge("v1_constraints", inspected(mapping={"error": "Cannot map layer 'x'."}))
     assert verdict.outcome == checks.FAILED
     assert "documented rules): all satisfied, but" in verdict.message
     assert "Cannot map layer 'x'." in verdict.message
 
 
 def test_it_fails_a_silent_cut_and_says_what_to_do():
-    verdict = checks.v1_constraints(inspected(cut_at="quantization stopped at layer 'bn'"))
+    verdict = judge("v1_constraints", inspected(cut_at="quantization stopped at layer 'bn'"))
     assert verdict.outcome == checks.FAILED
     assert "quantization stopped at layer 'bn'" in verdict.message
     assert "move or remove that layer" in verdict.message
 
 
 def test_it_says_at_which_precision_an_unsupported_declaration_was_checked():
-    verdict = checks.v1_constraints(inspected(declared_bits_used=False))
+    verdict = judge("v1_constraints", inspected(declared_bits_used=False))
     assert "checked at W4A4" in verdict.message
 
 
 def test_it_skips_every_check_of_a_submission_that_did_not_load():
     broken = Stage(failure="the grading process ended with exit code 3")
-    assert checks.loads(broken).outcome == checks.FAILED
-    assert "exit code 3" in checks.loads(broken).message
-    for name in ("layer_whitelist", "relu_bounded", "quantization_scheme", "v1_constraints"):
-        assert checks.FAST[name](broken).outcome == checks.SKIPPED
+    assert judge("loads", broken).outcome == checks.FAILED
+    assert "exit code 3" in judge("loads", broken).message
+    for name in catalog.FAST[1:]:
+        assert judge(name, broken).outcome == checks.SKIPPED
 
 
 def test_it_shows_the_gap_between_the_quantized_and_the_akida_accuracy():
-    verdict = checks.akida_accuracy(graded(quantized=0.97, akida=0.62), 0.95)
+    verdict = judge("akida_accuracy", graded=graded(quantized=0.97, akida=0.62))
     assert verdict.outcome == checks.FAILED
     assert "35.00 points below the quantized Keras model (97.00 %)" in verdict.message
-    close = checks.akida_accuracy(graded(quantized=0.97, akida=0.968), 0.95)
+    close = judge("akida_accuracy", graded=graded(quantized=0.97, akida=0.968))
     assert close.outcome == checks.PASSED and "points" not in close.message
 
 
 def test_it_fails_the_quantized_accuracy_below_the_bar_and_names_the_bar():
-    verdict = checks.quantized_accuracy(graded(quantized=0.90), 0.95)
+    verdict = judge("quantized_accuracy", graded=graded(quantized=0.90))
     assert verdict.outcome == checks.FAILED
     assert "needs at least 95.00 %" in verdict.message
     assert verdict.metrics["float_accuracy"] == 0.98
@@ -111,7 +121,7 @@ def test_it_fails_the_akida_accuracy_of_a_model_that_cannot_classify():
     stage = graded(akida=None)
     assert stage.result is not None
     stage = Stage(result=replace(stage.result, cut_at="conversion stopped at layer 're_lu'"))
-    verdict = checks.akida_accuracy(stage, 0.95)
+    verdict = judge("akida_accuracy", graded=stage)
     assert verdict.outcome == checks.FAILED
     assert "conversion stopped at layer 're_lu'" in verdict.message
 
@@ -144,7 +154,7 @@ def test_it_shows_documented_rules_and_limits_found_by_mapping_apart() -> None:
     stage = inspected(mapping={"error": "Filter size is too big to fit in a CNP"})
     assert stage.result is not None
     built = replace(stage.result, violations={"v1_constraints": (documented, measured)})
-    message = checks.v1_constraints(Stage(result=built)).message
+    message = judge("v1_constraints", Stage(result=built)).message
     lines = message.splitlines()
     assert lines[0] == "Akida 1.0 hardware constraints (BrainChip's documented rules):"
     assert lines[1] == "- layer 3 pools wrongly. Fix: pool 2x2."
@@ -159,6 +169,6 @@ def test_it_keeps_the_documented_rules_satisfied_when_only_a_measured_limit_fire
     stage = inspected(mapping={"error": "Filter size is too big to fit in a CNP"})
     assert stage.result is not None
     built = replace(stage.result, violations={"v1_constraints": (measured,)})
-    message = checks.v1_constraints(Stage(result=built)).message
+    message = judge("v1_constraints", Stage(result=built)).message
     assert message.startswith("Akida 1.0 hardware constraints (documented rules): all "
                               "satisfied, but\nlimits of the AKD1000 found by mapping")

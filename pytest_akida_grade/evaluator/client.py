@@ -44,6 +44,7 @@ class Reply:
     failure: str | None = None  # the submission's fault (for the student)
     error: str | None = None  # ours (a grader error)
     repeatable: bool = True  # False after a crash or a timeout: not worth caching
+    crashed: bool = False  # the process died on it (`failure` says how): worth one retry
 
     def stage(self, parse: Callable[[Any], T], student: str) -> Stage[T]:
         """The job's typed result or the student's failure; HarnessError when it was ours."""
@@ -74,10 +75,10 @@ class Evaluator:
         """Run one job; a crash is retried once in a fresh server."""
         with self._lock:
             first = self._attempt(job, student, seconds, timeout_source)
-            if first.error != "crashed":
+            if not first.crashed:
                 return first
             second = self._attempt(job, student, seconds, timeout_source)
-            if second.error != "crashed":
+            if not second.crashed:
                 return second
             return Reply(failure=f"the grader's evaluator crashed twice on this model "
                                  f"({second.failure}); it may have needed more than the "
@@ -159,7 +160,7 @@ class Evaluator:
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 death = f"signal {signal.Signals(-code).name}"
-        return Reply(error="crashed", failure=f"{death}{': ' + tail if tail else ''}",
+        return Reply(crashed=True, failure=f"{death}{': ' + tail if tail else ''}",
                      repeatable=False)
 
     # ------------------------------------------------------------------ the process

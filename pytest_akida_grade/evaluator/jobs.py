@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pytest_akida_grade.codec import Message, Record, parse
-from pytest_akida_grade.results import Declared
+from pytest_akida_grade.results import Declared, Route
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,7 +44,7 @@ class Inspect(Message):
     seed: int
     weight_bits: Declared
     activation_bits: Declared
-    route: str
+    route: Route
     calibration: Calibration | None = None  # a pre-trained model: the grade's own images
 
 
@@ -76,7 +76,8 @@ class Grade(Message):
     attempts: int
     calibration_samples: int
     seed: int
-    route: str  # how the weights were trained (results.ROUTES), " (cached)" from the cache
+    route: Route  # how the weights were trained
+    cached: bool = False  # by an earlier run (the cache's trained weights)
 
 
 @dataclass(frozen=True, kw_only=True)

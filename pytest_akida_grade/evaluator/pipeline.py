@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from pytest_akida_grade import catalog
+from pytest_akida_grade.assignment import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.background import OnProgress
-from pytest_akida_grade.catalog import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.rebuild import (
@@ -35,8 +36,16 @@ from pytest_akida_grade.evaluator.rebuild import (
 )
 from pytest_akida_grade.evaluator.schema import ARCHITECTURE_BYTES, SchemaError, parse, refusal
 from pytest_akida_grade.quality import argmax_accuracy
-from pytest_akida_grade.results import Built, Declared, Graded, MappingFigures, V1Truth, Violation
-from pytest_akida_grade.rules import akida_v1, architecture, design_space, mapper
+from pytest_akida_grade.results import (
+    Built,
+    Declared,
+    Graded,
+    MappingFigures,
+    Route,
+    V1Truth,
+    Violation,
+)
+from pytest_akida_grade.rules import architecture, mapper
 from pytest_akida_grade.rules.architecture import budget_problem, parameters
 from pytest_akida_grade.rules.specs import Specs, describe
 
@@ -79,7 +88,7 @@ def rebuild(architecture: Path, weights: Path) -> tuple[Any, Specs]:
 
 
 def inspect(architecture: Path, weights: Path, weight_bits: Declared,
-            activation_bits: Declared, route: str, seed: int,
+            activation_bits: Declared, route: Route, seed: int,
             samples: Array | None = None) -> Built:
     """The fast checks' evidence: specs, every rule's violations, the Akida 1.0 truth.
 
@@ -128,7 +137,7 @@ def _with_weights(config: dict[str, Any], weights: Path) -> tuple[Any, str | Non
         return rebuilt(config, None), str(error)
 
 
-def _not_rebuilt(layers: Specs, weight_bits: Declared, activation_bits: Declared, route: str,
+def _not_rebuilt(layers: Specs, weight_bits: Declared, activation_bits: Declared, route: Route,
                  why: str) -> Built:
     """The rules' verdicts on the JSON of a model the grader does not rebuild."""
     bits, declared = checked_bits(weight_bits, activation_bits)
@@ -139,7 +148,7 @@ def _not_rebuilt(layers: Specs, weight_bits: Declared, activation_bits: Declared
 
 
 def _inspected(model: Any, layers: Specs, weight_bits: Declared, activation_bits: Declared,
-               route: str, samples: Array) -> tuple[Built, Conversion | None]:
+               route: Route, samples: Array) -> tuple[Built, Conversion | None]:
     """The build's evidence, and its conversion when it is the grade's own first one (made at
     the declared, supported precision)."""
     bits, declared = checked_bits(weight_bits, activation_bits)
@@ -168,13 +177,7 @@ def first_calibration(data: Split, calibration_samples: int, seed: int) -> Array
 def _violations(layers: Specs, weight_bits: Declared, activation_bits: Declared,
                 bits: tuple[int, int]) -> dict[str, tuple[Violation, ...]]:
     """The rules' verdicts (Akida 1.0's at the precision the truth is checked at)."""
-    found = {
-        "layer_whitelist": design_space.layer_whitelist(layers),
-        "relu_bounded": design_space.relu_bounded(layers),
-        "quantization_scheme": design_space.quantization_scheme(weight_bits, activation_bits),
-        "v1_constraints": akida_v1.v1_static(layers, weight_bits=bits[0]),
-    }
-    return {check: tuple(violations) for check, violations in found.items()}
+    return catalog.violations(catalog.Submitted(layers, weight_bits, activation_bits, bits))
 
 
 def _converted(model: Any, layers: Specs, bits: tuple[int, int],
@@ -358,8 +361,8 @@ def _grade(model: Any, layers: Specs, data: Split, job: jobs.Grade, progress: On
     mapping = map_on_virtual_akd1000(conversion.akida, layers)
     conversion.akida.save(job.out)
     return Graded(n_train=len(data.y_fit), n_test=len(data.y_test), route=job.route,
-                  float_accuracy=float_accuracy, quantized_accuracy=quantized,
-                  akida_accuracy=akida, quantize_attempt=attempt,
+                  cached=job.cached, float_accuracy=float_accuracy,
+                  quantized_accuracy=quantized, akida_accuracy=akida, quantize_attempt=attempt,
                   attempt_val_accuracies=tuple(scores), cut_at=conversion.cut_at,
                   mapping=mapping, peak_rss_mb=peak_rss_mb())
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from pytest_akida_grade import codec
-from pytest_akida_grade.catalog import INPUT_SHAPE, NUM_CLASSES
+from pytest_akida_grade.assignment import INPUT_SHAPE, NUM_CLASSES
 
 WEIGHTS_BYTES = 512 << 20
 # Beyond this a weight cannot be a trained MNIST model's, and quantizing it overflows the

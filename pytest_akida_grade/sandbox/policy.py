@@ -26,9 +26,9 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal, TypedDict
 
-Mode = Literal["bwrap", "uid", "off"]
+ModeName = Literal["bwrap", "uid", "off"]
 Setting = Literal["auto", "required", "off"]
 SETTINGS: tuple[Setting, ...] = ("auto", "required", "off")
 
@@ -38,6 +38,15 @@ TMPFS_BYTES = 512 << 20  # the sandbox's /tmp: in memory, so bounded
 SYSTEM_TREES = ("/usr", "/etc", "/opt")  # read-only; /etc for the loader cache and locales
 MERGED_USR = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 PROBE_SECONDS = 60.0
+Bind = tuple[str, Path, str]  # (--ro-bind | --bind, host path, path inside)
+
+
+class PopenUser(TypedDict, total=False):
+    """subprocess.Popen's arguments that start a child as another user."""
+
+    user: int | None
+    group: int | None
+    extra_groups: list[int]
 
 
 class SandboxUnavailable(Exception):
@@ -46,25 +55,145 @@ class SandboxUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Policy:
-    mode: Mode
-    why: str = ""  # why not bwrap (empty when bwrap)
+    """A way to confine a submission's process: one subclass a mode (the table `MODES`), one
+    instance a session. The launcher asks it, never compares modes."""
+
+    mode: ClassVar[ModeName]
+    why: str = ""  # why not a stronger mode (empty when bwrap)
     hidden: tuple[Path, ...] = ()  # never visible inside bwrap (test-set copies, cache, classes)
     python: str = sys.executable
     root: bool = field(default_factory=lambda: os.geteuid() == 0)
+
+    @staticmethod
+    def problem(hidden: tuple[Path, ...], python: str) -> str | None:
+        """None when this mode works on this machine (its probe); else why not."""
+        return None
+
+    def describe(self) -> str:
+        return self._text() + (f"; {self.why}" if self.why else "")
+
+    def _text(self) -> str:
+        raise NotImplementedError
 
     @property
     def forks(self) -> bool:
         """Whether jobs may be forks of one fork server (zygote.py): each its own fresh uid
         (root), or nothing to isolate (off). A normal user's namespace has one uid for all."""
-        return self.mode == "off" or (self.mode in ("bwrap", "uid") and self.root)
+        return self.root
 
-    def describe(self) -> str:
-        text = {"bwrap": "bubblewrap (namespaces, read-only system, own scratch only"
-                         + (", fresh unprivileged uid)" if self.root else ", user namespace)"),
-                "uid": "a fresh unprivileged uid with resource limits (no namespaces)",
-                "off": "off: resource limits only; submissions run as this user"
-                       + (" (root)" if self.root else "")}[self.mode]
-        return text + (f"; {self.why}" if self.why else "")
+    def run_uid(self) -> int | None:
+        """The fresh uid one run gets (its processes and files its alone), or None."""
+        return fresh_uid() if self.root else None
+
+    def child_uid(self, uid: int | None, forked: bool) -> int | None:
+        """The uid the child drops to itself (student.py), after its limits."""
+        return uid
+
+    def popen_user(self, uid: int | None) -> PopenUser:
+        """subprocess.Popen's user arguments for a fresh child."""
+        return {}
+
+    def paths_inside(self, forked: bool) -> bool:
+        """Whether the child sees its files at the sandbox's own paths (/sandbox/...)."""
+        return False
+
+    @property
+    def limits_processes(self) -> bool:
+        """Whether RLIMIT_NPROC means anything (root ignores it; a user's count is shared)."""
+        return True
+
+    @property
+    def host_pids(self) -> bool:
+        """Whether its children's pids are this host's (not a PID namespace's)."""
+        return True
+
+    def wrap(self, binds: list[Bind], env: dict[str, str], argv: list[str]) -> list[str]:
+        """The command that runs `argv` confined (`binds`: what it sees besides the system)."""
+        return argv
+
+    def fork_server_command(self, jobs: Path, env: dict[str, str], fd: int) -> list[str]:
+        """zygote.py with its socket on `fd`."""
+        return [self.python, "-I", str(CODE_DIR / "zygote.py"), str(fd)]
+
+
+@dataclass(frozen=True)
+class Bubblewrap(Policy):
+    """Namespaces, a read-only system, the run's own files only; as root, a fresh uid too."""
+
+    mode: ClassVar[ModeName] = "bwrap"
+
+    @staticmethod
+    def problem(hidden: tuple[Path, ...], python: str) -> str | None:
+        return _bwrap_problem(hidden, python)
+
+    def _text(self) -> str:
+        return "bubblewrap (namespaces, read-only system, own scratch only" + (
+            ", fresh unprivileged uid)" if self.root else ", user namespace)")
+
+    def paths_inside(self, forked: bool) -> bool:
+        return not forked  # a fork of the fork server sees the host's paths
+
+    @property
+    def host_pids(self) -> bool:
+        return False
+
+    def wrap(self, binds: list[Bind], env: dict[str, str], argv: list[str]) -> list[str]:
+        return bwrap_command(self, binds, "/", env, argv)  # student.py enters its scratch
+
+    def fork_server_command(self, jobs: Path, env: dict[str, str], fd: int) -> list[str]:
+        """In bubblewrap the server sees the jobs directory (where each job's own directories
+        are its uid's alone) at its real path, and a /tmp no job may write."""
+        code = Path("/sandbox/code")
+        argv = [self.python, "-I", str(code / "zygote.py"), str(fd)]
+        return bwrap_command(self, [("--ro-bind", CODE_DIR, str(code)),
+                                    ("--bind", jobs, str(jobs))], "/", env, argv, tmp_mode="0755")
+
+
+@dataclass(frozen=True)
+class FreshUid(Policy):
+    """Root without bubblewrap (Docker, Gradescope): a fresh unprivileged uid and limits."""
+
+    mode: ClassVar[ModeName] = "uid"
+
+    @staticmethod
+    def problem(hidden: tuple[Path, ...], python: str) -> str | None:
+        return _uid_problem(python) if os.geteuid() == 0 else \
+            "not root, so no other uid to use"
+
+    def _text(self) -> str:
+        return "a fresh unprivileged uid with resource limits (no namespaces)"
+
+    def child_uid(self, uid: int | None, forked: bool) -> int | None:
+        return uid if forked else None  # a fresh process is started as it (popen_user)
+
+    def popen_user(self, uid: int | None) -> PopenUser:
+        return {"user": uid, "group": uid, "extra_groups": []}
+
+
+@dataclass(frozen=True)
+class Off(Policy):
+    """Resource limits only (a student on a laptop checking their own file)."""
+
+    mode: ClassVar[ModeName] = "off"
+
+    def _text(self) -> str:
+        return "off: resource limits only; submissions run as this user" + (
+            " (root)" if self.root else "")
+
+    @property
+    def forks(self) -> bool:
+        return True  # nothing is isolated anyway
+
+    def run_uid(self) -> int | None:
+        return None
+
+    @property
+    def limits_processes(self) -> bool:
+        return False
+
+
+MODES: dict[ModeName, type[Policy]] = {"bwrap": Bubblewrap, "uid": FreshUid, "off": Off}
+STRONGEST_FIRST: tuple[type[Policy], ...] = (Bubblewrap, FreshUid)
 
 
 def fresh_uid() -> int:
@@ -74,36 +203,42 @@ def fresh_uid() -> int:
 
 def choose(setting: Setting, hidden: tuple[Path, ...] = (),
            python: str = sys.executable) -> Policy:
-    """The strongest mode that works here. Never root's own uid unless asked (`off`); a normal
-    user's `auto` falls back to `off`, `required` refuses to."""
+    """The strongest mode that works here (the table, strongest first). Never root's own uid
+    unless asked (`off`); a normal user's `auto` falls back to `off`, `required` refuses to."""
     if setting == "off":
-        return Policy("off", "turned off (--akida-sandbox=off)", hidden, python)
-    bwrap_problem = _bwrap_problem(hidden, python)
-    if bwrap_problem is None:
-        return Policy("bwrap", "", hidden, python)
+        return Off("turned off (--akida-sandbox=off)", hidden, python)
+    problems: list[str] = []
+    for mode in STRONGEST_FIRST:
+        problem = mode.problem(hidden, python)
+        if problem is None:
+            return mode("; ".join(problems), hidden, python)
+        problems.append(f"{_NAMED[mode.mode]} unavailable ({problem})")
+    why = "; ".join(problems)
+    if os.geteuid() != 0 and setting != "required":
+        return Off(why, hidden, python)
+    raise SandboxUnavailable(_unavailable(setting, problems))
+
+
+_NAMED: dict[ModeName, str] = {"bwrap": "bubblewrap", "uid": "an unprivileged uid",
+                               "off": "off"}
+
+
+def _unavailable(setting: Setting, problems: list[str]) -> str:
     if os.geteuid() != 0:
-        why = f"bubblewrap unavailable ({bwrap_problem}); no unprivileged uid (not root, so no " \
-              "other uid to use)"
-        if setting == "required":
-            raise SandboxUnavailable(
-                f"--akida-sandbox=required, but no sandbox works here: {why}. Install bubblewrap "
-                "(apt-get install bubblewrap) or grade as root, or use --akida-sandbox=auto.")
-        return Policy("off", why, hidden, python)
-    uid_problem = _uid_problem(python)
-    if uid_problem is None:
-        return Policy("uid", f"bubblewrap unavailable ({bwrap_problem})", hidden, python)
-    raise SandboxUnavailable(
-        f"--akida-sandbox={setting}: as root, no sandbox works here, and submissions never run as "
-        f"root. Bubblewrap: {bwrap_problem}. A fresh unprivileged uid: {uid_problem}. Fix one: "
-        "install bubblewrap (apt-get install bubblewrap); or grade with a Python every user can "
-        "run, e.g. a venv made from the system Python (/usr/bin/python3.11 -m venv; `make setup` "
-        "makes .venv so); or, for your own code only, --akida-sandbox=off.")
+        return (f"--akida-sandbox=required, but no sandbox works here: {'; '.join(problems)}. "
+                "Install bubblewrap (apt-get install bubblewrap) or grade as root, or use "
+                "--akida-sandbox=auto.")
+    return (f"--akida-sandbox={setting}: as root, no sandbox works here, and submissions never "
+            f"run as root. {'; '.join(problems)}. Fix one: install bubblewrap (apt-get install "
+            "bubblewrap); or grade with a Python every user can run, e.g. a venv made from the "
+            "system Python (/usr/bin/python3.11 -m venv; `make setup` makes .venv so); or, for "
+            "your own code only, --akida-sandbox=off.")
 
 
 # ---------------------------------------------------------------------------- bubblewrap
 
 
-def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: str,
+def bwrap_command(policy: Policy, binds: list[Bind], workdir: str,
                   env: dict[str, str], argv: list[str], tmp_mode: str = "1777") -> list[str]:
     """`binds`: (--ro-bind | --bind, host path, path inside) besides the system and Python."""
     command = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
@@ -125,17 +260,6 @@ def bwrap_command(policy: Policy, binds: list[tuple[str, Path, str]], workdir: s
     for key, value in sorted(env.items()):
         command += ["--setenv", key, value]
     return [*command, "--", *argv]
-
-
-def fork_server_command(policy: Policy, jobs: Path, env: dict[str, str], fd: int) -> list[str]:
-    """zygote.py with its socket on `fd`; in bubblewrap it sees the jobs directory (where each
-    job's own directories are its uid's alone) at its real path, and a /tmp no job may write."""
-    code = Path("/sandbox/code") if policy.mode == "bwrap" else CODE_DIR
-    argv = [policy.python, "-I", str(code / "zygote.py"), str(fd)]
-    if policy.mode != "bwrap":
-        return argv
-    return bwrap_command(policy, [("--ro-bind", CODE_DIR, str(code)), ("--bind", jobs, str(jobs))],
-                         "/", env, argv, tmp_mode="0755")
 
 
 def _system_binds() -> list[str]:
@@ -192,7 +316,7 @@ def _bwrap_problem(hidden: tuple[Path, ...], python: str) -> str | None:
     """None when bubblewrap can start our Python in the sandbox here; else why not."""
     if shutil.which("bwrap") is None:
         return "bwrap is not installed: apt-get install bubblewrap"
-    probe = Policy("bwrap", hidden=hidden, python=python)
+    probe = Bubblewrap(hidden=hidden, python=python)
     argv = [probe.python, "-I", "-c", "import numpy, sys; sys.exit(0)"]
     command = bwrap_command(probe, [], "/tmp", {"PATH": "/usr/bin:/bin"}, argv)
     return _run_probe(command)
