@@ -86,12 +86,24 @@ def _bounded(found: object, what: str, depth: int, values: int, finite: bool) ->
             raise RecordError(f"{what} is nested more than {depth} levels deep")
         if isinstance(value, dict):
             pending.extend((item, level + 1) for item in value.values())
+            pending.extend((key, level + 1) for key in value)
+        elif isinstance(value, str) and not _unicode(value):
+            raise RecordError(f"{what} holds text that is not Unicode (a lone surrogate)")
         elif isinstance(value, list):
             pending.extend((item, level + 1) for item in value)
         elif finite and isinstance(value, float) and not math.isfinite(value):
             raise RecordError(f"{what} holds a number that is not finite ({value})")
         elif finite and type(value) is int and abs(value) >= WIDEST_INT:
             raise RecordError(f"{what} holds a whole number beyond 64 bits")
+
+
+def _unicode(text: str) -> bool:
+    """Text UTF-8 can write (JSON's \\ud800 escapes decode to what it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _size(limit: int) -> str:

@@ -133,7 +133,7 @@ def mutations(document: object, count: int) -> list[str]:
     for path in rng.sample(paths, min(6, len(paths))):
         found.append(_text(_replaced(document, path, "PLACEHOLDER")).replace(
             '"PLACEHOLDER"', rng.choice(["[" * DEEP + "]" * DEEP, "1e999", "-Infinity", "NaN",
-                                         "9" * 400])))
+                                         "9" * 400, '"\\udcff"', '{"\\ud800": 1}'])))
     return found
 
 
