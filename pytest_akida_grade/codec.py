@@ -244,7 +244,7 @@ def arrays(source: Path | bytes, *, what: str, limit: int) -> list[npt.NDArray[n
         with zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source)) as zipped:
             members = zipped.infolist()
             names = [f"arr_{index}.npy" for index in range(len(members))]
-            if sorted(member.filename for member in members) != names:
+            if sorted(member.filename for member in members) != sorted(names):
                 raise RecordError(f"{what} is not a list of arrays (np.savez of get_weights())")
             if any(member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1
                    for member in members) or sum(m.file_size for m in members) > limit:

@@ -311,6 +311,13 @@ def _weights_variants() -> Iterator[bytes]:
         yield bytes(flipped)
 
 
+def test_a_weights_file_of_many_arrays_reads_in_the_order_it_was_written() -> None:
+    written = [np.full((2, index + 1), index, "float32") for index in range(12)]  # arr_10 < arr_2
+    found = codec.arrays(_npz(*written), what="weights.npz", limit=1 << 20)
+    assert [a.shape for a in found] == [a.shape for a in written]
+    assert all((a == b).all() for a, b in zip(found, written, strict=True))
+
+
 def test_a_hostile_weights_file_is_refused_by_the_one_reader_and_never_fails_a_fingerprint(
         ) -> None:
     model = _text(valid_model()).encode()
