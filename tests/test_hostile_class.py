@@ -68,7 +68,7 @@ HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
 # whichever sandbox built it; so is the regrade.
 READERS = ("nester", "mistyped", "encrypted", "overflow")  # issue 28's hostile hand-overs
 ONCE = ("spinner", *FIGURES_OF_ALICE, "declarer", *READERS)
-# Hostile file names (issue 28), graded in the first mode too: file name -> the content's kind.
+# Hostile file names (issue 28), graded in the first mode too (each holds alice's model).
 NFC, NFD = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
 HTML_NAME = "<img src=x onerror=alert(1)>"
 NAMES = ("=2+5", "@SUM(1)", "student_2_5", NFC, NFD, HTML_NAME)
