@@ -29,18 +29,23 @@ class BoardError(Exception):
     """The board is missing, busy, or did not report the figures a grade needs."""
 
 
-def open_device(index: int | None = None, *, devices: list[Any] | None = None) -> Any:
-    """The `index`-th (default first) board of `akida.devices()`, or a BoardError saying why not."""
+PYTEST_FLAGS = ("--akida-device=N", "grade from recorded figures with --akida-replay FILE")
+
+
+def open_device(index: int | None = None, *, devices: list[Any] | None = None,
+                flags: tuple[str, str] = PYTEST_FLAGS) -> Any:
+    """The `index`-th (default first) board of `akida.devices()`, or a BoardError saying why not.
+    `flags`: how the caller's user picks a board, and what else they can do without one."""
     found = list(akida.devices() if devices is None else devices)
     listing = f"akida.devices() returned {[_describe(d) for d in found]}"
+    choose, otherwise = flags
     if not found:
         raise BoardError(f"no Akida board found: {listing}. Check the board is plugged in and its "
-                         "driver is loaded (`akida devices` should list it), or grade from "
-                         "recorded figures with --akida-replay FILE.")
+                         f"driver is loaded (`akida devices` should list it), or {otherwise}.")
     position = 0 if index is None else index
     if not 0 <= position < len(found):
         raise BoardError(f"no Akida board at index {position}: {listing}. "
-                         f"Use --akida-device=N with N from 0 to {len(found) - 1}.")
+                         f"Use {choose} with N from 0 to {len(found) - 1}.")
     return found[position]
 
 
@@ -148,16 +153,21 @@ class BoardLock:
 class Bench:
     """The session's board: opened once, driven by one process at a time (xdist workers)."""
 
-    def __init__(self, index: int | None, lock_path: Path | None = None) -> None:
-        self.index = index
+    def __init__(self, index: int | None, lock_path: Path | None = None, *,
+                 flags: tuple[str, str] = PYTEST_FLAGS) -> None:
+        self.index, self.flags = index, flags
         self.lock_path = lock_path or Path(tempfile.gettempdir()) / "akida-grade-board.lock"
         self._device: Any = None
 
     def device(self) -> Any:
         """The opened board; BoardError saying why there is none."""
         if self._device is None:
-            self._device = open_device(self.index)
+            self._device = open_device(self.index, flags=self.flags)
         return self._device
+
+    def describe(self) -> str:
+        """The opened board as akida names it."""
+        return _describe(self.device())
 
     def lock(self) -> BoardLock:
         return BoardLock(self.lock_path)

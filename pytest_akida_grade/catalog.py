@@ -175,7 +175,8 @@ MISSING = "missing"  # the outcome of a check absent from a record
 OUTCOMES = ("passed", "failed", "skipped", "error")
 
 
-def score(record: Mapping[str, object], points: Mapping[str, float]) -> tuple[float, float]:
+def score_before_late(record: Mapping[str, object],
+                      points: Mapping[str, float]) -> tuple[float, float]:
     """(earned, max): a check earns its points only if it passed."""
     names = record_checks(record)
     earned = sum(points_of(points, c) for c in names if outcome_of(record, c)[0] == "passed")
@@ -183,13 +184,32 @@ def score(record: Mapping[str, object], points: Mapping[str, float]) -> tuple[fl
     return round(earned, 6), round(maximum, 6)
 
 
+def late_fraction(record: Mapping[str, object]) -> float:
+    """The fraction of its points a late record loses: its `late_penalty` (late.py), else 0."""
+    fraction = part(record, "late_penalty").get("fraction")
+    ok = isinstance(fraction, int | float) and not isinstance(fraction, bool) \
+        and 0.0 <= fraction <= 1.0
+    return float(fraction) if ok else 0.0  # type: ignore[arg-type]
+
+
+def score(record: Mapping[str, object], points: Mapping[str, float]) -> tuple[float, float]:
+    """(earned, max) as every report shows them: after the record's late penalty, if any."""
+    earned, maximum = score_before_late(record, points)
+    return round(earned * (1.0 - late_fraction(record)), 6), maximum
+
+
 def with_points(records: Iterable[Mapping[str, object]],
                 points: Mapping[str, float]) -> list[dict[str, Any]]:
-    """Copies of the records with "points" and "max_points" filled in."""
+    """Copies of the records with "points" and "max_points" filled in, and
+    "points_before_late" when a late penalty took some."""
     result = []
     for record in records:
         earned, maximum = score(record, points)
-        result.append({**record, "points": earned, "max_points": maximum})
+        scored: dict[str, Any] = {k: v for k, v in record.items() if k != "points_before_late"}
+        scored.update(points=earned, max_points=maximum)
+        if late_fraction(record):
+            scored["points_before_late"] = score_before_late(record, points)[0]
+        result.append(scored)
     return result
 
 

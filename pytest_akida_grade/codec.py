@@ -236,20 +236,23 @@ def _shown(value: object) -> str:
 # ---------------------------------------------------------------------------- arrays
 
 
-def arrays(source: Path | bytes, *, what: str, limit: int) -> list[npt.NDArray[np.generic]]:
-    """The arrays of a weights file as `np.savez` of a list writes it (arr_0, arr_1, ... in that
-    order), read as data: uncompressed, unencrypted members of at most `limit` bytes in all, no
-    pickle. RecordError saying what is wrong, whatever numpy or zipfile raise on a hostile file."""
+def arrays(source: Path | bytes, *, what: str, limit: int,
+           names: tuple[str, ...] | None = None) -> list[npt.NDArray[np.generic]]:
+    """The arrays of an `.npz`, read as data: uncompressed, unencrypted members of at most `limit`
+    bytes in all, no pickle; `names` in that order (default: arr_0, arr_1, ... as `np.savez` of a
+    list writes them). RecordError saying what is wrong, whatever numpy or zipfile raise on a
+    hostile file."""
     try:
         with zipfile.ZipFile(source if isinstance(source, Path) else io.BytesIO(source)) as zipped:
             members = zipped.infolist()
-            names = [f"arr_{index}.npy" for index in range(len(members))]
-            if sorted(member.filename for member in members) != sorted(names):
-                raise RecordError(f"{what} is not a list of arrays (np.savez of get_weights())")
+            wanted = names or tuple(f"arr_{index}" for index in range(len(members)))
+            if sorted(member.filename for member in members) != sorted(f"{n}.npy" for n in wanted):
+                raise RecordError(f"{what} is not " + (", ".join(wanted) if names else
+                                                       "a list of arrays (np.savez of a list)"))
             if any(member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1
                    for member in members) or sum(m.file_size for m in members) > limit:
                 raise RecordError(f"{what} is not a plain .npz of arrays within {_size(limit)}")
-            return [_array(zipped, name) for name in names]
+            return [_array(zipped, f"{name}.npy") for name in wanted]
     except RecordError:
         raise
     except Exception as error:  # a hostile file fails in any of zipfile's and numpy's ways

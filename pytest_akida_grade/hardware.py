@@ -1,8 +1,10 @@
-"""The hardware stage: the board's figures (recorded when asked), a recording's, or none.
+"""The hardware stage: the board's figures (recorded when asked), a recording's, the model kept
+for the lab board (--akida-fbz: labkit.py), or none.
 
-A recording is a JSON object student -> figures (quality.Measurement's fields); a malformed file
-is an error naming the file, the student and the field. The board's own calls are in board.py,
-imported only when a board is asked for: no akida here.
+A recording is a JSON object student -> figures (quality.Measurement's fields), or -> the board's
+refusal ({"refused": message, "model_sha256"}); a malformed file is an error naming the file, the
+student and the field. The board's own calls are in board.py, imported only when a board is
+asked for: no akida here.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ from typing import TYPE_CHECKING
 
 import filelock
 
+from pytest_akida_grade import labkit
 from pytest_akida_grade.codec import RecordError, load
 from pytest_akida_grade.fileio import atomic_write_text, file_sha256
-from pytest_akida_grade.quality import Measurement, ReplayError, Run
+from pytest_akida_grade.quality import (
+    Recorded,
+    Refusal,
+    ReplayError,
+    Run,
+    recorded_from_json,
+)
 from pytest_akida_grade.results import Graded, HarnessError, Stage
 from pytest_akida_grade.settings import Settings
 
@@ -34,23 +43,42 @@ class Hardware:
     def __init__(self, settings: Settings, bench: Callable[[], Bench]) -> None:
         self.settings, self.bench = settings, bench
         self._runs: dict[str, Stage[Run]] = {}
-        self._recording: dict[str, Measurement] | None = None  # --akida-replay, read once
+        self._recording: dict[str, Recorded] | None = None  # --akida-replay, read once
 
     def run(self, key: str, student: str, graded: Callable[[], Stage[Graded]],
             data: Callable[[], Split]) -> Stage[Run]:
-        """`graded()` is the student's grade (its model is what runs on the board), `data()`
-        the data set split (the board is measured on its test set)."""
+        """`key` is the submission's path, `graded()` the student's grade (its model is what
+        runs on the board), `data()` the data set split (the board is measured on its test
+        set)."""
         if key not in self._runs:
-            self._runs[key] = self._run(student, graded, data)
+            self._runs[key] = self._run(key, student, graded, data)
         return self._runs[key]
 
-    def _run(self, student: str, graded: Callable[[], Stage[Graded]],
+    def _run(self, key: str, student: str, graded: Callable[[], Stage[Graded]],
              data: Callable[[], Split]) -> Stage[Run]:
         if self.settings.use_device:
             return self._measure(student, graded, data)
         if self.settings.replay is not None:
             return self._replayed(self.settings.replay, student, graded)
+        if self.settings.fbz is not None:
+            return self._keep(self.settings.fbz, Path(key).name, student, graded, data)
         return Stage(result=Run("none"))
+
+    def _keep(self, directory: Path, file: str, student: str,
+              graded: Callable[[], Stage[Graded]], data: Callable[[], Split]) -> Stage[Run]:
+        """No board here: the grade's model and test set go to the kit, for `measure`."""
+        grade = graded()
+        if grade.result is None:
+            return Stage(failure=f"not measured: {grade.failure}")
+        split = data()
+        try:
+            kept = labkit.keep(directory, student, Path(grade.result.model_path), split.x_test,
+                               split.y_test, file=file)
+        except OSError as error:
+            raise HarnessError(f"--akida-fbz {directory}: cannot keep {student}'s model: "
+                               f"{error}") from None
+        return Stage(result=Run("none", why="not measured yet: the converted model is kept for "
+                                "the lab board (measure)", kept=kept.model_sha256))
 
     def _measure(self, student: str, graded: Callable[[], Stage[Graded]],
                  data: Callable[[], Split]) -> Stage[Run]:
@@ -59,11 +87,13 @@ class Hardware:
         if grade.result is None:
             return Stage(failure=f"not measured: {grade.failure}")
         split = data()
-        measured = self.bench().run(Path(grade.result.model_path), split.x_test, split.y_test)
+        model = Path(grade.result.model_path)
+        measured = self.bench().run(model, split.x_test, split.y_test)
+        if self.settings.record is not None:
+            write_record(self.settings.record, {student: measured.result or Refusal(
+                measured.failure or "refused", file_sha256(model))})
         if measured.result is None:
             return Stage(failure=measured.failure)
-        if self.settings.record is not None:
-            write_record(self.settings.record, {student: measured.result})
         return Stage(result=Run("device", measured.result))
 
     def _replayed(self, source: Path, student: str,
@@ -75,14 +105,14 @@ class Hardware:
         try:
             if self._recording is None:
                 self._recording = load_replay(source)
-            return Stage(result=replayed(self._recording, source, student, model_sha256))
+            return replayed(self._recording, source, student, model_sha256)
         except ReplayError as error:
             raise HarnessError(str(error)) from None
 
 
-def load_replay(path: Path) -> dict[str, Measurement]:
-    """Read a student -> figures JSON map (the format `write_record` writes), through the
-    codec's reader: a ReplayError names the file, the student and the field."""
+def load_replay(path: Path) -> dict[str, Recorded]:
+    """Read a student -> figures (or refusal) JSON map (the format `write_record` writes),
+    through the codec's reader: a ReplayError names the file, the student and the field."""
     try:
         data = load(path, what=str(path), limit=RECORDING_BYTES)
     except RecordError as error:
@@ -90,11 +120,11 @@ def load_replay(path: Path) -> dict[str, Measurement]:
     if not isinstance(data, dict):
         raise ReplayError(f"{path}: expected a JSON object mapping student -> figures, "
                           f"got {type(data).__name__}")
-    return {student: Measurement.recorded(figures, where=f"{path}: student {student[:80]!r}")
+    return {student: recorded_from_json(figures, where=f"{path}: student {student[:80]!r}")
             for student, figures in data.items()}
 
 
-def write_record(path: Path, measurements: dict[str, Measurement]) -> None:
+def write_record(path: Path, measurements: dict[str, Recorded]) -> None:
     """Merge `measurements` into the record file at `path`, replacing it atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,16 +136,19 @@ def write_record(path: Path, measurements: dict[str, Measurement]) -> None:
         atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
-def replayed(recording: dict[str, Measurement], source: Path, student: str,
-             model_sha256: Callable[[], str | None]) -> Run:
-    """The student's recorded figures, if any; ReplayError when they were recorded for another
-    model (`model_sha256()` is the converted model's, computed only when the recording has one)."""
-    measurement = recording.get(student)
-    if measurement is None:
-        return Run("none", why=f"{source} has no figures for {student}")
-    if measurement.model_sha256 and model_sha256() != measurement.model_sha256:
+def replayed(recording: dict[str, Recorded], source: Path, student: str,
+             model_sha256: Callable[[], str | None]) -> Stage[Run]:
+    """The student's recorded figures, if any, or the board's recorded refusal (a failure, as
+    on the board); ReplayError when they were recorded for another model (`model_sha256()` is
+    the converted model's, computed only when the recording has one)."""
+    entry = recording.get(student)
+    if entry is None:
+        return Stage(result=Run("none", why=f"{source} has no figures for {student}"))
+    if entry.model_sha256 and model_sha256() != entry.model_sha256:
         raise ReplayError(
             f"the figures for {student} in {source} were recorded for another model: the "
             "converted model's sha256 no longer matches. Re-measure on the board "
             "(--akida-device --akida-record FILE).")
-    return Run("replay", measurement)
+    if isinstance(entry, Refusal):
+        return Stage(failure=entry.refused)
+    return Stage(result=Run("replay", entry))

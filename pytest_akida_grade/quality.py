@@ -1,9 +1,9 @@
 """The assignment's Quality, the energy budget it leaves, and one hardware run's figures.
 
 Pure: no akida, no files. A `Measurement` is what the board reports (board.py) or what a
-recording replays (hardware.py), a record of codec.py; Quality = (100 - accuracy %) x latency [s]
-x average power [W] x memory [bytes], lower is better, full credit below the bar (QUALITY_MAX).
-Only codec.py from this package.
+recording replays (hardware.py), a `Refusal` a model the board would not run: records of
+codec.py. Quality = (100 - accuracy %) x latency [s] x average power [W] x memory [bytes], lower
+is better, full credit below the bar (QUALITY_MAX). Only codec.py from this package.
 """
 
 from __future__ import annotations
@@ -99,6 +99,29 @@ class Measurement(Record):
         return None
 
 
+@dataclass(frozen=True)
+class Refusal(Record):
+    """The board would not run the model (akida could not map it): recorded beside figures, so
+    that a replay fails the student as the board did."""
+
+    refused: str  # the failure, as the hardware check says it
+    model_sha256: str | None = None
+
+
+Recorded = Measurement | Refusal  # what a recording holds for one student
+
+
+def recorded_from_json(data: object, *, where: str) -> Recorded:
+    """A recording's entry: figures, or the board's refusal (an object with "refused"); a
+    ReplayError names `where` and the field."""
+    if isinstance(data, dict) and "refused" in data:
+        try:
+            return Refusal.from_json(data)
+        except RecordError as error:
+            raise ReplayError(f"{where}: {error}") from None
+    return Measurement.recorded(data, where=where)
+
+
 def format_measurement(name: str, m: Measurement, *, quantized_accuracy: float | None,
                        quality_max: float) -> str:
     """The assignment's printout of a hardware run, followed by the Quality verdict."""
@@ -134,3 +157,4 @@ class Run:
     source: Source
     measurement: Measurement | None = None
     why: str | None = None  # why there is no measurement (a recording without this student)
+    kept: str | None = None  # no measurement yet: the sha256 of the model kept for the board

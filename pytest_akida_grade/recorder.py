@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_akida_grade import catalog, discovery, roster, similarity
+from pytest_akida_grade import catalog, discovery, late, roster, similarity
 from pytest_akida_grade.cache import toolchain_versions
 from pytest_akida_grade.properties import Tagged
 from pytest_akida_grade.report import files
@@ -166,10 +166,11 @@ class Recorder:
             describe_in_html_report(self.config, line.removeprefix(SANDBOX_PREFIX))
 
     def sorted_records(self) -> list[dict[str, Any]]:
-        """The records by student, with the roster's late flag and file names when there is
-        one (import-submissions writes it beside the modules)."""
-        return roster.annotate([self.records[name] for name in sorted(self.records)],
-                               self._roster_entries())
+        """The records by student, with the roster's late flag, days late and file names when
+        there is one (import-submissions writes it beside the modules), and the late policy."""
+        records = roster.annotate([self.records[name] for name in sorted(self.records)],
+                                  self._roster_entries(), self.settings.due)
+        return late.penalize(records, self.settings.late_penalty)
 
     def _roster_entries(self) -> list[roster.Entry]:
         if self._roster is None:
@@ -235,10 +236,12 @@ def _summary_line(record: dict[str, Any]) -> str:
         names = [name for name, c in outcomes.items() if c["outcome"] == outcome]
         if names:
             figures.append(f"{outcome}: " + ", ".join(names))
-    file, late = record.get("file"), " (late)" if record.get("late") else ""
+    penalty = late.describe(record)
+    flag = f" ({penalty})" if penalty else " (late)" if record.get("late") else ""
+    file = record.get("file")
     shown = record["student"] if file in (None, f"{record['student']}.py") \
         else f"{record['student']} ({file})"
-    return f"{shown}{late}: " + "; ".join(figures)
+    return f"{shown}{flag}: " + "; ".join(figures)
 
 
 def _longrepr_text(report: pytest.TestReport) -> str:

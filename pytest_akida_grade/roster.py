@@ -1,9 +1,10 @@
 """roster.csv: who each imported student is on the LMS (written by `import-submissions` beside
-the modules, read by the plugin to carry the late flag and the handed-in file names into the
-records). Only fileio.py from this package (the CSV every writer writes).
+the modules, read by the plugin to carry the late flag, how late and the handed-in file names into
+the records). The csv module, fileio.py (the CSV every writer writes) and late.py (times) only.
 
-Columns (docs/contracts.md): student, name, late, files, module, weights, then the LMS's own
-identifiers (Canvas `ID`; Gradescope `submission_id`, `emails`, `sid`; Moodle `moodle_id`).
+Columns (docs/contracts.md): student, name, late, files, module, weights, submitted, days_late,
+then the LMS's own identifiers (Canvas `ID`; Gradescope `submission_id`, `emails`, `sid`; Moodle
+`moodle_id`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+from pytest_akida_grade import late as late_policy
 from pytest_akida_grade.fileio import csv_text, read_cell
 
 NAME = "roster.csv"
-COLUMNS = ("student", "name", "late", "files", "module", "weights")
+COLUMNS = ("student", "name", "late", "files", "module", "weights", "submitted", "days_late")
 REQUIRED = ("student", "late", "files", "module")
 LIST_SEPARATOR = ";"
 MAX_BYTES = 16 * 1024 * 1024  # a class of thousands is well below this
@@ -36,6 +39,8 @@ class Entry:
     late: bool
     files: tuple[str, ...]
     module: str
+    submitted: datetime | None = None  # when the LMS says it was handed in (Gradescope, Moodle)
+    days_late: float | None = None  # against the due date the import was given
 
 
 def join(values: Iterable[str]) -> str:
@@ -56,15 +61,28 @@ def _flag(value: str, where: str) -> bool:
     raise RosterError(f"{where}: late must be true or false, not {value!r}")
 
 
+def _when(cells: Mapping[str, str], where: str) -> tuple[datetime | None, float | None]:
+    try:
+        submitted = late_policy.parse_time(cells["submitted"]) if cells["submitted"] else None
+        days = float(cells["days_late"]) if cells["days_late"] else None
+    except ValueError as error:
+        raise RosterError(f"{where}: {error}") from None
+    if days is not None and not days >= 0:
+        raise RosterError(f"{where}: days_late must be a number of days, 0 or more")
+    return submitted, days
+
+
 def _entry(row: Mapping[str, str | None], where: str) -> Entry:
-    cells = {key: read_cell((row.get(key) or "").strip()) for key in (*REQUIRED, "name")}
+    cells = {key: read_cell((row.get(key) or "").strip())
+             for key in (*REQUIRED, "name", "submitted", "days_late")}
     if not cells["student"]:
         raise RosterError(f"{where}: the student is empty")
     module = cells["module"]
     if module and (Path(module).name != module or not module.endswith(".py")):
         raise RosterError(f"{where}: module {module!r} is not a file name ending in .py")
     files = tuple(f for f in cells["files"].split(LIST_SEPARATOR) if f)
-    return Entry(cells["student"], cells["name"], _flag(cells["late"], where), files, module)
+    return Entry(cells["student"], cells["name"], _flag(cells["late"], where), files, module,
+                 *_when(cells, where))
 
 
 def parse(text: str, source: str) -> list[Entry]:
@@ -100,14 +118,27 @@ def read(path: str | os.PathLike[str]) -> list[Entry]:
     return parse(text, str(source))
 
 
-def annotate(records: Iterable[Mapping[str, object]],
-             entries: Iterable[Entry]) -> list[dict[str, object]]:
-    """Records with `late` and `handed_in` (the LMS's file names) of the roster row naming
-    their file; a record no row names is unchanged."""
+def lateness(entry: Entry, due: datetime | None) -> tuple[bool, float | None]:
+    """Late, and by how many days when known: against `due` (akida_due) when the LMS gave a
+    submission time, else as the import said (Canvas: its LATE flag alone)."""
+    if due is not None and entry.submitted is not None:
+        days = late_policy.days_late(entry.submitted, due)
+        return days > 0, days
+    return entry.late, entry.days_late if entry.late else None
+
+
+def annotate(records: Iterable[Mapping[str, object]], entries: Iterable[Entry],
+             due: datetime | None = None) -> list[dict[str, object]]:
+    """Records with `late` (and `days_late` when known) and `handed_in` (the LMS's file names)
+    of the roster row naming their file; a record no row names is unchanged."""
     by_module = {entry.module: entry for entry in entries if entry.module}
     annotated = []
     for record in records:
         entry = by_module.get(str(record.get("file", "")))
-        extra = {} if entry is None else {"late": entry.late, "handed_in": list(entry.files)}
+        extra: dict[str, object] = {}
+        if entry is not None:
+            is_late, days = lateness(entry, due)
+            extra = {"late": is_late, "handed_in": list(entry.files),
+                     **({"days_late": round(days, 4)} if is_late and days is not None else {})}
         annotated.append({**record, **extra})
     return annotated

@@ -10,11 +10,13 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
+from pytest_akida_grade import late
 from pytest_akida_grade.assignment import MIN_ACCURACY, QUALITY_MAX
 
 
@@ -174,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
            cli_kwargs={"metavar": "FILE"}),
     Option("record", "Write the board measurements of this run to this JSON file (replayable).",
            _path, None, flag="--akida-record", cli_kwargs={"metavar": "FILE"}),
+    Option("fbz", "No board here: keep each graded student's converted model (.fbz) and the "
+           "test set in DIR, for `python -m pytest_akida_grade measure` on the lab board "
+           "(grades the model, so it trains what is not cached).", _path, None,
+           flag="--akida-fbz", cli_kwargs={"metavar": "DIR"}),
     Option("epochs", "Epochs of the default training recipe (default 5).", _positive_int, 5),
     Option("batch_size", "Batch size of the default training recipe (default 128).",
            _positive_int, 128),
@@ -215,6 +221,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("stdout_visibility", "Gradescope: when students see the autograder's output "
            "(hidden, after_due_date, after_published, visible; Gradescope's default: hidden).",
            str, None),
+    Option("late_penalty", "What a late submission loses (roster.csv says who is late): none, "
+           "a fixed fraction ('20%'), or a fraction per started day late ('10% per day', "
+           "optionally ', at most 50%'); a late flag without a time counts as one day. Shown "
+           "with the points before and after in every grade file.", late.parse_policy, None,
+           flag="--akida-late-penalty", cli_kwargs={"metavar": "POLICY"}),
+    Option("due", "The due date (YYYY-MM-DD HH:MM, optionally a zone; a date alone is its last "
+           "second): a submission time in roster.csv after it is late (Gradescope's, Moodle's).",
+           late.parse_due, None, flag="--akida-due", cli_kwargs={"metavar": "WHEN"}),
     Option("leaderboard", "Gradescope leaderboard columns, one 'name = metric [asc|desc]' a "
            "line; metrics: quality, akida_accuracy, quantized_accuracy, fps, power, memory, NPs, "
            "parameters (asc: lower is better; a figure not measured is left out).", str, None),
@@ -248,6 +262,7 @@ class Settings:
     use_device: bool
     replay: Path | None
     record: Path | None
+    fbz: Path | None
     epochs: int
     batch_size: int
     seed: int
@@ -264,6 +279,8 @@ class Settings:
     shard: tuple[int, int] | None
     visibility: list[str]
     stdout_visibility: str | None
+    late_penalty: late.LatePolicy | None
+    due: datetime | None
     leaderboard: list[str]
 
 

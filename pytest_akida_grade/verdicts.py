@@ -242,14 +242,21 @@ def hardware(evidence: Evidence) -> Verdict:
         budget = (energy_budget_mj(accuracy, memory, quality_max)
                   if accuracy is not None and memory else None)
         verdict = no_hardware(accuracy, memory, budget, quality_max)
+        kept = {"model_sha256": result.kept} if result.kept else {}
         if result.why:
-            verdict = replace(verdict, message=f"{result.why}. {verdict.message}")
+            verdict = replace(verdict, message=f"{result.why}. {verdict.message}",
+                              metrics={**verdict.metrics, **kept})
         return verdict
-    text = format_measurement(evidence.student, result.measurement,
-                              quantized_accuracy=graded.quantized_accuracy if graded else None,
+    return measured(result.measurement, result.source, evidence.student,
+                    graded.quantized_accuracy if graded else None, quality_max)
+
+
+def measured(measurement: Measurement, source: str, student: str,
+             quantized_accuracy: float | None, quality_max: float) -> Verdict:
+    """A run's figures (the board's, a recording's) against the bar, with the printout."""
+    text = format_measurement(student, measurement, quantized_accuracy=quantized_accuracy,
                               quality_max=quality_max)
-    verdict = hardware_quality(result.measurement, result.source, quality_max=quality_max,
-                               report=text)
+    verdict = hardware_quality(measurement, source, quality_max=quality_max, report=text)
     return replace(verdict, printout=tuple(text.splitlines()))
 
 

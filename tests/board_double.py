@@ -12,6 +12,9 @@ It implements EXACTLY the akida calls that `pytest_akida_grade.board` makes, and
 Install it with ``monkeypatch.setattr(board, "akida", double.akida)``. Every call is logged in
 ``board.calls`` so tests can check the order (power measurement on before the run, off after).
 
+A model whose file's sha256 is in ``refused`` is refused by ``map`` with a RuntimeError, as
+akida's mapper refuses a model the board cannot hold.
+
 The figures are the published run of the assignment (a recording, not a model of the chip):
 97.61 % accuracy, 1677.85 fps, Avg 895.27 / Min 894 / Max 907 / Std 2.93 mW, floor 894.26 mW,
 0.53 mJ/frame, 96304 bytes. Like akida's `Statistics`, the double reports powers and energy only
@@ -21,7 +24,10 @@ when power measurement was enabled during the inference.
 from __future__ import annotations
 
 import enum
+import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -119,6 +125,9 @@ class Model:
 
     def map(self, device: Device) -> None:
         self._board.calls.append("map")
+        if self._board.refused and \
+                hashlib.sha256(Path(self.filename).read_bytes()).hexdigest() in self._board.refused:
+            raise RuntimeError("Cannot map the model: it needs 112 NPs, the device has 78")
         self._device = device
 
     @property
@@ -156,8 +165,10 @@ class Board:
     """One recorded board. `labels` are the test labels the double's outputs are scored against."""
 
     def __init__(self, labels: np.ndarray, *, figures: dict[str, Any] | None = None,
-                 software_sequences: int = 0, device_count: int = 1) -> None:
+                 software_sequences: int = 0, device_count: int = 1,
+                 refused: Collection[str] = ()) -> None:
         self.labels = np.asarray(labels).reshape(-1)
+        self.refused = frozenset(refused)  # sha256s of model files map() refuses
         self.figures = dict(PUBLISHED_RUN if figures is None else figures)
         self.software_sequences = software_sequences
         self.calls: list[str] = []

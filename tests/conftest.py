@@ -40,7 +40,7 @@ def grading(pytester: pytest.Pytester, shared_cache: Path) -> pytest.Pytester:
 # `make test`'s xdist (--dist loadfile, no reordering) each goes whole to the next free worker,
 # and starting with the longest keeps the two workers' ends close together.
 LONGEST_FIRST = ("test_hostile_class.py", "test_plugin_accuracy.py", "test_plugin_fast.py",
-                 "test_class.py", "test_evaluator.py", "test_mapper_limits.py",
+                 "test_class.py", "test_evaluator.py", "test_measure.py", "test_mapper_limits.py",
                  "test_instructor.py", "test_autograder.py", "test_sandbox.py")
 
 

@@ -85,6 +85,7 @@ def test_a_class_with_any_file_names_grades_three_students_and_lists_the_noteboo
         "ok,okjane,true,model.py,ok.py,,12345\n")
     result = grading.runpytest_subprocess("-k", "loads or layer_whitelist", "-p", "no:randomly",
                                           "-o", "akida_timeout=300",  # a busy machine's margin
+                                          "-o", "akida_late_penalty=20%",
                                           "--akida-json=grades.json", "--akida-csv=grades.csv",
                                           "--html=report.html")
     result.assert_outcomes(passed=6)
@@ -95,14 +96,19 @@ def test_a_class_with_any_file_names_grades_three_students_and_lists_the_noteboo
         "Jane_Smith": "Jane Smith.py", "john_doe": "john-doe.py", "ok": "ok.py"}
     assert records["ok"]["late"] is True and records["ok"]["handed_in"] == ["model.py"]
     assert "late" not in records["john_doe"]
+    # akida_late_penalty: the late student's points, before and after, in the grade files.
+    assert (records["ok"]["points"], records["ok"]["points_before_late"]) == (1.6, 2)
+    assert records["ok"]["late_penalty"] == {"policy": "20%", "days": None, "fraction": 0.2}
+    assert records["john_doe"]["points"] == 2 and "late_penalty" not in records["john_doe"]
     (notebook,) = data["not_graded"]
     assert notebook["file"] == "mnist.ipynb" and "as a .py file" in notebook["fix"]
     result.stdout.fnmatch_lines(["john_doe (john-doe.py): 2/2 checks passed*",
-                                 "ok (late): 2/2 checks passed*",
+                                 "ok (late: -20 % (20%)): 2/2 checks passed*",
                                  "mnist.ipynb: not graded: a notebook is not graded; fix: *"])
     with (grading.path / "grades.csv").open(newline="") as handle:
         rows = {row["student"]: row for row in csv.DictReader(handle)}
     assert rows["Jane_Smith"]["file"] == "Jane Smith.py" and rows["ok"]["late"] == "true"
+    assert (rows["ok"]["points"], rows["ok"]["points_before_late"]) == ("1.6", "2")
     html_report = (grading.path / "report.html").read_text()
     assert "mnist.ipynb" in html_report and "john-doe.py" in html_report
 

@@ -72,7 +72,8 @@ def test_a_canvas_download_becomes_one_module_per_student_with_the_latest_and_a_
     rows = _roster(out)
     assert rows["doejane"] == {"student": "doejane", "name": "doejane", "late": "true",
                                "files": "model.py;model.weights.h5", "module": "doejane.py",
-                               "weights": "doejane.weights.h5", "ID": "12345"}
+                               "weights": "doejane.weights.h5", "submitted": "",
+                               "days_late": "", "ID": "12345"}
     assert rows["leeann"]["late"] == "false" and rows["leeann"]["files"] == "my-net.py"
     # No module handed in: listed, with what was handed in, in the roster and the output.
     assert rows["smithjohn"]["module"] == "" and rows["smithjohn"]["ID"] == "222"
@@ -153,8 +154,8 @@ def test_a_gradescope_export_keeps_each_persons_latest_submission(
     assert rows["Jane_Doe"] | {} == {
         "student": "Jane_Doe", "name": "Jane Doe", "late": "false",
         "files": "model.py;model.weights.h5", "module": "Jane_Doe.py",
-        "weights": "Jane_Doe.weights.h5", "submission_id": "1001",
-        "emails": "jane@example.edu", "sid": "42"}
+        "weights": "Jane_Doe.weights.h5", "submitted": "2026-04-26T17:34:00+00:00",
+        "days_late": "", "submission_id": "1001", "emails": "jane@example.edu", "sid": "42"}
     assert rows["Ann_O_Neil_Bob_Ray"]["emails"] == "ann@example.edu;bob@example.edu"
     assert (out / "Ann_O_Neil_Bob_Ray.py").read_text() == MODEL.format("pair")
     assert rows["submission_1003"]["module"] == ""

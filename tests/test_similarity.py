@@ -1,11 +1,15 @@
-"""Similar submissions: fingerprints of copied, renamed, permuted and perturbed submissions match,
-independently trained ones and distinct architectures do not (pure: numpy only, no TensorFlow).
+"""Similar submissions: fingerprints of copied, renamed, permuted, perturbed and fine-tuned
+submissions match, independently trained ones and distinct architectures do not (numpy only, no
+TensorFlow here; one test trains real tiny models in a child process).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +154,142 @@ def test_the_seeded_default_recipe_is_said_to_explain_identical_weights() -> Non
                for name in ("ann", "ben")]
     (pair,) = similarity.similar_pairs(records)
     assert "seeded default recipe" in pair["why"] and "not copying" in pair["why"]
+
+
+# ---------------------------------------------------------------- a copy trained further
+
+# Issue 29's measurement: a classmate's weights trained one more epoch, against the original.
+FINE_TUNED = (0.992, 0.995, 0.996, 0.999, 0.996, 0.963)
+SIX_KERNELS = ((3, 3, 1, 16), (3, 3, 16, 16), (3, 3, 16, 32), (3, 3, 32, 32), (3, 3, 32, 32),
+               (7 * 7 * 32, 10))
+SIX_LAYERS = tuple(f"layer_{i}" for i in range(len(SIX_KERNELS)))
+SIX_CLASSES = ("Conv2D",) * 5 + ("Dense",)
+
+
+def _six_layer_print(kernels: Weights, source: bytes, route: str = "weights file"
+                     ) -> dict[str, Any]:
+    weights = [array for kernel in kernels for array in (kernel, np.zeros(kernel.shape[-1]))]
+    model = _model_json(SIX_LAYERS, SIX_CLASSES)
+    return similarity.fingerprint(source, None, model, _npz(weights), route)
+
+
+def _six_kernels(seed: int) -> Weights:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(0, 0.2, shape) for shape in SIX_KERNELS]
+
+
+def _layer_score(original: npt.NDArray[Any], changed: npt.NDArray[Any], channels: int) -> float:
+    (rows_a,), (rows_b,) = (similarity.sketches([k]) if channels == 0 else
+                            similarity.sketches([np.zeros((1, 1, 1, channels)), k])
+                            for k in (original, changed))
+    found = similarity.correlations({"sketch": [rows_a]}, {"sketch": [rows_b]})
+    assert found is not None
+    return found[0]
+
+
+def _drifted(kernel: npt.NDArray[Any], target: float, channels: int, seed: int
+             ) -> npt.NDArray[Any]:
+    """The kernel plus noise scaled (by bisection) so that its layer scores `target`."""
+    noise = np.random.default_rng(seed).normal(0, float(np.std(kernel)), kernel.shape)
+    low, high = 0.0, 4.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        if _layer_score(kernel, kernel + middle * noise, channels) > target:
+            low = middle
+        else:
+            high = middle
+    return kernel + low * noise
+
+
+def test_the_rule_takes_a_copy_trained_one_more_epoch_and_not_independent_models() -> None:
+    assert similarity.copied_layers(list(FINE_TUNED), drift=True) == \
+        "5 of 6 layers, the others at least 0.9 (a copy trained further drifts a little)"
+    assert similarity.copied_layers(list(FINE_TUNED), drift=False) is None  # seeded starts
+    assert similarity.copied_layers([0.999, 0.963], drift=True) is not None
+    for independent in ([-0.43, 0.47, 0.2, 0.1, 0.3, 0.4], [0.995, 0.996, 0.999, 0.5],
+                        [0.995, 0.89], [0.999, 0.95, 0.95, 0.95]):
+        assert similarity.copied_layers(independent, drift=True) is None, independent
+    assert similarity.copied_layers([0.99] * 3, drift=False) == "every layer"
+
+
+def test_a_fine_tuned_copy_of_a_classmates_weights_is_reported_with_its_figures() -> None:
+    """Weights built to the measured per-layer correlations: reported by
+    their weights (the sources differ); an independently trained model is not."""
+    original = _six_kernels(11)
+    channels = [0, *(shape[-1] for shape in SIX_KERNELS[:-1])]
+    copy = [_drifted(kernel, target, before, seed) for seed, (kernel, target, before)
+            in enumerate(zip(original, FINE_TUNED, channels, strict=True))]
+    classmate = _six_layer_print(original, b"def build_model():\n    return net(16)\n")
+    tuned = _six_layer_print(copy, b"def build_model():\n    model = net(16)\n    return model\n")
+    other = _six_layer_print(_six_kernels(12), b"def build_model():\n    return mine()\n")
+    assert classmate["source"] != tuned["source"]
+    found = similarity.correlations(classmate, tuned)
+    assert found == pytest.approx(FINE_TUNED, abs=2e-3)
+    independent = similarity.correlations(classmate, other)
+    assert independent is not None and max(independent) < 0.7
+    records = [_record("ann", classmate), _record("ben", tuned), _record("cat", other)]
+    (pair,) = similarity.similar_pairs(records)
+    assert pair["students"] == ["ann", "ben"]
+    assert "5 of 6 layers" in pair["why"] and "0.96" in pair["why"]
+    assert "weights file / weights file" in pair["why"]
+
+
+TRAIN_REAL_MODELS = """
+import io, os, sys
+from pathlib import Path
+import numpy as np
+import tf_keras as keras
+from pytest_akida_grade import data
+source = data.resolve_mnist(os.environ.get("AKIDA_GRADE_MNIST"), Path(sys.argv[1]))
+(x, y), _ = data.load_mnist(source.path)
+x, y = x[:3000, ..., None].astype("float32"), y[:3000]
+
+def model(seed):
+    keras.utils.set_random_seed(seed)  # its own start, as a student's own machine gives it
+    return keras.models.Sequential([
+        keras.layers.Rescaling(1. / 255, input_shape=(28, 28, 1)),
+        keras.layers.Conv2D(16, 3, padding="same"), keras.layers.ReLU(max_value=3.0),
+        keras.layers.MaxPooling2D((2, 2), padding="same"),
+        keras.layers.Conv2D(16, 3, padding="same"), keras.layers.ReLU(max_value=3.0),
+        keras.layers.MaxPooling2D((2, 2), padding="same"),
+        keras.layers.Conv2D(16, 3, padding="same"), keras.layers.ReLU(max_value=3.0),
+        keras.layers.Flatten(), keras.layers.Dense(10)])
+
+def train(net, seed, epochs):
+    keras.utils.set_random_seed(seed)
+    net.compile(keras.optimizers.Adam(1e-3),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    net.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return net
+
+classmate = train(model(0), 0, 4)
+copy = model(0)
+copy.set_weights(classmate.get_weights())
+tuned = train(copy, 1, 1)  # the classmate's weights, one more epoch
+other = train(model(5), 5, 4)  # the same architecture, trained independently
+for name, net in (("classmate", classmate), ("tuned", tuned), ("other", other)):
+    np.savez(os.path.join(sys.argv[2], name + ".npz"), *net.get_weights())
+    with open(os.path.join(sys.argv[2], name + ".json"), "w") as handle:
+        handle.write(net.to_json())
+"""
+
+
+def test_real_models_a_copy_trained_one_more_epoch_is_reported_an_independent_one_is_not(
+        tmp_path: Path, shared_cache: Path) -> None:
+    """Real tf_keras training (~10 s, one child process): 4 epochs on 3,000 MNIST images, then
+    the copy one more epoch; another start trained alike is the independent model."""
+    subprocess.run([sys.executable, "-c", TRAIN_REAL_MODELS, str(shared_cache), str(tmp_path)],
+                   check=True, capture_output=True, timeout=600,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    sources = {"classmate": b"def build_model():\n    return net()\n",
+               "tuned": b"def build_model():\n    m = net()\n    return m\n",
+               "other": b"def build_model():\n    return mine()\n"}
+    records = [_record(name, similarity.fingerprint(
+        source, None, (tmp_path / f"{name}.json").read_bytes(),
+        (tmp_path / f"{name}.npz").read_bytes(), "weights file"))
+        for name, source in sources.items()]
+    (pair,) = similarity.similar_pairs(records)
+    assert pair["students"] == ["classmate", "tuned"], pair
+    assert "near-identical weights" in pair["why"]
+    found = similarity.correlations(records[0]["fingerprint"], records[2]["fingerprint"])
+    assert found is not None and max(found) < 0.8, found

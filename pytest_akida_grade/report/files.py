@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
 
-from pytest_akida_grade import catalog, similarity
+from pytest_akida_grade import catalog, late, similarity
 from pytest_akida_grade.catalog import MISSING, OUTCOMES
 from pytest_akida_grade.codec import RecordError, load
 from pytest_akida_grade.fileio import atomic_write_text, csv_text
@@ -44,9 +44,10 @@ CSV_COLUMNS = (
     "points",
     "max_points",
 )
-# Last, when a record has them: the graded file's name (john-doe.py is graded as john_doe) and
-# the late flag of the importer's roster.csv.
-FILE_COLUMNS = ("file", "late")
+# Last, when a record has them: the graded file's name (john-doe.py is graded as john_doe), the
+# late flag of the importer's roster.csv, how late, the late penalty's fraction and the points
+# before it (late.py).
+FILE_COLUMNS = ("file", "late", "days_late", "late_penalty", "points_before_late")
 SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
 COURSE_PREFIX = "test_"  # a course check is named after its test function
 GRADES_BYTES = 1 << 30  # a class of thousands, each record a few KB, is far below this
@@ -67,6 +68,28 @@ def format_number(value: float) -> str:
 
 def format_quality(value: float) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+
+
+def _late_clause(record: Mapping[str, object], before: float) -> str:
+    penalty = late.describe(record)
+    return f" ({format_number(before)} before the late penalty, {penalty})" if penalty else ""
+
+
+def points_text(record: Mapping[str, object], points: Mapping[str, float]) -> str:
+    """'6.4 / 10 points', and after a late penalty the points before it and why."""
+    earned, maximum = catalog.score(record, points)
+    return (f"{format_number(earned)} / {format_number(maximum)} points"
+            + _late_clause(record, catalog.score_before_late(record, points)[0]))
+
+
+def stored_points(record: Mapping[str, object]) -> tuple[float, str]:
+    """The points a grade file gives the student (else the default points' score) and, after
+    a late penalty, the points before it and why (the LMS files: canvas, moodle)."""
+    earned = value if is_number(value := record.get("points")) \
+        else catalog.score(record, catalog.DEFAULT_POINTS)[0]
+    before = value if is_number(value := record.get("points_before_late")) \
+        else catalog.score_before_late(record, catalog.DEFAULT_POINTS)[0]
+    return earned, _late_clause(record, before).strip()
 
 
 def is_number(value: object) -> TypeGuard[float]:
@@ -193,11 +216,24 @@ def _check_record(item: object, where: str) -> Record:
         raise ReportError(f"{where}: \"metrics\" must be an object")
     if not isinstance(item.get("file", ""), str) or not isinstance(item.get("late", False), bool):
         raise ReportError(f"{where}: \"file\" must be a string and \"late\" true or false")
-    for key in ("points", "max_points"):
+    _check_late(item, where)
+    for key in ("points", "max_points", "points_before_late", "days_late"):
         value = item.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ReportError(f"{where}: {key!r} must be a number")
     return {**item, "metrics": dict(item.get("metrics", {}))}
+
+
+def _check_late(item: Mapping[str, object], where: str) -> None:
+    penalty = item.get("late_penalty")
+    if penalty is None:
+        return
+    fraction = penalty.get("fraction") if isinstance(penalty, dict) else None
+    if not (is_number(fraction) and 0 <= fraction <= 1 and isinstance(penalty, dict)
+            and isinstance(penalty.get("policy"), str)
+            and (penalty.get("days") is None or is_number(penalty.get("days")))):
+        raise ReportError(f"{where}: \"late_penalty\" must be an object with a \"policy\" "
+                          "(text), \"days\" (a number or null) and a \"fraction\" from 0 to 1")
 
 
 def _load(source: Path) -> object:
@@ -248,6 +284,7 @@ def _merge_pair(old: Mapping[str, object], new: Mapping[str, object]) -> Record:
     merged["metrics"] = _merge_metrics(catalog.part(old, "metrics"), catalog.part(new, "metrics"))
     merged.pop("points", None)  # stale once checks changed; with_points recomputes them
     merged.pop("max_points", None)
+    merged.pop("points_before_late", None)
     return merged
 
 
@@ -266,6 +303,8 @@ def merge(record_lists: Sequence[Iterable[Mapping[str, object]]]) -> list[Record
 
 
 def _csv_value(value: object) -> str:
+    if isinstance(value, Mapping):  # late_penalty: its fraction
+        value = value.get("fraction")
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -273,6 +312,12 @@ def _csv_value(value: object) -> str:
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else ""
     return str(value)
+
+
+def _file_cell(record: Mapping[str, object], key: str) -> str:
+    value = record.get(key)
+    return format_number(value) if key == "points_before_late" and is_number(value) \
+        else _csv_value(value)
 
 
 def csv_columns(records: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
@@ -302,7 +347,7 @@ def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[s
             *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
             format_number(earned),
             format_number(maximum),
-            *(_csv_value(record.get(key)) for key in extra),
+            *(_file_cell(record, key) for key in extra),
         ])
     write_text(path, csv_text(rows))
 
@@ -412,9 +457,9 @@ def gradescope_result(record: Mapping[str, object], points: Mapping[str, float],
     """One student's results.json in Gradescope's autograder format (course checks last)."""
     tests = [_gradescope_test(record, name, number, points, view)
              for number, name in enumerate(catalog.record_checks(record), start=1)]
-    earned, maximum = catalog.score(record, points)
-    lines = [f"{record.get('student', '')}: {format_number(earned)} / {format_number(maximum)} "
-             "points.", _accuracy_summary(record), _hardware_summary(record, quality_max)]
+    earned = catalog.score(record, points)[0]
+    lines = [f"{record.get('student', '')}: {points_text(record, points)}.",
+             _accuracy_summary(record), _hardware_summary(record, quality_max)]
     return {"score": earned, **_gradescope_extras(record, view),
             "output": "\n".join(line for line in lines if line), "tests": tests}
 

@@ -17,8 +17,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
+from pytest_akida_grade import late as late_policy
 from pytest_akida_grade import roster
 from pytest_akida_grade.names import WEIGHTS_SUFFIX, normalise, unique
 from pytest_akida_grade.report import unpack
@@ -39,11 +41,13 @@ GRADESCOPE_METADATA = "submission_metadata.yml"
 
 @dataclass(frozen=True)
 class Handed:
-    """One file a student handed in: its original name and which is newer (larger `order`)."""
+    """One file a student handed in: its original name, which is newer (larger `order`), the
+    LMS's late flag (Canvas) and its submission time (Gradescope's, Moodle's file time)."""
     original: str
     member: Member
     order: tuple[float, ...]
     late: bool = False
+    submitted: datetime | None = None
 
 
 @dataclass
@@ -64,8 +68,20 @@ class Planned:
     weights: Handed | None
 
     @property
-    def late(self) -> bool:
-        return any(h.late for h in (self.module, self.weights) if h is not None)
+    def handed_in(self) -> tuple[Handed, ...]:
+        return tuple(h for h in (self.module, self.weights) if h is not None)
+
+    @property
+    def submitted(self) -> datetime | None:
+        """When the files graded were handed in (the latest), when the LMS says."""
+        return max((h.submitted for h in self.handed_in if h.submitted), default=None)
+
+    def lateness(self, due: datetime | None) -> tuple[bool, float | None]:
+        """Late, and by how many days when the LMS gave a time and a due date is known."""
+        if due is not None and self.submitted is not None:
+            days = late_policy.days_late(self.submitted, due)
+            return days > 0, days
+        return any(h.late for h in self.handed_in), None
 
 
 # ---------------------------------------------------------------- the three layouts
@@ -108,7 +124,8 @@ def moodle(members: Sequence[Member]) -> tuple[list[Student], list[str]]:
         student = students.setdefault(found["id"], Student(
             found["id"], found["name"], {"moodle_id": found["id"]}))
         original = member.path.name if folder else found["original"]
-        student.handed.append(Handed(original, member, (member.mtime,)))
+        student.handed.append(Handed(original, member, (member.mtime,),
+                                     submitted=datetime.fromtimestamp(member.mtime).astimezone()))
     return list(students.values()), unknown
 
 
@@ -128,8 +145,17 @@ def gradescope(members: Sequence[Member]) -> tuple[list[Student], list[str]]:
             unknown += [] if member is top else [str(member.path)]
             continue
         _gradescope_student(students, folder, submissions[folder]).handed.append(
-            Handed(member.path.name, member, (member.mtime,)))
+            Handed(member.path.name, member, (member.mtime,),
+                   submitted=_created(submissions[folder].created_at)))
     return _latest_per_person(students), unknown
+
+
+def _created(text: str) -> datetime | None:
+    """Gradescope's created_at ('2026-04-26 17:34:00.861687000 Z'), or None when unreadable."""
+    try:
+        return late_policy.parse_time(text) if text else None
+    except ValueError:
+        return None
 
 
 def _gradescope_student(students: dict[str, Student], folder: str,
@@ -238,14 +264,17 @@ def plan(students: Sequence[Student]) -> list[Planned]:
     return sorted(planned, key=lambda p: p.stem)
 
 
-def roster_text(planned: Sequence[Planned], lms: str) -> str:
+def roster_text(planned: Sequence[Planned], lms: str, due: datetime | None = None) -> str:
     columns = (*roster.COLUMNS, *ID_COLUMNS[lms])
     rows = []
     for item in planned:
         handed = [h for h in (item.module, item.weights) if h] if item.module \
             else item.student.handed
+        late, days = item.lateness(due)
         rows.append({"student": item.stem, "name": item.student.name,
-                     "late": "true" if item.late else "false",
+                     "late": "true" if late else "false",
+                     "submitted": late_policy.iso(item.submitted) if item.submitted else "",
+                     "days_late": f"{days:.4f}" if days is not None else "",
                      "files": roster.join(sorted(h.original for h in handed)),
                      "module": f"{item.stem}.py" if item.module else "",
                      "weights": f"{item.stem}{WEIGHTS_SUFFIX}" if item.weights else "",
@@ -276,7 +305,8 @@ def _check_out(out: Path, force: bool) -> None:
                       "files of a previous import)")
 
 
-def write(planned: Sequence[Planned], lms: str, out: Path, force: bool) -> None:
+def write(planned: Sequence[Planned], lms: str, out: Path, force: bool,
+          due: datetime | None = None) -> None:
     """Write every file into a fresh folder beside `out`, then move them in: a download that
     fails to read (a member not the size it said) leaves `out` as it was."""
     _check_out(out, force)
@@ -287,7 +317,7 @@ def write(planned: Sequence[Planned], lms: str, out: Path, force: bool) -> None:
             for handed, suffix in ((item.module, ".py"), (item.weights, WEIGHTS_SUFFIX)):
                 if handed is not None and item.module is not None:
                     (staging / f"{item.stem}{suffix}").write_bytes(handed.member.read())
-        (staging / roster.NAME).write_text(roster_text(planned, lms), encoding="utf-8")
+        (staging / roster.NAME).write_text(roster_text(planned, lms, due), encoding="utf-8")
         out.mkdir(exist_ok=True)
         for old in _previous_import(out) if force else []:
             old.unlink(missing_ok=True)
@@ -298,24 +328,31 @@ def write(planned: Sequence[Planned], lms: str, out: Path, force: bool) -> None:
 
 
 def import_submissions(source: Path, lms: str, out: Path, *, force: bool = False,
-                       limits: unpack.Limits = unpack.LIMITS
+                       limits: unpack.Limits = unpack.LIMITS, due: datetime | None = None
                        ) -> tuple[list[Planned], list[str]]:
     """Read, check and write a class (see the module's docstring): the students planned and
-    the files of the download no student was found for."""
+    the files of the download no student was found for. With `due`, a submission time after it
+    (Gradescope's, Moodle's) makes the student late in the roster, with the days."""
     if lms not in LAYOUTS:
         raise Refused(f"--from {lms}: one of {', '.join(LMS_NAMES)}")
     _check_out(out, force)
     students, unknown = LAYOUTS[lms](unpack.members(source, limits))
     planned = plan(students)
-    write(planned, lms, out, force)
+    write(planned, lms, out, force, due)
     return planned, unknown
 
 
-def summary(planned: Sequence[Planned], unknown: Sequence[str]) -> list[str]:
+def _late_note(item: Planned, due: datetime | None) -> str:
+    late, days = item.lateness(due)
+    return "" if not late else " (late)" if days is None else f" (late: {days:.2f} days)"
+
+
+def summary(planned: Sequence[Planned], unknown: Sequence[str],
+            due: datetime | None = None) -> list[str]:
     """The command's lines: each student's files, those with no module, what was not used."""
     lines = []
     for item in planned:
-        late = " (late)" if item.late else ""
+        late = _late_note(item, due)
         if item.module is None:
             handed = ", ".join(sorted(h.original for h in item.student.handed)) or "nothing"
             lines.append(f"{item.stem} ({item.student.name}): no module (.py) handed in; "

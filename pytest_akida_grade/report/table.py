@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from html import escape
 from importlib import resources
 
-from pytest_akida_grade import catalog, similarity
+from pytest_akida_grade import catalog, late, similarity
 from pytest_akida_grade.catalog import MISSING
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
@@ -125,9 +125,18 @@ def _table_row(record: Mapping[str, object], checks: list[str], points: Mapping[
              f'{_file_note(record)}</th>']
     cells += [_outcome_cell(record, check) for check in checks]
     cells += _figure_cells(record, quality_max)
-    earned, maximum = catalog.score(record, points)
-    cells.append(f'<td data-sort="{earned!r}">{_fmt_number(earned)} / {_fmt_number(maximum)}</td>')
+    cells.append(_points_cell(record, points))
     return f'<tr data-student="{escape(student)}">' + "".join(cells) + "</tr>"
+
+
+def _points_cell(record: Mapping[str, object], points: Mapping[str, float]) -> str:
+    """Earned / max; after a late penalty, the points before it and the policy applied."""
+    earned, maximum = catalog.score(record, points)
+    penalty = late.describe(record)
+    note = (f'<br><small class="akida-late" title="{escape(penalty)}">'
+            f"{_fmt_number(catalog.score_before_late(record, points)[0])} before the late "
+            f"penalty ({escape(penalty)})</small>") if penalty else ""
+    return f'<td data-sort="{earned!r}">{_fmt_number(earned)} / {_fmt_number(maximum)}{note}</td>'
 
 
 def _file_note(record: Mapping[str, object]) -> str:

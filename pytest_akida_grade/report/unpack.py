@@ -11,6 +11,7 @@ import stat
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 MAX_MEMBERS = 20_000
@@ -28,7 +29,7 @@ class Refused(Exception):
 class Member:
     path: PurePosixPath  # relative, checked: no "..", not absolute
     size: int
-    mtime: float
+    mtime: float  # seconds since the epoch (a zip member's time read as local time)
     read: Callable[[], bytes]
 
 
@@ -124,10 +125,19 @@ def _zip_infos(source: Path, archive: zipfile.ZipFile, limits: Limits) -> list[M
         if info.is_dir():
             continue
         _check_size(info.filename, info.file_size, limits, source)
-        mtime = float(sum(v * 100 ** i for i, v in enumerate(reversed(info.date_time))))
+        mtime = _zip_time(info.date_time)
         found.append(Member(path, info.file_size, mtime,
                             _zip_reader(source, info.filename, info.file_size)))
     return found
+
+
+def _zip_time(date_time: tuple[int, int, int, int, int, int]) -> float:
+    """A member's time (zip keeps this machine's local time, no zone) as seconds since the epoch;
+    an impossible date (month 0) sorts first."""
+    try:
+        return datetime(*date_time).timestamp()
+    except (ValueError, OverflowError):
+        return 0.0
 
 
 def _zip_reader(source: Path, name: str, size: int) -> Callable[[], bytes]:
