@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from made_up import student_source
 
-from pytest_akida_grade import codec, roster, similarity, stages
+from pytest_akida_grade import codec, labkit, roster, similarity, stages
 from pytest_akida_grade.cache import Cache
 from pytest_akida_grade.codec import RecordError
 from pytest_akida_grade.evaluator import client, pipeline
@@ -86,6 +86,12 @@ def valid_grades() -> dict[str, object]:
               "points": 7.5, "max_points": 10.0, "seconds": 4.2, "fingerprint": fingerprint}
     return {"students": [record, {**record, "student": "bob"}],
             "not_graded": [{"file": "x.ipynb", "reason": "a notebook", "fix": "export it"}]}
+
+
+TEST_SET = (np.zeros((2, 28, 28), "uint8"), np.array([3, 7]))
+KIT_ENTRY = {"format": labkit.FORMAT, "student": "alice", "file": "alice.py", "model": "alice.fbz",
+             "model_sha256": "ab" * 32, "test_set": "test_set.npz",
+             "test_set_sha256": labkit._arrays_sha256(*TEST_SET), "images": 2, "input": "uint8"}
 
 
 def one_student() -> dict[str, object]:
@@ -219,6 +225,20 @@ def _replay(data: bytes, tmp: Path) -> str | None:
     return None
 
 
+def _kit(data: bytes, tmp: Path) -> str | None:
+    """The lab board's kit (--akida-fbz) read back by `measure`: an entry, then its test set."""
+    (tmp / "alice.json").write_bytes(data)
+    if not (tmp / "test_set.npz").exists():
+        np.savez(tmp / "test_set.npz", x_test=TEST_SET[0], y_test=TEST_SET[1])
+    try:
+        kept = labkit.read(tmp, ["alice"])
+        if "alice" in kept:
+            labkit.test_set(kept["alice"])
+    except labkit.KitError as error:
+        return str(error)
+    return None
+
+
 def _command(*argv: str) -> str | None:
     """A command of `python -m pytest_akida_grade`: its error, or None when it succeeded."""
     errors = io.StringIO()
@@ -255,7 +275,9 @@ JSON_READERS = {
     "the evaluator's reply": Reader({"id": 1, "ok": {"built": BUILT, "graded": GRADED}}, _reply),
     "a sandbox event": Reader({"event": "progress", "message": "epoch 1"}, _line,
                               refuses=False),
-    "a board recording": Reader({"alice": FIGURES}, _replay),
+    "a board recording": Reader({"alice": FIGURES, "bob": {"refused": "cannot map",
+                                                            "model_sha256": None}}, _replay),
+    "a kit entry": Reader(KIT_ENTRY, _kit),
     "grades.json": Reader(valid_grades(), _merge, count=120),
     "one student's grades.json": Reader(one_student(), _results),
 }
@@ -309,6 +331,19 @@ def _weights_variants() -> Iterator[bytes]:
         flipped = bytearray(valid)
         flipped[rng.randrange(len(valid))] ^= 1 << rng.randrange(8)
         yield bytes(flipped)
+
+
+def test_a_hostile_test_set_in_the_kit_is_refused_in_words(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, x_test=TEST_SET[0], y_test=TEST_SET[1])
+    for data in (_flagged(buffer.getvalue(), 0x1), buffer.getvalue()[:300],
+                 _npz(*TEST_SET)):  # encrypted, truncated, wrong names
+        (tmp_path / "test_set.npz").write_bytes(data)
+        kept = labkit.Kept("alice", tmp_path / "alice.fbz", "ab", tmp_path / "test_set.npz",
+                           str(KIT_ENTRY["test_set_sha256"]))
+        with pytest.raises(labkit.KitError) as refused:
+            labkit.test_set(kept)
+        in_words(str(refused.value))
 
 
 def test_a_weights_file_of_many_arrays_reads_in_the_order_it_was_written() -> None:
