@@ -2,11 +2,14 @@
 
 An entry is a directory named by the hash of everything its content depends on (the submission's
 source and weights, the relevant settings, the data set, the toolchain's versions and a hash of
-the harness's own code, so an upgrade of either never re-uses a stale grade). Its manifest lists
-the sha256 of every file; an entry whose files do not match is reported, deleted and rebuilt, never
-trusted. Entries appear atomically (built aside, then renamed), so an interrupted run leaves no
-half-written entry. Deleting the cache directory is always safe. Only the trusted side writes
-here: sandboxed children never learn its path, and it is private to its owner (0700).
+the harness's own code, so an upgrade of either never re-uses a stale grade). Every entry has one
+shape, its manifest (`Manifest`, a record of codec.py): the stage's end (its result's JSON form, or
+the student's failure) and the sha256 of every file. An entry whose manifest is not that (read
+through codec.loads), whose result is not its stage's record, or whose files do not match is
+reported, deleted and rebuilt, never trusted. Entries appear atomically (built aside, then
+renamed), so an interrupted run leaves no half-written entry. Deleting the cache directory is
+always safe. Only the trusted side writes here: sandboxed children never learn its path, and it is
+private to its owner (0700).
 """
 
 from __future__ import annotations
@@ -22,17 +25,19 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import filelock
 
 from pytest_akida_grade import __version__
+from pytest_akida_grade.codec import Record, RecordError, load
 from pytest_akida_grade.fileio import file_sha256
-from pytest_akida_grade.results import HarnessError, ResultError, Stage
+from pytest_akida_grade.results import Stage
 from pytest_akida_grade.settings import Settings
 
 MANIFEST = "manifest.json"
-T = TypeVar("T")
+MANIFEST_BYTES = 64 << 20  # a build's layer specs are the largest result: far below this
+R = TypeVar("R", bound=Record)
 TOOLCHAIN = ("tensorflow", "tf_keras", "quantizeml", "cnn2snn", "akida", "numpy")
 PACKAGE = Path(__file__).resolve().parent
 
@@ -89,26 +94,32 @@ def _version(distribution: str) -> str:
         return "absent"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Manifest(Record):
+    """An entry's one shape: its stage's end and the sha256 of each of its files."""
+
+    result: dict[str, object] | None  # the result's JSON form (None: a failure)
+    failure: str | None = None  # a stage that failed for the student (a build), cached
+    files: dict[str, str]
+
+    def stage(self, shape: type[R]) -> Stage[R]:
+        if self.failure is not None:
+            return Stage(failure=self.failure)
+        return Stage(result=shape.from_json(self.result))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FilesOnly(Record):
+    """The result of an entry that is its files alone (trained weights)."""
+
+
 @dataclass(frozen=True)
-class Entry:
+class Entry(Generic[R]):
     directory: Path
-    result: dict[str, Any]
+    stage: Stage[R]  # the cached stage's end: its typed result, or the student's failure
 
     def file(self, name: str) -> Path:
         return self.directory / name
-
-    def stage(self, parse: Callable[[Any], T]) -> Stage[T]:
-        """The cached stage; an entry of another shape is unusable: say how to get rid of it."""
-        result: Any = self.result
-        if "failure" in result and "result" in result:  # a result, or a cached failure
-            if result["failure"] is not None:
-                return Stage(failure=str(result["failure"]))
-            result = result["result"]
-        try:
-            return Stage(result=parse(result))
-        except ResultError as error:
-            raise HarnessError(f"cache entry {self.directory} is unusable ({error}); delete it "
-                               "(make clean-cache)") from None
 
 
 class Cache:
@@ -155,23 +166,25 @@ class Cache:
         assert self.root is not None
         return self.root / kind / key
 
-    def load(self, kind: str, key: str) -> Entry | None:
+    def load(self, kind: str, key: str, shape: type[R]) -> Entry[R] | None:
+        """The entry with its stage as `shape`; None when there is none, or when it was corrupt
+        (then it is reported and deleted)."""
         if self.root is None:
             return None
         directory = self._directory(kind, key)
         if not directory.exists():
             return None
-        problem = _verify(directory)
-        if problem:
+        try:
+            stage = _manifest(directory).stage(shape)
+        except (OSError, RecordError) as problem:
             self.on_problem(f"corrupt cache entry {directory} ({problem}): rebuilding it")
             shutil.rmtree(directory, ignore_errors=True)
             return None
-        manifest = json.loads((directory / MANIFEST).read_text())
-        return Entry(directory, manifest["result"])
+        return Entry(directory, stage)
 
-    def store(self, kind: str, key: str, result: dict[str, Any],
-              files: dict[str, Path] | None = None) -> Entry | None:
-        """Copy `files` into a new entry with `result`; None when caching is off."""
+    def store(self, kind: str, key: str, stage: Stage[R],
+              files: dict[str, Path] | None = None) -> Entry[R] | None:
+        """Copy `files` into a new entry with the stage's end; None when caching is off."""
         if self.root is None:
             return None
         final = self._directory(kind, key)
@@ -182,28 +195,24 @@ class Cache:
         for name, source in (files or {}).items():
             shutil.copyfile(source, staging / name)
             hashes[name] = file_sha256(staging / name)
-        (staging / MANIFEST).write_text(json.dumps({"result": result, "files": hashes}))
+        manifest = Manifest(result=None if stage.result is None else stage.result.to_json(),
+                            failure=stage.failure, files=hashes)
+        (staging / MANIFEST).write_text(json.dumps(manifest.to_json()))
         shutil.rmtree(final, ignore_errors=True)
         try:
             os.replace(staging, final)
         except OSError:  # another process stored the same entry first: theirs is as good
             shutil.rmtree(staging, ignore_errors=True)
-        return Entry(final, result)
+        return Entry(final, stage)
 
 
-def _verify(directory: Path) -> str | None:
-    """What is wrong with an entry, or None when every file matches its manifest."""
-    try:
-        manifest = json.loads((directory / MANIFEST).read_text())
-        files = manifest["files"]
-        if not isinstance(manifest["result"], dict) or not isinstance(files, dict):
-            return "malformed manifest"
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"unreadable manifest: {error}"
-    for name, expected in files.items():
+def _manifest(directory: Path) -> Manifest:
+    """The entry's manifest, every file checked against it; RecordError saying what is wrong."""
+    manifest = Manifest.from_json(load(directory / MANIFEST, what=MANIFEST, limit=MANIFEST_BYTES))
+    for name, expected in manifest.files.items():
         path = directory / name
-        if not path.is_file():
-            return f"{name} is missing"
+        if Path(name).name != name or not path.is_file():
+            raise RecordError(f"{name[:60]} is missing")
         if file_sha256(path) != expected:
-            return f"{name} does not match its recorded hash"
-    return None
+            raise RecordError(f"{name} does not match its recorded hash")
+    return manifest

@@ -116,10 +116,20 @@ class NotGraded:
 
 
 def is_submission_name(path: Path) -> bool:
-    """`<anything>.py` or `<anything>.ipynb`, not private (`_x.py`) and not a file pytest
-    imports (`test_x.py`)."""
+    """`<anything>.py` or `<anything>.ipynb` whose name is text, not private (`_x.py`) and not a
+    file pytest imports (`test_x.py`)."""
     return (path.suffix in SUFFIXES and path.stem != "" and not path.name.startswith("_")
-            and not is_pytest_name(path.name))
+            and is_text(path.name) and not is_pytest_name(path.name))
+
+
+def is_text(name: str) -> bool:
+    """A file name that is valid UTF-8 (one that is not holds bytes no report can write)."""
+    return name == shown(name)
+
+
+def shown(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 replaced (U+FFFD)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def is_submission(path: Path, student_dirs: list[Path]) -> bool:
@@ -184,7 +194,10 @@ def not_graded(entries: list[Path]) -> list[NotGraded]:
 
 
 def _why_not(path: Path, modules: set[str]) -> NotGraded:
-    name, lower = path.name, path.name.lower()
+    name, lower = shown(path.name), path.name.lower()
+    if not is_text(path.name):
+        return NotGraded(name, "its name is not valid UTF-8 text (no report can show it)",
+                         "rename it with letters, digits and _ (<name>.py)")
     if path.is_dir():
         return NotGraded(name, "a folder: only the files directly in the students folder are "
                          "graded", f"put its <name>.py in the students folder (an LMS download: "

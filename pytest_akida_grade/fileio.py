@@ -1,14 +1,18 @@
-"""The file jobs every stage shares: an atomic write and a file's sha256. No imports from here."""
+"""The file jobs every stage shares: an atomic write, a file's sha256, and the CSV every writer
+writes (its cells safe to open in a spreadsheet). No imports from here."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -54,3 +58,38 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- CSV
+# A spreadsheet runs a cell that starts with = + - @ (or a tab or a carriage return before one)
+# as a formula: a file or display name a student chose (`=2+5.py`, `@SUM(1).py`) would run when a
+# TA opens the gradebook (OWASP "CSV injection"). Such a cell is written with a leading
+# apostrophe, which spreadsheets show as text and do not display; a number stays a number.
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+MARK = "'"
+
+
+def _formula(text: str) -> bool:
+    return text.startswith(FORMULA_STARTS) and NUMBER.fullmatch(text) is None
+
+
+def spreadsheet_cell(value: object) -> str:
+    """The cell as written: text that would run as a formula gets a leading apostrophe (so
+    does text whose apostrophes hide one: reading it back is exact)."""
+    text = "" if value is None else str(value)
+    return MARK + text if _formula(text.lstrip(MARK)) else text
+
+
+def read_cell(text: str) -> str:
+    """A cell `spreadsheet_cell` wrote, as it was before."""
+    return text[1:] if text.startswith(MARK) and _formula(text.lstrip(MARK)) else text
+
+
+def csv_text(rows: Iterable[Iterable[object]], *, ending: str = "\r\n") -> str:
+    """The CSV every writer writes: every cell through `spreadsheet_cell`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator=ending)
+    writer.writerows([spreadsheet_cell(cell) for cell in row] for row in rows)
+    return buffer.getvalue()

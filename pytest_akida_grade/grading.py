@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_akida_grade import catalog, data, similarity, verdicts
 from pytest_akida_grade.background import Background, Progress
-from pytest_akida_grade.cache import Cache, build_key, grade_keys
+from pytest_akida_grade.cache import Cache, FilesOnly, build_key, grade_keys
 from pytest_akida_grade.discovery import Shape, Submission, find_class
 from pytest_akida_grade.evaluator.client import Pool, memory_per_process
 from pytest_akida_grade.fileio import file_sha256
@@ -39,9 +39,6 @@ from pytest_akida_grade.results import (
     Route,
     Stage,
     Verdict,
-    built_from_json,
-    graded_from_json,
-    to_json,
     with_model,
 )
 from pytest_akida_grade.sandbox import launch
@@ -114,8 +111,8 @@ class Entries:
                           self.data.source().sha256)[kind]
 
     def load_build(self, key: str) -> Stage[Built] | None:
-        hit = self.cache.load("build", key)
-        return None if hit is None else hit.stage(built_from_json)
+        hit = self.cache.load("build", key, Built)
+        return None if hit is None else hit.stage
 
     def load_export(self, submission: Submission, building_here: bool) -> Stage[Export] | None:
         """The build's files and declarations from its entry (another worker's: waited for)."""
@@ -123,10 +120,10 @@ class Entries:
         if not building_here and self.cache.busy("build", key):
             with self.cache.lock("build", key):
                 pass
-        hit = self.cache.load("build", key)
+        hit = self.cache.load("build", key, Built)
         if hit is None:
             return None
-        built = hit.stage(built_from_json).result
+        built = hit.stage.result
         if built is None:
             return Stage(failure="the build failed")
         if not hit.file("model.json").is_file():  # an entry without the files: ask the child
@@ -140,36 +137,34 @@ class Entries:
         files = {name: export.files / name for name in ("model.json", "weights.npz",
                                                          "source.py")
                  if (export.files / name).is_file()} if built.ok and export else {}
-        self.cache.store("build", key, {"result": to_json(built.result) if built.result
-                                        else None, "failure": built.failure}, files)
+        self.cache.store("build", key, built, files)
 
     def has_trained(self, submission: Submission) -> bool:
-        return self.cache.load("trained", self.key("trained", submission)) is not None
+        return self.cache.load("trained", self.key("trained", submission), FilesOnly) is not None
 
     def load_trained(self, submission: Submission, route: Route) -> Trained | None:
-        hit = self.cache.load("trained", self.key("trained", submission))
+        hit = self.cache.load("trained", self.key("trained", submission), FilesOnly)
         return None if hit is None else Trained(
             hit.file("model.json"), hit.file("weights.npz"), route, cached=True)
 
     def store_trained(self, submission: Submission, trained: Trained) -> Trained:
         entry = self.cache.store("trained", self.key("trained", submission),
-                                 {"route": trained.route}, {
+                                 Stage(result=FilesOnly()), {
                                      "model.json": trained.architecture,
                                      "weights.npz": trained.weights})
         return trained if entry is None else replace(  # no cache: the files where they are
             trained, architecture=entry.file("model.json"), weights=entry.file("weights.npz"))
 
     def load_grade(self, key: str) -> Stage[Graded] | None:
-        hit = self.cache.load("grade", key)
-        return None if hit is None else \
-            _with_model(hit.stage(graded_from_json), hit.file("model.fbz"))
+        hit = self.cache.load("grade", key, Graded)
+        return None if hit is None else _with_model(hit.stage, hit.file("model.fbz"))
 
     def store_grade(self, key: str, graded: Stage[Graded]) -> Stage[Graded]:
         """The grade, cached with its model (where the cache keeps it, when there is one)."""
         if graded.result is None:
             return graded
         model = Path(graded.result.model_path)
-        entry = self.cache.store("grade", key, to_json(graded.result), {"model.fbz": model})
+        entry = self.cache.store("grade", key, graded, {"model.fbz": model})
         return _with_model(graded, entry.file("model.fbz") if entry else model)
 
 

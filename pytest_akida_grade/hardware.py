@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import filelock
 
 from pytest_akida_grade import labkit
+from pytest_akida_grade.codec import RecordError, load
 from pytest_akida_grade.fileio import atomic_write_text, file_sha256
 from pytest_akida_grade.quality import (
     Recorded,
@@ -31,6 +32,8 @@ from pytest_akida_grade.settings import Settings
 if TYPE_CHECKING:
     from pytest_akida_grade.board import Bench
     from pytest_akida_grade.data import Split
+
+RECORDING_BYTES = 64 << 20  # a class's figures: a few hundred bytes a student
 
 
 class Hardware:
@@ -108,21 +111,16 @@ class Hardware:
 
 
 def load_replay(path: Path) -> dict[str, Recorded]:
-    """Read a student -> figures (or refusal) JSON map (the format `write_record` writes)."""
+    """Read a student -> figures (or refusal) JSON map (the format `write_record` writes),
+    through the codec's reader: a ReplayError names the file, the student and the field."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReplayError(f"{path}: replay file not found") from None
-    except OSError as error:
-        raise ReplayError(f"{path}: cannot read replay file: {error}") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ReplayError(f"{path}: not valid JSON: {error}") from error
+        data = load(path, what=str(path), limit=RECORDING_BYTES)
+    except RecordError as error:
+        raise ReplayError(str(error)) from None
     if not isinstance(data, dict):
         raise ReplayError(f"{path}: expected a JSON object mapping student -> figures, "
                           f"got {type(data).__name__}")
-    return {student: recorded_from_json(figures, where=f"{path}: student {student!r}")
+    return {student: recorded_from_json(figures, where=f"{path}: student {student[:80]!r}")
             for student, figures in data.items()}
 
 

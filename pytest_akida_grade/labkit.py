@@ -26,11 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_akida_grade.assignment import IMAGE_SHAPE, NUM_CLASSES
+from pytest_akida_grade.codec import RecordError, arrays, load
 from pytest_akida_grade.fileio import atomic_write, atomic_write_text, file_sha256
 
 FORMAT = 1
 INPUT = "uint8 pixels 0-255, shape (N, 28, 28, 1); the model's Rescaling is inside the .fbz"
 MAX_ENTRY_BYTES = 64 * 1024
+TEST_SET_BYTES = 256 << 20  # MNIST's 10,000 test images are 8 MB
 
 
 class KitError(Exception):
@@ -86,11 +88,9 @@ def keep(directory: Path, student: str, model: Path, x_test: npt.NDArray[np.gene
 def _entry(path: Path) -> Kept:
     where = str(path)
     try:
-        if path.stat().st_size > MAX_ENTRY_BYTES:
-            raise KitError(f"{where}: larger than a kit entry can be")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise KitError(f"{where}: cannot read: {error}") from None
+        data = load(path, what=where, limit=MAX_ENTRY_BYTES)
+    except RecordError as error:
+        raise KitError(str(error)) from None
     names = ("student", "model", "model_sha256", "test_set", "test_set_sha256")
     if not isinstance(data, dict) or data.get("format") != FORMAT or \
             not all(isinstance(data.get(k), str) for k in names):
@@ -118,10 +118,10 @@ def read(directory: Path, students: Iterable[str]) -> dict[str, Kept]:
 def test_set(kept: Kept) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.generic]]:
     """The images and labels a student was graded on, checked against their hash and shape."""
     try:
-        with np.load(kept.test_set, allow_pickle=False) as archive:
-            x, y = np.asarray(archive["x_test"]), np.asarray(archive["y_test"])
-    except (OSError, KeyError, ValueError) as error:
-        raise KitError(f"{kept.test_set}: not a test set of the kit: {error}") from None
+        x, y = arrays(kept.test_set, what=f"{kept.test_set}", limit=TEST_SET_BYTES,
+                      names=("x_test", "y_test"))
+    except RecordError as error:
+        raise KitError(f"not a test set of the kit: {error}") from None
     if _arrays_sha256(x, y) != kept.test_set_sha256:
         raise KitError(f"{kept.test_set}: its contents changed since {kept.student} was graded")
     if x.dtype != np.uint8 or x.shape[1:] != IMAGE_SHAPE or y.shape != (len(x),) or \

@@ -1,18 +1,20 @@
 """The assignment's Quality, the energy budget it leaves, and one hardware run's figures.
 
 Pure: no akida, no files. A `Measurement` is what the board reports (board.py) or what a
-recording replays (hardware.py), a `Refusal` a model the board would not run. Quality =
-(100 - accuracy %) x latency [s] x average power [W] x memory [bytes], lower is better, full
-credit below the bar (QUALITY_MAX). No imports from here.
+recording replays (hardware.py), a `Refusal` a model the board would not run: records of
+codec.py. Quality = (100 - accuracy %) x latency [s] x average power [W] x memory [bytes], lower
+is better, full credit below the bar (QUALITY_MAX). Only codec.py from this package.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+
+from pytest_akida_grade.codec import Record, RecordError
 
 QUALITY_MAX = 200.0  # the assignment's bar: full credit below this Quality
 PERCENT = 100.0  # accuracies are fractions; the formula and the printouts use percentages
@@ -52,13 +54,8 @@ def energy_budget_mj(accuracy: float, memory_bytes: int, quality_max: float = QU
     return quality_max / denominator * 1000.0  # J -> mJ
 
 
-_REQUIRED = ("accuracy", "fps", "avg_power_mw", "floor_power_mw", "energy_mj_per_frame",
-             "memory_bytes")
-_OPTIONAL_POWERS = ("min_power_mw", "max_power_mw", "std_power_mw")
-
-
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(Record):
     """Figures from one hardware run, as akida reports them (powers include the floor)."""
 
     accuracy: float  # 0..1, from the board's own outputs
@@ -76,94 +73,53 @@ class Measurement:
     def quality(self) -> float:
         return quality(self.accuracy, self.fps, self.avg_power_mw, self.memory_bytes)
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
-    def from_json(cls, d: Any, *, where: str) -> Measurement:
-        """Validate a JSON object; every error names `where` and the offending field."""
-        if not isinstance(d, dict):
-            raise ReplayError(f"{where}: expected an object of figures, got {_kind(d)}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ReplayError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
-                              f"allowed: {', '.join(sorted(known))}")
-        missing = [name for name in _REQUIRED if name not in d]
-        if missing:
-            raise ReplayError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
-        values: dict[str, Any] = {name: _number(d, name, where) for name in _REQUIRED}
-        accuracy = values["accuracy"]
-        if accuracy > 1:
-            raise ReplayError(f"{where}: field 'accuracy' is {accuracy:g}, which looks like a "
-                              f"percentage; give a fraction between 0 and 1 "
-                              f"(e.g. {accuracy / PERCENT:g})")
-        if values["fps"] == 0:
-            raise ReplayError(f"{where}: field 'fps' must be greater than 0")
-        values["memory_bytes"] = _whole(values["memory_bytes"], "memory_bytes", where)
-        for name in _OPTIONAL_POWERS:
-            if d.get(name) is not None:
-                values[name] = _number(d, name, where)
-        if "software_sequences" in d:
-            values["software_sequences"] = _whole(
-                _number(d, "software_sequences", where), "software_sequences", where)
-        sha = d.get("model_sha256")
-        if sha is not None and not isinstance(sha, str):
-            raise ReplayError(f"{where}: field 'model_sha256' must be a string, got {_kind(sha)}")
-        values["model_sha256"] = sha
-        return cls(**values)
+    def recorded(cls, data: object, *, where: str) -> Measurement:
+        """Figures read back from a recording: typed by the codec, then checked as figures; a
+        ReplayError names `where` and the field."""
+        try:
+            measured = cls.from_json(data)
+        except RecordError as error:
+            raise ReplayError(f"{where}: {error}") from None
+        problem = measured.problem()
+        if problem:
+            raise ReplayError(f"{where}: {problem}")
+        return measured
+
+    def problem(self) -> str | None:
+        """What makes these figures impossible, naming the field; None when they are fine."""
+        for name, value in asdict(self).items():
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+                return f"field {name!r} must be a number >= 0, got {value!r}"
+        if self.accuracy > 1:
+            return (f"field 'accuracy' is {self.accuracy:g}, which looks like a percentage; give "
+                    f"a fraction between 0 and 1 (e.g. {self.accuracy / PERCENT:g})")
+        if self.fps == 0:
+            return "field 'fps' must be greater than 0"
+        return None
 
 
 @dataclass(frozen=True)
-class Refusal:
+class Refusal(Record):
     """The board would not run the model (akida could not map it): recorded beside figures, so
     that a replay fails the student as the board did."""
 
     refused: str  # the failure, as the hardware check says it
     model_sha256: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: Any, *, where: str) -> Refusal:
-        if not isinstance(d, dict) or set(d) - {"refused", "model_sha256"} or \
-                not isinstance(d.get("refused"), str) or \
-                not isinstance(d.get("model_sha256"), str | None):
-            raise ReplayError(f"{where}: a refusal is {{\"refused\": text, \"model_sha256\": "
-                              f"text or null}}, got {_kind(d)}")
-        return cls(d["refused"], d.get("model_sha256"))
-
 
 Recorded = Measurement | Refusal  # what a recording holds for one student
 
 
-def recorded_from_json(d: Any, *, where: str) -> Recorded:
-    """A recording's entry: figures, or the board's refusal (an object with "refused")."""
-    if isinstance(d, dict) and "refused" in d:
-        return Refusal.from_json(d, where=where)
-    return Measurement.from_json(d, where=where)
-
-
-def _kind(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
-
-
-def _number(d: dict[str, Any], name: str, where: str) -> float:
-    value = d[name]
-    # bool is an int in Python, but `true` is never a figure.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ReplayError(f"{where}: field {name!r} must be a number, got {_kind(value)}")
-    if not math.isfinite(value) or value < 0:
-        raise ReplayError(f"{where}: field {name!r} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _whole(value: float, name: str, where: str) -> int:
-    if value != int(value):
-        raise ReplayError(f"{where}: field {name!r} must be a whole number, got {value!r}")
-    return int(value)
-
+def recorded_from_json(data: object, *, where: str) -> Recorded:
+    """A recording's entry: figures, or the board's refusal (an object with "refused"); a
+    ReplayError names `where` and the field."""
+    if isinstance(data, dict) and "refused" in data:
+        try:
+            return Refusal.from_json(data)
+        except RecordError as error:
+            raise ReplayError(f"{where}: {error}") from None
+    return Measurement.recorded(data, where=where)
 
 
 def format_measurement(name: str, m: Measurement, *, quantized_accuracy: float | None,

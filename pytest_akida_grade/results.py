@@ -1,15 +1,18 @@
 """The typed results that travel between stages (docs/contracts.md), and their JSON form.
 
 A stage either ends with a result or with a `failure`: a message for the student. `HarnessError`
-is the grader's own failure (no data, no board, a bug), never the student's. No imports from this
-package: every other module may use these types.
+is the grader's own failure (no data, no board, a bug), never the student's. What crosses a process
+or is cached is a `Record` of codec.py: `to_json`, and `from_json` naming a field at fault
+(`RecordError`). Only codec.py from this package: every other module may use these types.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Literal, TypeVar
+
+from pytest_akida_grade.codec import Record, RecordError
 
 Json = dict[str, Any]
 Declared = int | float | str | bool | None  # a module constant as the student declared it
@@ -48,12 +51,8 @@ class HarnessError(Exception):
     """The grader, not the student, could not do its job (no data, no board, a bug)."""
 
 
-class ResultError(ValueError):
-    """A stored or transported result does not have the fields its type needs."""
-
-
 @dataclass(frozen=True)
-class Violation:
+class Violation(Record):
     """A broken rule: the rule's id, a message that names the layer and the fix."""
 
     rule: str
@@ -90,7 +89,7 @@ class Verdict:
 
 
 @dataclass(frozen=True)
-class MappingFigures:
+class MappingFigures(Record):
     """The converted model mapped on a virtual AKD1000 (static, not measured on a board)."""
 
     error: str | None  # the mapper's refusal, explained for the student
@@ -101,7 +100,7 @@ class MappingFigures:
 
 
 @dataclass(frozen=True)
-class V1Truth:
+class V1Truth(Record):
     """The untrained model quantized, converted for Akida 1.0 and mapped: the hardware fit."""
 
     bits: tuple[int, int]  # the precision it was checked at
@@ -113,7 +112,7 @@ class V1Truth:
 
 
 @dataclass(frozen=True)
-class Execution:
+class Execution(Record):
     """How a notebook's cells (or a module in the handout's shape) ran in the sandbox, as its
     hand-over says (meta.json's "run"): for the student's loads message and the record only."""
 
@@ -125,9 +124,21 @@ class Execution:
     load_data: bool  # keras.datasets.mnist.load_data() was called (and served)
     fitted: bool  # the model was trained by the submission's own code
 
+    def bounded(self) -> Execution:
+        """The sandbox's word, checked and cut to what a record keeps (RecordError else)."""
+        if self.model not in ("model_keras", "build_model()"):
+            raise RecordError(f"run.model is {self.model[:40]!r}")
+        if not 0 <= self.ran <= self.cells:
+            raise RecordError(f"run: ran {self.ran} of {self.cells} cells")
+        return replace(self, stopped=None if self.stopped is None else self.stopped[:TEXT_KEPT],
+                       not_run=tuple(line[:TEXT_KEPT] for line in self.not_run[:NOT_RUN_KEPT]))
+
+
+NOT_RUN_KEPT, TEXT_KEPT = 50, 2000  # of a hand-over's run: what a record keeps
+
 
 @dataclass(frozen=True)
-class Built:
+class Built(Record):
     """The build stage: the submission's architecture as the trusted evaluator rebuilt it."""
 
     layers: tuple[Json, ...]  # layer specs (docs/contracts.md)
@@ -144,7 +155,7 @@ class Built:
 
 
 @dataclass(frozen=True)
-class Graded:
+class Graded(Record):
     """The grade stage: trained, quantized, converted and evaluated on the test set."""
 
     n_train: int
@@ -186,117 +197,26 @@ class Stage(Generic[T]):
 # ---------------------------------------------------------------------------- JSON
 
 
-def to_json(result: Built | Graded | MappingFigures | V1Truth | Execution) -> Json:
-    return asdict(result)
-
-
-def _get(data: object, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(data, dict) or name not in data:
-        raise ResultError(f"{where}: missing {name!r}")
-    value = data[name]
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _tuple(kinds)):
-        raise ResultError(f"{where}: {name!r} is {type(value).__name__}")
-    return value
-
-
-def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-NUMBER = (int, float)
-OPTIONAL_TEXT = (str, type(None))
-
-
-def mapping_from_json(data: object, where: str = "mapping") -> MappingFigures:
-    return MappingFigures(
-        error=_get(data, "error", OPTIONAL_TEXT, where),
-        **{name: int(_get(data, name, int, where)) for name in (
-            "nps", "hardware_sequences", "software_sequences", "program_memory_bytes")})
-
-
-def v1_from_json(data: object, where: str = "v1") -> V1Truth:
-    bits = _get(data, "bits", (list, tuple), where)
-    if len(bits) != 2 or not all(isinstance(b, int) for b in bits):
-        raise ResultError(f"{where}: 'bits' must be two whole numbers")
-    mapping = _get(data, "mapping", (dict, type(None)), where)
-    return V1Truth(
-        bits=(int(bits[0]), int(bits[1])),
-        declared_bits_used=_get(data, "declared_bits_used", bool, where),
-        conversion_error=_get(data, "conversion_error", OPTIONAL_TEXT, where),
-        cut_at=_get(data, "cut_at", OPTIONAL_TEXT, where),
-        warnings=tuple(str(w) for w in _get(data, "warnings", (list, tuple), where)),
-        mapping=None if mapping is None else mapping_from_json(mapping, f"{where}.mapping"))
-
-
-def _violation_from_json(data: object, where: str) -> Violation:
-    return Violation(
-        rule=_get(data, "rule", str, where), message=_get(data, "message", str, where),
-        layer_index=_get(data, "layer_index", (int, type(None)), where),
-        layer_name=_get(data, "layer_name", OPTIONAL_TEXT, where),
-        documented=_get(data, "documented", bool, where))
-
-
-def route_from_json(data: object, where: str) -> Route:
-    value = _get(data, "route", str, where)
-    try:
-        return Route(value)
-    except ValueError:
-        raise ResultError(f"{where}: 'route' is not a route: {value[:40]!r}") from None
-
-
-def built_from_json(data: object, where: str = "build result") -> Built:
-    violations = _get(data, "violations", dict, where)
-    return Built(
-        layers=tuple(_get(data, "layers", (list, tuple), where)),
-        params=_get(data, "params", int, where),
-        weight_bits=_get(data, "weight_bits", (int, float, str, bool, type(None)), where),
-        activation_bits=_get(data, "activation_bits", (int, float, str, bool, type(None)), where),
-        violations={str(check): tuple(_violation_from_json(v, f"{where}.violations")
-                                      for v in found) for check, found in violations.items()},
-        v1=v1_from_json(_get(data, "v1", dict, where), f"{where}.v1"),
-        route=route_from_json(data, where),
-        not_rebuilt=_get(data, "not_rebuilt", OPTIONAL_TEXT, where),
-        run=execution_from_json(data.get("run") if isinstance(data, dict) else None,
-                                f"{where}.run"))
-
-
-def graded_from_json(data: object, where: str = "grade result") -> Graded:
-    akida = _get(data, "akida_accuracy", (int, float, type(None)), where)
-    return Graded(
-        n_train=_get(data, "n_train", int, where), n_test=_get(data, "n_test", int, where),
-        route=route_from_json(data, where),
-        cached=_get(data, "cached", bool, where),
-        float_accuracy=float(_get(data, "float_accuracy", NUMBER, where)),
-        quantized_accuracy=float(_get(data, "quantized_accuracy", NUMBER, where)),
-        akida_accuracy=None if akida is None else float(akida),
-        quantize_attempt=_get(data, "quantize_attempt", int, where),
-        attempt_val_accuracies=tuple(float(v) for v in _get(
-            data, "attempt_val_accuracies", (list, tuple), where)),
-        cut_at=_get(data, "cut_at", OPTIONAL_TEXT, where),
-        mapping=mapping_from_json(_get(data, "mapping", dict, where), f"{where}.mapping"),
-        peak_rss_mb=float(_get(data, "peak_rss_mb", NUMBER, where)),
-        model_path=str(data.get("model_path", "")) if isinstance(data, dict) else "")
-
-
-def built_and_graded_from_json(data: object, where: str = "inspect+grade result",
-                               ) -> tuple[Built, Stage[Graded]]:
+@dataclass(frozen=True, kw_only=True)
+class BuiltAndGraded(Record):
     """One job's build and grade (a pre-trained model): the grade may have failed alone."""
-    graded = _get(data, "graded", (dict, type(None)), where)
-    built = built_from_json(_get(data, "built", dict, where), f"{where}.built")
-    if graded is None:
-        return built, Stage(failure=_get(data, "grade_failure", str, where))
-    return built, Stage(result=graded_from_json(graded, f"{where}.graded"))
+
+    built: Built
+    graded: Graded | None = None
+    grade_failure: str | None = None  # why the grade failed (None when graded)
+
+    def stages(self) -> tuple[Built, Stage[Graded]]:
+        if self.graded is None:
+            return self.built, Stage(failure=self.grade_failure or "the grade failed")
+        return self.built, Stage(result=self.graded)
 
 
 def with_model(graded: Graded, model_path: str) -> Graded:
     return replace(graded, model_path=model_path)
 
 
-NOT_RUN_KEPT, TEXT_KEPT = 50, 2000  # of a hand-over's run: what a record keeps
-
-
 @dataclass(frozen=True)
-class Declarations:
+class Declarations(Record):
     """What a submission declared (its sandbox's meta.json), checked: the bits and the route,
     and how its own code ran (a notebook, the handout's shape)."""
 
@@ -306,42 +226,17 @@ class Declarations:
     run: Execution | None = None
 
 
-def execution_from_json(data: object, where: str = "run") -> Execution | None:
-    """A hand-over's "run", typed and bounded (it is the sandbox's word)."""
-    if data is None:
-        return None
-    model = _get(data, "model", str, where)
-    if model not in ("model_keras", "build_model()"):
-        raise ResultError(f"{where}: 'model' is {model[:40]!r}")
-    counts = {name: _get(data, name, int, where) for name in ("cells", "ran")}
-    if not 0 <= counts["ran"] <= counts["cells"]:
-        raise ResultError(f"{where}: ran {counts['ran']} of {counts['cells']} cells")
-    stopped = _get(data, "stopped", OPTIONAL_TEXT, where)
-    not_run = _get(data, "not_run", (list, tuple), where)
-    if not all(isinstance(line, str) for line in not_run):
-        raise ResultError(f"{where}: 'not_run' must list lines")
-    return Execution(model=model, **counts,
-                     stopped=None if stopped is None else stopped[:TEXT_KEPT],
-                     not_run=tuple(line[:TEXT_KEPT] for line in not_run[:NOT_RUN_KEPT]),
-                     load_data=_get(data, "load_data", bool, where),
-                     fitted=_get(data, "fitted", bool, where))
-
-
 def declarations_from_json(meta: object, has_weights_file: bool,
                            trains_itself: bool = False) -> Declarations:
     """Plain bits, one of the routes, and the run when there is one. What is known on our side
     decides, whatever was said: a weights file's presence, and that only a submission whose own
-    code trains (a notebook, the handout's shape) has "own training"."""
-    plain = (int, float, str, bool, type(None))
-    routes = {route.value: route for route in Route}
-    if not isinstance(meta, dict) or meta.get("route") not in routes or not all(
-            key in meta and isinstance(meta[key], plain)
-            for key in ("weight_bits", "activation_bits")):
-        raise ResultError("meta.json is malformed: it needs a route (one of "
-                          f"{', '.join(routes)}) and plain weight_bits and activation_bits")
-    said = routes[meta["route"]]
+    code trains (a notebook, the handout's shape) has its own training."""
+    try:
+        said = Declarations.from_json(meta)
+        run = None if said.run is None else said.run.bounded()
+    except RecordError as error:
+        raise RecordError(f"meta.json is malformed: {error}") from None
     route = Route.WEIGHTS_FILE if has_weights_file else Route.DEFAULT_RECIPE \
-        if said is Route.WEIGHTS_FILE or (said is Route.OWN_TRAINING and not trains_itself) \
-        else said
-    return Declarations(route, meta["weight_bits"], meta["activation_bits"],
-                        execution_from_json(meta.get("run"), "meta.json run"))
+        if said.route is Route.WEIGHTS_FILE or (said.route is Route.OWN_TRAINING
+                                                and not trains_itself) else said.route
+    return replace(said, route=route, run=run)

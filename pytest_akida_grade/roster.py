@@ -1,6 +1,6 @@
 """roster.csv: who each imported student is on the LMS (written by `import-submissions` beside
 the modules, read by the plugin to carry the late flag, how late and the handed-in file names into
-the records). The csv module and late.py (times) only.
+the records). The csv module, fileio.py (the CSV every writer writes) and late.py (times) only.
 
 Columns (docs/contracts.md): student, name, late, files, module, weights, submitted, days_late,
 then the LMS's own identifiers (Canvas `ID`; Gradescope `submission_id`, `emails`, `sid`; Moodle
@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pytest_akida_grade import late as late_policy
+from pytest_akida_grade.fileio import csv_text, read_cell
 from pytest_akida_grade.names import SUBMISSION_SUFFIXES
 
 NAME = "roster.csv"
@@ -49,12 +50,10 @@ def join(values: Iterable[str]) -> str:
 
 
 def to_csv(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
-    """The roster's text: a header row, then one row per student in the given order."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    """The roster's text: a header row, then one row per student in the given order (a name
+    or file name that would run as a formula in a spreadsheet is written as text)."""
+    return csv_text([columns, *([row.get(c, "") for c in columns] for row in rows)],
+                    ending="\n")
 
 
 def _flag(value: str, where: str) -> bool:
@@ -75,7 +74,7 @@ def _when(cells: Mapping[str, str], where: str) -> tuple[datetime | None, float 
 
 
 def _entry(row: Mapping[str, str | None], where: str) -> Entry:
-    cells = {key: (row.get(key) or "").strip()
+    cells = {key: read_cell((row.get(key) or "").strip())
              for key in (*REQUIRED, "name", "submitted", "days_late")}
     if not cells["student"]:
         raise RosterError(f"{where}: the student is empty")

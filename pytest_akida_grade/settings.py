@@ -144,10 +144,11 @@ OPTIONS: tuple[Option, ...] = (
            "the akida_student fixture, and their conftest.py): collected with the students, "
            "never inside a students directory.", _paths, [], flag="--akida-course-checks",
            cli_kwargs={"action": "append", "metavar": "DIR"}),
-    Option("timeout", "Wall-clock limit in seconds for building and inspecting one submission "
-           "in its child process (default 120; a notebook's run has akida_grade_timeout).",
-           _positive_float, 120.0, flag="--akida-timeout",
-           env="AKIDA_GRADE_TIMEOUT", cli_kwargs={"metavar": "SECONDS"}),
+    Option("timeout", "Wall-clock limit in seconds for building one submission in its sandboxed "
+           "child (a notebook's run has akida_grade_timeout), and again for the trusted "
+           "inspection of what it hands over (default 120).",
+           _positive_float, 120.0, flag="--akida-timeout", env="AKIDA_GRADE_TIMEOUT",
+           cli_kwargs={"metavar": "SECONDS"}),
     Option("grade_timeout", "Wall-clock limit in seconds for training, quantizing, converting "
            "and evaluating one submission, and for a notebook's whole run (default 1800).",
            _positive_float, 1800.0,

@@ -21,7 +21,7 @@ architecture score -0.43 to 0.47 (at most 0.68 on small data). Not when both tra
 grader's seeded initial weights (train(), the default recipe): those share a start, and
 honest recipes end 0.89-0.99 apart, so only the strict rule holds for them.
 
-Pure: numpy and the standard library; no pytest, no TensorFlow.
+Pure: numpy, the standard library and the codec's readers (codec.py); no pytest, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import itertools
 import json
 import math
 import tokenize
-import zipfile
 from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
+from pytest_akida_grade.codec import RecordError, arrays, loads
 from pytest_akida_grade.results import Route
 
 SKETCH = 64  # numbers per unit at most (longer descriptors are projected)
@@ -91,8 +91,9 @@ def _classes(node: object, depth: int = 0) -> list[str]:
 def architecture_hash(model_json: bytes, shapes: Iterable[tuple[int, ...]]) -> str:
     """sha256 of the layer classes and weight shapes (layer names left out)."""
     try:
-        classes = _classes(json.loads(model_json))
-    except (ValueError, RecursionError):
+        classes = _classes(loads(model_json, what="model.json", limit=len(model_json),
+                                 finite=False))
+    except RecordError:
         classes = ["unreadable"]
     text = json.dumps([classes, [list(shape) for shape in shapes]])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -141,9 +142,7 @@ def weights_fingerprint(arrays: Iterable[npt.NDArray[np.generic]],
 
 def read_npz(data: bytes) -> list[npt.NDArray[np.generic]]:
     """The arrays of a weights.npz (np.savez of get_weights(): arr_0, arr_1, ...), no pickle."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        names = sorted(archive.files, key=lambda n: int(n[4:]) if n[4:].isdigit() else -1)
-        return [np.asarray(archive[name]) for name in names]
+    return arrays(data, what="weights.npz", limit=len(data))
 
 
 def fingerprint(source: bytes | None, weights_file: str | None, model_json: bytes | None,
@@ -153,8 +152,8 @@ def fingerprint(source: bytes | None, weights_file: str | None, model_json: byte
                              "weights_file": weights_file,
                              "weights": weights}
     if model_json is not None and weights_npz is not None:
-        with contextlib.suppress(ValueError, OSError, zipfile.BadZipFile, EOFError, TypeError,
-                                 MemoryError):  # a hostile export: compared by its hashes alone
+        with contextlib.suppress(RecordError, ValueError, TypeError, MemoryError):
+            # a hostile export (read by the codec): compared by its hashes alone
             found.update(weights_fingerprint(read_npz(weights_npz), model_json))
     return found
 
@@ -175,9 +174,9 @@ def _layer_score(x: object, y: object) -> float | None:
         u, v = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     except (ValueError, TypeError):
         return None
-    if u.ndim != 2 or u.shape != v.shape or u.size == 0 or not np.isfinite(u).all() \
-            or not np.isfinite(v).all():
-        return None
+    if u.ndim != 2 or u.shape != v.shape or u.size == 0 or u.shape[0] > MAX_UNITS \
+            or u.shape[1] > SKETCH or not np.isfinite(u).all() or not np.isfinite(v).all():
+        return None  # not a sketch this module wrote (a grade file edited by hand)
     cosines = _cosines(u, v)
     return float(min(np.quantile(cosines.max(axis=1), QUANTILE),
                      np.quantile(cosines.max(axis=0), QUANTILE)))

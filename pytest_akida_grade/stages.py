@@ -14,27 +14,24 @@ in as the protocols below, so a test drives them with fakes. Student code runs o
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from pytest_akida_grade.codec import RecordError, loads
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.results import (
     Built,
+    BuiltAndGraded,
     Declarations,
     Graded,
-    ResultError,
     Route,
     Stage,
-    built_and_graded_from_json,
-    built_from_json,
     declarations_from_json,
-    graded_from_json,
 )
-from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.sandbox.watch import EXPORTS, Job
 from pytest_akida_grade.settings import called
 
 if TYPE_CHECKING:
@@ -46,6 +43,7 @@ if TYPE_CHECKING:
 Urgency = Callable[[], int]  # 0: the student pytest is judging now; its jobs go first
 TIMEOUT_OPTION = called("timeout")  # the options a timeout message names
 GRADE_TIMEOUT_OPTION = called("grade_timeout")
+META_BYTES = EXPORTS["build"]["meta.json"]  # what the sandbox's hand-over copies at most
 
 
 class Children(Protocol):
@@ -168,7 +166,7 @@ class Inspection:
                 data=self.data.spec(), samples=self.settings.calibration_samples))
         reply = self.trusted.call(job, submission.name, self.settings.timeout, TIMEOUT_OPTION,
                                   urgency)
-        return with_run(reply.stage(built_from_json, submission.name), export.declarations)
+        return with_run(reply.stage(Built.from_json, submission.name), export.declarations)
 
     def inspect_and_grade(self, submission: Submission, export: Export, urgency: Urgency,
                           ) -> tuple[Stage[Built], Stage[Graded]]:
@@ -180,7 +178,7 @@ class Inspection:
         reply = self.trusted.call(jobs.InspectAndGrade(inspect=inspect, grade=grade),
                                   submission.name, s.timeout + s.grade_timeout,
                                   GRADE_TIMEOUT_OPTION, urgency)
-        both = reply.stage(built_and_graded_from_json, submission.name)
+        both = reply.stage(lambda ok: BuiltAndGraded.from_json(ok).stages(), submission.name)
         if both.result is None:
             return (Stage(failure=both.failure, repeatable=both.repeatable),
                     Stage(failure=both.failure, repeatable=both.repeatable))
@@ -247,7 +245,7 @@ class Evaluation:
                         staged(self.children, "model.fbz"))
         reply = self.trusted.call(job, submission.name, self.settings.grade_timeout,
                                   GRADE_TIMEOUT_OPTION, urgency)
-        graded = reply.stage(graded_from_json, submission.name)
+        graded = reply.stage(Graded.from_json, submission.name)
         if graded.result is None:
             return graded
         return Stage(result=replace(graded.result, model_path=job.out))
@@ -265,9 +263,9 @@ def grade_job(s: Settings, data: Data, trained: Trained, declared: Declarations,
 def declarations(export: Path, pretrained: bool, trains_itself: bool) -> Stage[Declarations]:
     """The route and the bits the sandbox handed over (meta.json), checked."""
     try:
-        return Stage(result=declarations_from_json(
-            json.loads((export / "meta.json").read_bytes()), pretrained, trains_itself))
-    except (ValueError, RecursionError, ResultError) as error:
+        meta = loads((export / "meta.json").read_bytes(), what="meta.json", limit=META_BYTES)
+        return Stage(result=declarations_from_json(meta, pretrained, trains_itself))
+    except (OSError, RecordError) as error:
         return Stage(failure=f"the sandbox handed over unusable declarations ({error})")
 
 

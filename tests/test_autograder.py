@@ -246,8 +246,10 @@ def test_setup_sh_keeps_the_images_python_only_when_the_wheel_supports_it(
 
 def test_a_bundled_recording_goes_into_the_zip_and_run_autograder_replays_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from board_double import PUBLISHED_PASS
+
     recording = tmp_path / "board.json"
-    recording.write_text('{"alice": {"fps": 1677.85}}\n')
+    recording.write_text(json.dumps({"alice": PUBLISHED_PASS}) + "\n")
     status, built, err = _build(tmp_path, capsys, "--replay", str(recording))
     assert status == 0, err
     assert _zip_text(built, "replay.json") == recording.read_text()

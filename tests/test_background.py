@@ -9,16 +9,15 @@ from dataclasses import asdict
 import pytest
 
 from pytest_akida_grade.background import Background
+from pytest_akida_grade.codec import RecordError
 from pytest_akida_grade.results import (
     Built,
+    BuiltAndGraded,
     Declarations,
     Graded,
     MappingFigures,
-    ResultError,
     V1Truth,
-    built_and_graded_from_json,
     declarations_from_json,
-    to_json,
 )
 
 MAPPED = MappingFigures(error=None, nps=3, hardware_sequences=1, software_sequences=0,
@@ -107,30 +106,36 @@ def test_it_decides_the_route_of_a_submission_with_a_weights_file_itself() -> No
     {"route": "train()", "weight_bits": 4},  # a meta.json the submission rewrote
 ])
 def test_it_refuses_malformed_declarations(meta: object) -> None:
-    with pytest.raises(ResultError, match=r"meta\.json is malformed"):
+    with pytest.raises(RecordError, match=r"meta\.json is malformed"):
         declarations_from_json(meta, has_weights_file=False)
 
 
 def test_it_reads_a_build_and_its_grade_from_one_reply() -> None:
-    built, graded = built_and_graded_from_json(
-        {"built": to_json(BUILT), "graded": to_json(GRADED), "grade_failure": None})
+    built, graded = BuiltAndGraded.from_json(
+        {"built": BUILT.to_json(), "graded": GRADED.to_json(), "grade_failure": None}).stages()
     assert built == BUILT
     assert graded.result == GRADED
 
 
 def test_it_reads_a_build_whose_grade_failed_alone() -> None:
-    built, graded = built_and_graded_from_json(
-        {"built": to_json(BUILT), "graded": None, "grade_failure": "no Dense(10) at the end"})
+    built, graded = BuiltAndGraded.from_json(
+        {"built": BUILT.to_json(), "graded": None,
+         "grade_failure": "no Dense(10) at the end"}).stages()
     assert built == BUILT
     assert graded.result is None and graded.failure == "no Dense(10) at the end"
 
 
 @pytest.mark.parametrize("reply, missing", [
-    ({"graded": None, "grade_failure": "x"}, "'built'"),
-    ({"built": {}, "graded": None, "grade_failure": "x"}, r"result\.built: missing"),
-    ({"built": to_json(BUILT), "graded": None}, "'grade_failure'"),
-    ({"built": to_json(BUILT), "graded": "98 %", "grade_failure": None}, "'graded' is str"),
+    ({"graded": None, "grade_failure": "x"}, r"BuiltAndGraded: missing fields \['built'\]"),
+    ({"built": {}, "graded": None, "grade_failure": "x"},
+     r"BuiltAndGraded\.built: missing fields \['layers', 'params'"),
+    ({"built": BUILT.to_json(), "grade_failure": 3},
+     r"BuiltAndGraded\.grade_failure: expected str \| None, got int 3"),
+    ({"built": BUILT.to_json(), "graded": "98 %", "grade_failure": None},
+     r"BuiltAndGraded\.graded: expected Graded \| None, got str '98 %'"),
+    ({"built": {**BUILT.to_json(), "v1": {**BUILT.v1.to_json(), "bits": [4]}}, "graded": None,
+      "grade_failure": "x"}, r"BuiltAndGraded\.built\.v1\.bits: expected 2 items, got 1"),
 ])
 def test_it_names_what_is_wrong_in_a_malformed_reply(reply: object, missing: str) -> None:
-    with pytest.raises(ResultError, match=missing):
-        built_and_graded_from_json(reply)
+    with pytest.raises(RecordError, match=missing):
+        BuiltAndGraded.from_json(reply)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_akida_grade.fileio import NUMBER
 from pytest_akida_grade.report import cli
 
 # Canvas's "Export Entire Gradebook" layout: a BOM, CRLF, quoted names, read-only totals.
@@ -118,3 +119,17 @@ def test_it_refuses_what_it_cannot_fill_and_writes_nothing(
     assert status == 2 and not out.exists()
     err = capsys.readouterr().err
     assert message in err, err
+
+
+def test_a_display_name_that_is_a_formula_is_written_back_as_text(tmp_path: Path) -> None:
+    hostile = EXPORT.replace('"Ng, Carol"', '"=HYPERLINK(""http://x"",""Carol"")"').replace(
+        '"Student, Test"', "@SUM(1)")
+    status, out = _canvas(tmp_path, "--assignment", ASSIGNMENT, export=hostile,
+                          points={"alice": -1.5, "bob": 3.0})
+    assert status == 0
+    rows = _table(out)
+    names = [row[0] for row in rows]
+    assert "'=HYPERLINK(\"http://x\",\"Carol\")" in names and "'@SUM(1)" in names
+    assert [row[6] for row in rows[2:4]] == ["-1.5", "3"]  # numbers stay numbers
+    assert not [cell for row in rows for cell in row
+                if cell[:1] in ("=", "+", "-", "@") and not NUMBER.fullmatch(cell)]

@@ -16,7 +16,7 @@ from made_up import student_source
 
 from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.client import Evaluator
-from pytest_akida_grade.results import built_from_json
+from pytest_akida_grade.results import Built
 from pytest_akida_grade.sandbox import launch, policy
 from pytest_akida_grade.sandbox.watch import Job
 
@@ -66,7 +66,7 @@ def test_a_crash_costs_the_job_one_retry_in_a_fresh_process(evaluator: Evaluator
     threading.Timer(0.3, lambda: os.killpg(before, signal.SIGKILL)).start()
     retried = inspect(evaluator, export)
     assert server_pid(evaluator) != before
-    assert retried.ok is not None and built_from_json(retried.ok) == built_from_json(first.ok)
+    assert retried.ok is not None and Built.from_json(retried.ok) == Built.from_json(first.ok)
 
 
 def test_a_job_over_its_deadline_fails_and_the_next_job_gets_a_fresh_process(
@@ -102,7 +102,7 @@ def test_a_layer_off_its_closed_list_is_judged_on_its_json_and_never_rebuilt(
     (lambda_ / "weights.npz").write_bytes((export / "weights.npz").read_bytes())
     reply = inspect(evaluator, lambda_)
     assert reply.error is None and reply.ok is not None
-    built = built_from_json(reply.ok)
+    built = Built.from_json(reply.ok)
     assert built.not_rebuilt is not None and "(Lambda) is not one of the layers" in \
         built.not_rebuilt
     assert "Lambda is not an allowed layer" in built.violations["layer_whitelist"][0].message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,15 @@ def test_any_module_name_is_graded_under_a_plain_unique_name_and_the_rest_is_sai
                                                 "lonely.ipynb or lonely.py beside them"
     assert "an archive is not unpacked" in found["class.zip"].reason
     assert "import-submissions" in found["sub"].fix
+
+
+def test_a_name_that_is_not_utf8_is_not_graded_and_shown_with_replacement_characters(
+        tmp_path: Path) -> None:
+    _touch(tmp_path, os.fsdecode(b"caf\xe9.py"), "ok.py")
+    assert [s.name for s in discovery.find_class([tmp_path])] == ["ok"]
+    (item,) = discovery.not_graded([tmp_path])
+    assert item.file == "caf\ufffd.py" and "not valid UTF-8" in item.reason
+    files.write_json([], tmp_path / "grades.json", not_graded=[item.as_dict()])  # writable
 
 
 def test_the_weights_of_a_renamed_module_are_still_its_own(tmp_path: Path) -> None:

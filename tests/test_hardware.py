@@ -219,14 +219,14 @@ def test_a_good_replay_file_loads(tmp_path: Path) -> None:
 
 
 def test_a_missing_replay_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match=r"nope\.json: replay file not found"):
+    with pytest.raises(ReplayError, match=r"nope\.json: no such file"):
         load_replay(tmp_path / "nope.json")
 
 
 def test_a_replay_file_that_is_not_json_is_named(tmp_path: Path) -> None:
     path = tmp_path / "replay.json"
     path.write_text("{alice: 1")
-    with pytest.raises(ReplayError, match=r"replay\.json: not valid JSON"):
+    with pytest.raises(ReplayError, match=r"replay\.json is not valid JSON"):
         load_replay(path)
 
 
@@ -236,15 +236,15 @@ def test_a_replay_file_that_is_not_a_map_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"fps": None}, "field 'fps' must be a number"),
-    ({"fps": "fast"}, "field 'fps' must be a number"),
-    ({"avg_power_mw": True}, "field 'avg_power_mw' must be a number"),
-    ({"memory_bytes": -1}, "field 'memory_bytes' must be a finite number >= 0"),
-    ({"memory_bytes": 96304.5}, "field 'memory_bytes' must be a whole number"),
+    ({"fps": None}, "Measurement.fps: expected float, got NoneType None"),
+    ({"fps": "fast"}, "Measurement.fps: expected float, got str 'fast'"),
+    ({"avg_power_mw": True}, "Measurement.avg_power_mw: expected float, got bool True"),
+    ({"memory_bytes": -1}, "field 'memory_bytes' must be a number >= 0, got -1"),
+    ({"memory_bytes": 96304.5}, "Measurement.memory_bytes: expected int, got float 96304.5"),
     ({"fps": 0}, "field 'fps' must be greater than 0"),
     ({"accuracy": 97.61}, "'accuracy' is 97.61, which looks like a percentage.*0.9761"),
     ({"avg_power": 895.27}, "unknown field.*'avg_power'"),
-    ({"model_sha256": 5}, "field 'model_sha256' must be a string"),
+    ({"model_sha256": 5}, r"Measurement.model_sha256: expected str \| None, got int 5"),
 ])
 def test_a_bad_field_is_reported_with_file_student_and_field(
         tmp_path: Path, change: dict[str, object], message: str) -> None:
@@ -253,10 +253,24 @@ def test_a_bad_field_is_reported_with_file_student_and_field(
         load_replay(path)
 
 
+@pytest.mark.parametrize(("figures", "message"), [
+    ('{"fps": Infinity}', "holds a number that is not finite"),
+    ('{"memory_bytes": 1' + "0" * 30 + "}", "holds a whole number beyond 64 bits"),
+    ("[" * 5000 + "]" * 5000, "is nested more than 64 levels deep"),
+])
+def test_a_huge_or_nested_value_is_refused_naming_the_file(
+        tmp_path: Path, figures: str, message: str) -> None:
+    path = tmp_path / "replay.json"
+    path.write_text('{"bob": ' + figures + "}")
+    with pytest.raises(ReplayError, match=rf"replay\.json {message}"):
+        load_replay(path)
+
+
 def test_a_missing_field_is_reported(tmp_path: Path) -> None:
     figures = {k: v for k, v in STUDENT_FIGURES.items() if k != "floor_power_mw"}
     path = write_json(tmp_path / "replay.json", {"bob": figures})
-    with pytest.raises(ReplayError, match=r"student 'bob': missing field.*'floor_power_mw'"):
+    with pytest.raises(ReplayError, match=r"student 'bob': Measurement: missing fields "
+                                          r"\['floor_power_mw'\]"):
         load_replay(path)
 
 

@@ -1,17 +1,24 @@
 """A class with attackers in it, graded end to end (xdist, two workers), against a reference run,
-in both sandboxes a root grader gets: bubblewrap, and a fresh uid (bubblewrap hidden, as in a
-container without it; where this Python is one a fresh uid can run). Every attack on the sandbox
-is also made by the cells of a notebook shaped like the handout's (`*_nb.ipynb`), classmates in
-the same run, with hostile notebook files of their own (nested, oversized).
+in every sandbox a root grader gets that works on this machine: bubblewrap, and a fresh uid
+(bubblewrap hidden, as in a container without it; where this Python is one a fresh uid can run).
+A mode this machine does not have is skipped, saying why. Every attack on the sandbox is also
+made by the cells of a notebook shaped like the handout's (`*_nb.ipynb`), classmates in the same
+run, with hostile notebook files of their own (nested, oversized).
 
 Each attacker ends with its own result (the figures its real model earns, or a failure saying
 what went wrong), never a pass it did not earn and never a grader error; the honest classmates
 get exactly the verdicts and figures of a run without the attackers, also when re-graded later
-from the cache the attackers ran next to; no file outside the sandboxes changes.
+from the cache the attackers ran next to; no file outside the sandboxes changes. In the same run:
+hand-overs that attack their readers (meta.json nested past the recursion limit or mistyped, a
+weights file flagged encrypted, a Rescaling that overflows) and hostile file names (formulas,
+HTML, names that differ only by Unicode normalisation, a collision after normalising), which
+reach the gradebook and the HTML report only as text, each with its own weights file.
 """
 
 from __future__ import annotations
 
+import csv
+import functools
 import hashlib
 import json
 import os
@@ -19,14 +26,16 @@ import subprocess
 import sys
 import textwrap
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from made_up import GOOD_LAYERS, HANDOUT_MODEL, fast_ini, notebook, student_source
+from made_up import GOOD_LAYERS, HANDOUT_MODEL, fast_ini, notebook, save_weights, student_source
 
 from pytest_akida_grade import data
+from pytest_akida_grade.fileio import NUMBER
 from pytest_akida_grade.sandbox import policy
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytest_akida_grade"
@@ -36,7 +45,7 @@ MARKER = f"akida{os.getpid()}burst"
 # (make test's two workers, beside other jobs), for the spinner's wait saved.
 LIMIT = 60
 # A notebook's whole run has akida_grade_timeout (its training is in it): the looping notebook
-# waits it out beside the class, in both modes. It binds the honest grades too (~10 s each here),
+# waits it out beside the class, in every mode. It binds the honest grades too (~10 s each here),
 # with the margin the inspection's limit has; the message says which setting stopped it.
 GRADE_LIMIT = 60
 SETTINGS = fast_ini(akida_timeout=str(LIMIT), akida_grade_timeout=str(GRADE_LIMIT),
@@ -57,15 +66,23 @@ policy._bwrap_problem = lambda hidden, python: "hidden by the test"
 """
 HEADERS = {"bwrap": "akida-grade sandbox: bubblewrap (namespaces",
            "uid": "akida-grade sandbox: a fresh unprivileged uid"}
-# Both modes grade the attacks on the sandbox itself: files (rewriter, poisoner, peeker, the
+# Every mode grades the attacks on the sandbox itself: files (rewriter, poisoner, peeker, the
 # lambda_ run at build time), processes (forker, killer), limits (flooder, hog), the hand-over
 # swapped after export (swapper, linker), and the hostile hand-overs of issue 17 (lookup,
-# vectorizer, giant, nan, huge, constant, an honest relu6). In bubblewrap only (the suite's time):
-# the spinner costs its deadline; the figure forgers and the declarer hand over what the trusted
-# side judges alike whichever sandbox built it; so is the regrade. Each attack is made by a
-# notebook too (NOTEBOOKS), in the same modes, but the looping notebook runs in both: its
-# deadline passes while the class is graded.
-BWRAP_ONLY = ("spinner", *FIGURES_OF_ALICE, "declarer")
+# vectorizer, giant, nan, huge, constant, an honest relu6). In the first mode only (bubblewrap
+# where it works; the suite's time): the spinner costs its deadline; the figure forgers, the
+# declarer, issue 28's hand-overs and file names hand over what the trusted side judges alike
+# whichever sandbox built it; so is the regrade. Each attack is made by a notebook too
+# (NOTEBOOKS), in the same modes, but the looping notebook runs in every mode: its deadline
+# passes while the class is graded.
+READERS = ("nester", "mistyped", "encrypted", "overflow")  # issue 28's hostile hand-overs
+ONCE = ("spinner", *FIGURES_OF_ALICE, "declarer", *READERS)
+# Hostile file names (issue 28), graded in the first mode too (each holds alice's model).
+NFC, NFD = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+HTML_NAME = "<img src=x onerror=alert(1)>"
+NAMES = ("=2+5", "@SUM(1)", "student_2_5", NFC, NFD, HTML_NAME)
+NOT_UTF8 = os.fsdecode(b"\xff\xfebad.py")  # bytes no report can write: listed, not graded
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Its hand-over swapped once student.py has written it, before the grader copies it (student.py
 # is `student` in a fork, __main__ in a fresh process).
 SWAP = """
@@ -97,6 +114,39 @@ OWN_FOLDER = 'os.path.dirname(__file__)'
 NOTEBOOK_FOLDER = 'os.path.join(os.getcwd(), "..", "in")'
 
 
+def meta_as(text: str) -> str:
+    """Alice's model whose hand-over's meta.json is `text` (its JSON writer patched)."""
+    return _with(f"""
+        import json
+        real = json.dumps
+        def forged(value, *args, **kwargs):
+            if isinstance(value, dict) and "route" in value:
+                return {text}
+            return real(value, *args, **kwargs)
+        json.dumps = forged
+        """)
+
+
+# Its weights.npz rewritten after export with every member flagged encrypted: numpy's reader
+# raised a RuntimeError (not a ValueError) in the evaluator and in the fingerprint.
+ENCRYPTED = SWAP.format(swap="""data = bytearray((directory / 'weights.npz').read_bytes())
+    for signature, offset in ((b'PK\\x03\\x04', 6), (b'PK\\x01\\x02', 8)):
+        at = data.find(signature)
+        while at >= 0:
+            data[at + offset] |= 1
+            at = data.find(signature, at + 1)
+    (directory / 'weights.npz').write_bytes(bytes(data))""")
+
+
+def readers(root: Path) -> dict[str, str]:
+    """Issue 28's hand-overs, each aimed at a reader of the trusted side."""
+    return {"nester": meta_as('"[" * 40000'),
+            "mistyped": meta_as('real({"route": "train()", "weight_bits": [[4]], '
+                                '"activation_bits": 4})'),
+            "encrypted": _with(ENCRYPTED),
+            "overflow": student_source(GOOD_LAYERS.replace("1. / 255", "3e38"))}
+
+
 # Hand-overs that are hostile themselves (issue 17): the trusted side reads their JSON as data and
 # rebuilds only what is on its closed list; bad numbers fail in the student's words.
 SECRET = "TOPSECRET-first-line-of-a-root-only-file"
@@ -104,7 +154,8 @@ BAD_NUMBERS = {"nan": "the weights of layer 'conv2d' (kernel) contain NaN: train
                "huge": "the weights of layer 'conv2d' (kernel) reach 3e+38",
                "constant": "outputs the same values for every image"}
 NOT_REBUILT = ("lookup", "vectorizer", "giant")
-INTERNALS = ("Traceback", 'File "/', "{{function_node", "<class '")
+INTERNALS = ("Traceback", 'File "/', "{{function_node", "<class '", "object at 0x",
+             "RecursionError", "_pytest")
 
 
 def forged(layers: str) -> str:
@@ -295,7 +346,8 @@ def touch():
 
 def attackers(root: Path, mnist: Path) -> dict[str, str]:
     at_import = {name: _with(code) for name, code in attacks(root, mnist).items()}
-    return {**hand_overs(root), **at_import, **SCRIPTS, "lambda_": lambda_source(root)}
+    return {**hand_overs(root), **readers(root), **at_import, **SCRIPTS,
+            "lambda_": lambda_source(root)}
 
 
 def notebooks(root: Path, mnist: Path) -> dict[str, str]:
@@ -315,33 +367,41 @@ def notebooks(root: Path, mnist: Path) -> dict[str, str]:
     return {f"{name}.ipynb": text for name, text in made.items()}
 
 
+def in_every_mode(notebook_name: str) -> bool:
+    """A notebook graded in every mode, not the first only: the attacks whose sandbox matters
+    (the looping notebook too: it costs its deadline, not a core)."""
+    name = notebook_name.removesuffix(".ipynb")
+    return not set(NOTEBOOKS.get(name, (WHOLE_MODULE.get(name, name),))) & set(ONCE)
+
+
 def _with(attack: str) -> str:
     """Alice's model, with the attack run when the module is imported."""
     return student_source(extra=textwrap.dedent(attack))
 
 
-def selection(names: list[str]) -> str:
+def selection() -> str:
     """Every software check; accuracy only for the honest, the figure forgers and the hostile
     hand-overs (bad numbers fail it, a model not rebuilt skips it)."""
     graded = [*HONEST, *FIGURES_OF_ALICE, *BAD_NUMBERS, *NOT_REBUILT, "figures_nb"]
-    skipped = [f"({name} and accuracy)" for name in names if name not in graded]
-    return " and ".join(["not hardware_quality", *(f"not {s}" for s in skipped)])
+    return f"not hardware_quality and (not accuracy or {' or '.join(graded)})"
 
 
 def grade(root: Path, students: dict[str, str], cache: str, mnist: Path,
-          *extra: str) -> tuple[dict[str, Any], str, float]:
-    """Grade `students` (a name, or a notebook's file name, -> its text)."""
+          *extra: str, files: dict[str, bytes] | None = None,
+          ) -> tuple[dict[str, Any], str, float]:
+    """The class graded: `students` as <name>.py, `files` (hostile names, weights) as named."""
     directory = root / "students"
     directory.mkdir(exist_ok=True)
-    for old in [*directory.glob("*.py"), *directory.glob("*.ipynb")]:
+    for old in directory.iterdir():
         old.unlink()
     for name, source in students.items():
-        (directory / (name if name.endswith(".ipynb") else f"{name}.py")).write_text(source)
+        (directory / f"{name}.py").write_text(source)
+    for name, content in (files or {}).items():
+        (directory / name).write_bytes(content)
     started = time.monotonic()
-    names = [name.removesuffix(".ipynb") for name in students]
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-k", selection(
-            names), f"--akida-mnist={mnist}", "-o", f"akida_cache_dir={root / cache}",
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-k", selection(),
+         f"--akida-mnist={mnist}", "-o", f"akida_cache_dir={root / cache}",
          "--akida-json=grades.json", "-rA", *extra],
         cwd=root, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - started
@@ -359,54 +419,83 @@ def hashes(*trees: Path) -> dict[str, str]:
     return found
 
 
+@functools.cache
+def mode_problem(mode: str) -> str | None:
+    """Why this machine cannot grade in `mode` as root would (None: it can)."""
+    problem = policy.MODES[mode].problem((), sys.executable)  # type: ignore[index]
+    return None if problem is None else f"no {mode} sandbox here: {problem}"
+
+
+def modes() -> list[str]:
+    """The modes this machine has, bubblewrap first."""
+    return [mode for mode in HEADERS if mode_problem(mode) is None]
+
+
+def sandboxed(root: Path, mode: str) -> None:
+    """A class directory graded in `mode` (the uid mode: bubblewrap hidden by its conftest)."""
+    (root / "pytest.ini").write_text(SETTINGS)
+    if mode == "uid":
+        (root / "conftest.py").write_text(HIDE_BWRAP)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory,
               shared_cache: Path) -> tuple[dict[str, Any], Path]:
-    """The honest classmates graded alone (bubblewrap where it works); the test set used."""
+    """The honest classmates graded alone, in the first mode this machine has; the test set."""
+    if not modes():
+        pytest.skip("no sandbox a root grader gets works here: " + "; ".join(
+            str(mode_problem(mode)) for mode in HEADERS))
     root = tmp_path_factory.mktemp("hostile-reference")
-    (root / "pytest.ini").write_text(SETTINGS)
+    sandboxed(root, modes()[0])
     mnist = data.resolve_mnist(os.environ.get("AKIDA_GRADE_MNIST"), shared_cache).path
     return grade(root, HONEST, "cache-reference", mnist)[0], mnist
+
+
+def hostile_names(root: Path) -> dict[str, bytes]:
+    """Files with hostile names (each alice's model); the two Josés (differing only by Unicode
+    normalisation) each with a weights file: NFC's fits its model, NFD's does not."""
+    found = {f"{name}.py": student_source().encode() for name in (*NAMES, NOT_UTF8[:-3])}
+    module = root / "weights-source.py"
+    module.write_text(student_source())
+    save_weights(module, root / "fits.weights.h5")
+    found[f"{NFC}.weights.h5"] = (root / "fits.weights.h5").read_bytes()
+    found[f"{NFD}.weights.h5"] = b"not the weights of this model"
+    return found
 
 
 @pytest.fixture(scope="module", params=list(HEADERS))
 def graded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
            reference: tuple[dict[str, Any], Path]) -> dict[str, Any]:
     mode = request.param
-    if mode == "uid":
-        problem = policy._uid_problem(sys.executable) if os.geteuid() == 0 else "not root"
-        if problem is not None:
-            pytest.skip(f"the uid mode needs root and a Python a fresh uid can run: {problem}")
+    if mode_problem(mode) is not None:
+        pytest.skip(str(mode_problem(mode)))
+    first = mode == modes()[0]
     root = tmp_path_factory.mktemp(f"hostile-{mode}")
-    (root / "pytest.ini").write_text(SETTINGS)
-    if mode == "uid":
-        (root / "conftest.py").write_text(HIDE_BWRAP)
+    sandboxed(root, mode)
     mnist = reference[1]
-    everyone = {**HONEST, **attackers(root, mnist), **notebooks(root, mnist)}
-    students = {name: source for name, source in everyone.items()
-                if mode == "bwrap" or in_both_modes(name.removesuffix(".ipynb"))}
+    students = {name: source for name, source in {**HONEST, **attackers(root, mnist)}.items()
+                if first or name not in ONCE}
     (root / "students").mkdir()
     for name, source in HONEST.items():  # as grade() writes them
         (root / "students" / f"{name}.py").write_text(source)
     outside = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
-    attack, output, seconds = grade(root, students, "cache-attack", mnist, "-n", "2")
+    named = hostile_names(root) if first else {}
+    by_notebooks = {name: text.encode() for name, text in notebooks(root, mnist).items()
+                    if first or in_every_mode(name)}
+    attack, output, seconds = grade(
+        root, students, "cache-attack", mnist, "-n", "2", "--akida-csv=gradebook.csv",
+        "--html=report.html", "--self-contained-html", files={**named, **by_notebooks})
     outside_after = hashes(PACKAGE, mnist, *(root / "students" / f"{n}.py" for n in HONEST))
-    regraded = grade(root, HONEST, "cache-attack", mnist)[0] if mode == "bwrap" else None
+    not_graded = json.loads((root / "grades.json").read_text()).get("not_graded", [])
+    regraded = grade(root, HONEST, "cache-attack", mnist)[0] if first else None
     return {"mode": mode, "reference": reference[0], "attack": attack, "regraded": regraded,
-            "output": output, "seconds": seconds, "root": root,
-            "outside": (outside, outside_after)}
-
-
-def in_both_modes(name: str) -> bool:
-    """Not only in bubblewrap: the attacks whose sandbox matters (the looping notebook too: it
-    costs its deadline, not a core)."""
-    made_by = NOTEBOOKS.get(name, (WHOLE_MODULE.get(name, name),))
-    return not set(made_by) & set(BWRAP_ONLY)
+            "output": output, "seconds": seconds, "root": root, "named": named,
+            "not_graded": not_graded, "outside": (outside, outside_after)}
 
 
 def record(graded: dict[str, Any], student: str) -> dict[str, Any]:
     if student not in graded["attack"]:
-        pytest.skip(f"{student} is graded in bubblewrap only")
+        pytest.skip(f"{student} is graded in the first mode only")
     found: dict[str, Any] = graded["attack"][student]
     return found
 
@@ -429,7 +518,7 @@ def test_honest_classmates_get_exactly_the_results_of_a_class_without_attackers(
 
 def test_a_later_regrade_from_the_cache_the_attackers_ran_next_to_is_unchanged(graded):
     if graded["regraded"] is None:
-        pytest.skip("regraded in bubblewrap only")
+        pytest.skip("regraded in the first mode only")
     def graded_alike(record: dict[str, Any]) -> dict[str, Any]:
         return {key: value for key, value in record.items() if key != "seconds"}  # wall time
 
@@ -464,7 +553,7 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
     for check in ("loads", "layer_whitelist", "relu_bounded", "quantization_scheme",
                   "v1_constraints"):
         assert outcome(graded, attacker, check)["outcome"] == "passed", (attacker, check)
-    # A notebook is graded when a cell raises: its attack cell must have reached nothing.
+    # A notebook is graded when a cell raises: its attack cells must have reached nothing.
     assert "the run stopped" not in outcome(graded, attacker, "loads")["message"]
 
 
@@ -474,7 +563,7 @@ def test_an_attacker_that_reaches_for_files_or_processes_is_graded_on_its_model(
     ("hog", "MemoryError"),
     ("flooder_nb", "wrote more than 64 MB of output"),
     (LOOPING_NB, f"did not finish within {GRADE_LIMIT} s (the limit set by "
-                   "akida_grade_timeout"),
+                 "akida_grade_timeout"),
     ("hog_nb", "code cell 1 raised MemoryError"),
     ("nested_nb", "nested_nb.ipynb is not a notebook Jupyter can open"),
     ("giant_nb", "giant_nb.ipynb is 33 MB, more than the 32 MB a notebook may have"),
@@ -558,3 +647,74 @@ def test_no_message_carries_a_traceback_a_host_path_or_an_op_name(graded):
         for check, verdict in verdicts["checks"].items():
             for internal in (*INTERNALS, *private):
                 assert internal not in verdict["message"], (name, check, internal)
+
+
+# ---------------------------------------------------------------------------- issue 28
+
+
+@pytest.mark.parametrize(("attacker", "words"), [
+    ("nester", "unusable declarations (meta.json is nested more than 64 levels deep)"),
+    ("mistyped", "meta.json is malformed: Declarations.weight_bits: expected int | float | str"),
+    ("encrypted", "the exported weights file is not a plain .npz of arrays"),
+])
+def test_a_hand_over_that_attacks_its_reader_fails_loads_in_the_students_words(
+        graded, attacker, words):
+    loads = outcome(graded, attacker, "loads")
+    assert loads["outcome"] == "failed" and words in loads["message"], loads
+    skipped = [verdict["outcome"] for check, verdict in record(graded, attacker)["checks"].items()
+               if check != "loads"]
+    assert set(skipped) == {"skipped"}, skipped
+
+
+def test_a_rescaling_that_overflows_is_named_instead_of_the_layer_after_it(graded):
+    v1 = outcome(graded, "overflow", "v1_constraints")
+    assert v1["outcome"] == "failed", v1
+    said = v1["message"].split("the Akida tools said:")[0]  # their words blame the ReLU
+    assert "layer 0 'rescaling' (Rescaling): its outputs overflow" in said, v1
+    assert "template's pattern" not in said and "'re_lu'" not in said, v1
+
+
+def by_file(graded: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    if not graded["named"]:
+        pytest.skip("hostile file names are graded in the first mode only")
+    return {r["file"]: r for r in graded["attack"].values() if "file" in r}
+
+
+def test_hostile_file_names_are_graded_each_as_its_own_student(graded):
+    files = by_file(graded)
+    assert {f"{name}.py" for name in NAMES} <= set(files), sorted(files)
+    students = [files[f"{name}.py"]["student"] for name in NAMES]
+    assert len(set(students)) == len(NAMES), students  # collisions made unique
+    for name in NAMES:
+        checks = files[f"{name}.py"]["checks"]
+        assert all(v["outcome"] != "error" for v in checks.values()), (name, checks)
+        if name != NFD:  # alice's model: every fast check passes
+            assert checks["layer_whitelist"]["outcome"] == "passed", (name, checks)
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_not_graded_saying_why(graded):
+    by_file(graded)
+    listed = {item["file"]: item for item in graded["not_graded"]}
+    assert "\ufffd\ufffdbad.py" in listed, listed
+    assert "not valid UTF-8" in listed["\ufffd\ufffdbad.py"]["reason"]
+
+
+def test_names_that_differ_only_by_normalisation_each_get_their_own_weights(graded):
+    files = by_file(graded)
+    for name in (NFC, NFD):
+        own = hashlib.sha256(graded["named"][f"{name}.weights.h5"]).hexdigest()
+        assert files[f"{name}.py"]["fingerprint"]["weights_file"] == own, name
+    assert files[f"{NFC}.py"]["checks"]["loads"]["outcome"] == "passed"
+    nfd = files[f"{NFD}.py"]["checks"]["loads"]
+    assert nfd["outcome"] == "failed" and "does not fit the model" in nfd["message"], nfd
+
+
+def test_no_gradebook_cell_is_a_formula_and_no_name_is_raw_html(graded):
+    by_file(graded)
+    with (graded["root"] / "gradebook.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    cells = [cell for row in rows for cell in row.values()]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(c)]
+    assert {"'=2+5.py", "'@SUM(1).py"} <= {row["file"] for row in rows}
+    page = (graded["root"] / "report.html").read_text()
+    assert HTML_NAME not in page and "<img src=x" not in page

@@ -288,3 +288,20 @@ def test_the_roster_adds_the_late_flag_and_the_handed_in_names_to_the_record_it_
     assert records == [{"student": "doejane", "file": "doejane.py", "late": True,
                         "handed_in": ["model.py", "model.weights.h5"]},
                        {"student": "other", "file": "other.py"}]
+
+
+def test_the_roster_writes_names_that_are_formulas_as_text_and_reads_them_back_exactly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    moodle = {"=cmd|' -C calc'!A0_4242_assignsubmission_file_/=2+5.py": MODEL.format("a"),
+              "@SUM(1)_4343_assignsubmission_file_/-model.py": MODEL.format("b")}
+    out = tmp_path / "students"
+    status, _, err = _import(capsys, str(_folder(tmp_path / "download", moodle)), "--from",
+                             "moodle", "--out", str(out))
+    assert status == 0, err
+    text = (out / "roster.csv").read_text()
+    cells = [cell for row in csv.reader(text.splitlines()) for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'=cmd|' -C calc'!A0" in cells and "'=2+5.py" in cells and "'-model.py" in cells
+    entries = {entry.name: entry for entry in roster.read(out / "roster.csv")}
+    assert entries["=cmd|' -C calc'!A0"].files == ("=2+5.py",)
+    assert entries["@SUM(1)"].files == ("-model.py",)

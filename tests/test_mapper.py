@@ -217,3 +217,17 @@ def test_both_explanations_are_total(message: str, layers: Any) -> None:
         text = explain(message, layers)
         assert isinstance(text, str)
         assert message.strip() == "" or text.strip()
+
+
+@pytest.mark.parametrize(("index", "largest", "words"), [
+    (0, float("inf"), ("layer 0 'rescaling' (Rescaling): its outputs overflow",
+                       "are not finite", "Rescaling(1. / 255)")),
+    (1, 4.2e12, ("layer 1 'conv2d' (Conv2D): its outputs overflow", "reach 4.2e+12",
+                 "weights or settings are far too large")),
+])
+def test_an_overflowing_layer_is_named_with_its_own_fix(
+        index: int, largest: float, words: tuple[str, ...]) -> None:
+    layers = model(rescaling(), conv(16), relu(3.0), flatten(), dense(10))
+    text = mapper.overflowing(layers[index], largest, 1e9)
+    assert all(word in text for word in words), text
+    assert "template's pattern" not in text

@@ -14,11 +14,11 @@ import pytest
 from made_up import handout_cells, notebook
 
 from pytest_akida_grade import grading, verdicts
+from pytest_akida_grade.codec import RecordError
 from pytest_akida_grade.discovery import Shape, Submission, find_class, not_graded
 from pytest_akida_grade.results import (
     Built,
     Declarations,
-    ResultError,
     Route,
     Stage,
     V1Truth,
@@ -161,7 +161,7 @@ def test_own_training_is_believed_only_of_a_submission_whose_own_code_trains() -
     {**RUN, "fitted": "yes"}, {key: value for key, value in RUN.items() if key != "cells"},
 ], ids=["ran-more", "model", "not-run", "fitted", "missing"])
 def test_a_forged_run_is_unusable_declarations(run: dict[str, Any]) -> None:
-    with pytest.raises(ResultError):
+    with pytest.raises(RecordError):
         declarations_from_json(_meta(run=run), False, True)
 
 

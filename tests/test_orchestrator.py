@@ -34,7 +34,6 @@ from pytest_akida_grade.results import (
     Route,
     Stage,
     V1Truth,
-    to_json,
 )
 from pytest_akida_grade.sandbox.watch import Job
 from pytest_akida_grade.settings import OPTIONS, Settings
@@ -46,17 +45,18 @@ FAST = [check for check in catalog.NAMES if check not in catalog.ACCURACY
 
 
 def built(route: Route) -> dict[str, Any]:
-    return to_json(Built(
+    return Built(
         layers=({"index": 0, "name": "conv2d", "class_name": "Conv2D"},), params=1234,
         weight_bits=4, activation_bits=4, violations={}, route=route,
-        v1=V1Truth(bits=(4, 4), declared_bits_used=True, mapping=MAPPING)))
+        v1=V1Truth(bits=(4, 4), declared_bits_used=True, mapping=MAPPING)).to_json()
 
 
 def graded(route: Route, cached: bool = False, accuracy: float = 0.98) -> dict[str, Any]:
-    return to_json(Graded(
+    return Graded(
         n_train=100, n_test=50, route=route, cached=cached, float_accuracy=accuracy + 0.001,
         quantized_accuracy=accuracy, akida_accuracy=accuracy, quantize_attempt=0,
-        attempt_val_accuracies=(accuracy,), cut_at=None, mapping=MAPPING, peak_rss_mb=800.0))
+        attempt_val_accuracies=(accuracy,), cut_at=None, mapping=MAPPING,
+        peak_rss_mb=800.0).to_json()
 
 
 @dataclass

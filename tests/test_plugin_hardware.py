@@ -120,9 +120,9 @@ def test_a_missing_replay_file_is_an_error_naming_the_file(grading: pytest.Pytes
     result = grading.runpytest("--akida-replay=nowhere.json", "--akida-json=grades.json",
                                *ONLY_HARDWARE)
     result.assert_outcomes(errors=1)
-    assert_shown(result, "nowhere.json: replay file not found")
+    assert_shown(result, "nowhere.json: no such file")
     message = hardware_check(grades(grading.path / "grades.json")["alice"])["message"]
-    assert "nowhere.json: replay file not found" in message
+    assert "nowhere.json: no such file" in message
 
 
 def test_a_student_missing_from_the_replay_file_is_skipped_saying_so(
@@ -320,5 +320,5 @@ def test_a_replay_problem_is_reported_as_its_message_alone(grading: pytest.Pytes
                                *ONLY_HARDWARE)
     result.assert_outcomes(errors=1)
     message = hardware_check(grades(grading.path / "grades.json")["alice"])["message"]
-    assert message == "nowhere.json: replay file not found"
+    assert message == "nowhere.json: no such file"
     assert "runner.py" not in result.stdout.str()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,34 @@ def test_the_newest_pyenv_build_is_found_by_its_real_executable(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
     assert pythons.interpreter("3.10") == real.resolve()
+
+
+@pytest.mark.parametrize(("skip", "result", "status"), [
+    ((), "FAILED", 1), (("3.10",), "SKIPPED", 0)])
+def test_a_missing_python_fails_the_run_unless_it_is_skipped_by_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, skip: tuple[str, ...], result: str,
+        status: int) -> None:
+    monkeypatch.setattr(pythons, "build_wheel", lambda out, log: out / "x.whl")
+    monkeypatch.setattr(pythons, "wheel_requires", lambda wheel: "0" * 64)
+    monkeypatch.setattr(pythons, "interpreter", lambda version: None)
+    assert pythons.run_all(tmp_path, ["3.10"], README, frozenset(skip)) == status
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["3.10"]["result"] == result
+    assert ("--skip 3.10" in summary["3.10"]["why"]) == (result == "FAILED")
+
+
+def test_skipping_a_version_that_is_not_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(pythons.SKIP_ENV, "3.9")
+    with pytest.raises(SystemExit, match=r"3\.9 is not one of the versions run"):
+        pythons.main(["--work", "/tmp/akida-pythons-never-made"])
+
+
+def test_the_debian_autograder_grades_with_exactly_make_pythons_settings(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert pythons.main(["--print-settings"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [f"{key}={value}" for key, value in pythons.FAST.items()]
+    script = (REPO / "tools" / "autograder_debian.sh").read_text()
+    assert 'tools/pythons.py" --print-settings' in script
+    assert [option for option in script.split("--option ")[1:]
+            if option.startswith(("akida_", '"akida_')) and "akida_points" not in option] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.catalog import DEFAULT_POINTS, NAMES, PointsError
+from pytest_akida_grade.fileio import NUMBER, read_cell, spreadsheet_cell
 from pytest_akida_grade.html import NO_LOG, HtmlIntegration
 from pytest_akida_grade.report import cli, files, plot, table
 from pytest_akida_grade.report.files import ReportError
@@ -196,6 +198,40 @@ def test_the_csv_has_a_row_per_student_with_outcomes_metrics_and_points(tmp_path
     assert rows[2]["points"] == "4"
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def formula_cells(text: str) -> list[str]:
+    """The cells of a CSV a spreadsheet would run as formulas (a number is not one)."""
+    return [cell for row in csv.reader(io.StringIO(text, newline="")) for cell in row
+            if cell.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(cell)]
+
+
+def test_the_gradebook_writes_a_name_that_is_a_formula_as_text_and_numbers_as_numbers(
+        tmp_path: Path) -> None:
+    records = [{**alice(), "student": "student_2_5", "file": "=2+5.py"},
+               {**bob(), "student": "SUM_1", "file": "@SUM(1).py", "late": True},
+               {**carol(), "file": "-carol.py", "metrics": {"float_accuracy": -0.5}}]
+    path = tmp_path / "gradebook.csv"
+    files.write_csv(records, path, DEFAULT_POINTS)
+    text = path.read_text()
+    assert formula_cells(text) == []
+    rows = {row["student"]: row for row in csv.DictReader(io.StringIO(text, newline=""))}
+    assert rows["student_2_5"]["file"] == "'=2+5.py"
+    assert rows["SUM_1"]["file"] == "'@SUM(1).py"
+    assert rows["carol"]["file"] == "'-carol.py" and rows["carol"]["float_accuracy"] == "-0.5"
+    assert {read_cell(row["file"]) for row in rows.values()} == {
+        "=2+5.py", "@SUM(1).py", "-carol.py"}
+
+
+@pytest.mark.parametrize("value", ["=2+5.py", "@SUM(1).py", "-", "+x", "\t=1", "\r=1", "'=x",
+                                   "''=x", "'abc", "-3.5", "+5", "1e-3", "alice", ""])
+def test_a_cell_reads_back_as_it_was_written_and_never_runs_as_a_formula(value: str) -> None:
+    written = spreadsheet_cell(value)
+    assert read_cell(written) == value
+    assert not (written.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(written))
+
+
 def test_gradescope_gets_a_results_file_per_student_whose_score_sums_its_tests(
         tmp_path: Path) -> None:
     files.write_gradescope([alice(), carol()], tmp_path / "gs", DEFAULT_POINTS)
@@ -323,6 +359,31 @@ def test_the_standalone_page_holds_the_table_and_the_plot() -> None:
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pytest_akida_grade", *map(str, args)],
                           capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_merge_keeps_the_visibility_and_the_leaderboard_of_the_ini_the_class_was_graded_with(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nakida_visibility =\n    default = after_published\n"
+        "    akida_accuracy = hidden\nakida_stdout_visibility = hidden\n"
+        "akida_leaderboard =\n    Quality = quality asc\nakida_points = loads = 3\n")
+    files.write_json([alice()], tmp_path / "part-1.json")
+    files.write_json([bob()], tmp_path / "part-2.json")
+    ini = f"--ini={tmp_path / 'pytest.ini'}"
+    assert cli.main(["merge", str(tmp_path / "part-1.json"), str(tmp_path / "part-2.json"), ini,
+                     f"--gradescope={tmp_path / 'gs'}"]) == 0
+    merged = json.loads((tmp_path / "gs" / "alice" / "results.json").read_text())
+    assert merged["visibility"] == "after_published" and merged["stdout_visibility"] == "hidden"
+    assert merged["leaderboard"] == [{"name": "Quality", "value": 122.8, "order": "asc"}]
+    tests = {test["name"].rsplit("[", 1)[1].rstrip("]"): test for test in merged["tests"]}
+    assert tests["akida_accuracy"]["visibility"] == "hidden"
+    assert tests["loads"]["max_score"] == 3.0
+    # the same file as one student's results written by the autograder's command
+    assert cli.main(["gradescope-results", str(tmp_path / "part-1.json"),
+                     str(tmp_path / "one.json"), ini]) == 0, capsys.readouterr().err
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert {k: v for k, v in merged.items() if k != "output"} == \
+        {k: v for k, v in one.items() if k != "output"}
 
 
 def test_the_merge_command_writes_csv_html_json_and_gradescope_files(tmp_path: Path) -> None:

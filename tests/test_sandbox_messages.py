@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_akida_grade import codec
+from pytest_akida_grade.codec import RecordError, parse
 from pytest_akida_grade.sandbox import launch, policy, student, watch
 from pytest_akida_grade.sandbox.watch import (
     EVENTS,
@@ -20,25 +22,24 @@ from pytest_akida_grade.sandbox.watch import (
     Fork,
     Forked,
     Limits,
-    MessageError,
     Progress,
     Ready,
     Request,
-    parse,
 )
 
 RULE = "# " + "-" * 76
-START, END = f"{RULE} the protocol\n", f"{RULE} end of the protocol\n"
 
 
-def _block(module: object) -> str:
+def _block(module: object, name: str) -> str:
+    start, end = f"{RULE} {name}\n", f"{RULE} end of {name}\n"
     text = Path(str(getattr(module, "__file__", ""))).read_text()
-    assert text.count(START) == 1 and text.count(END) == 1
-    return text[text.index(START):text.index(END)]
+    assert text.count(start) == 1 and text.count(end) == 1
+    return text[text.index(start):text.index(end)]
 
 
 def test_student_py_holds_the_very_definitions_the_launcher_imports() -> None:
-    assert _block(student) == _block(watch)
+    assert _block(student, "the codec") == _block(codec, "the codec")
+    assert _block(student, "the protocol") == _block(watch, "the protocol")
     assert student.Request.__module__ != watch.Request.__module__  # a copy, not an import
     tree = ast.parse(Path(str(student.__file__)).read_text())
     imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
@@ -72,25 +73,25 @@ def test_the_child_reads_the_request_the_launcher_writes() -> None:
 
 
 @pytest.mark.parametrize(("sent", "said"), [
-    ([1, 2], "not a JSON object: list [1, 2]"),
+    ([1, 2], "not a JSON object: list of 2"),
     ({"event": "result", "result": {"akida_accuracy": 1}},
      "unknown event str 'result': expected one of progress, failed, exported"),
     ({"message": "hi"}, "unknown event NoneType None"),
     ({"event": "progress", "message": "hi", "result": 1}, "Progress: unknown fields ['result']"),
-    ({"event": "failed"}, "missing 1 required keyword-only argument: 'message'"),
+    ({"event": "failed"}, "Failed: missing fields ['message']"),
     ({"event": "progress", "message": ["a"]}, "Progress.message: expected str, got list"),
     ({"event": "exported", "phase": "build", "peak_rss_mb": "1e9"},
      "Exported.peak_rss_mb: expected float, got str '1e9'"),
     ({"event": "exported", "phase": "build", "peak_rss_mb": True},
      "Exported.peak_rss_mb: expected float, got bool True"),
-    ({"event": "exported", "phase": {"build": 1}}, "Exported.phase: expected str, got dict"),
+    ({"event": "exported", "phase": {"build": 1}}, "Exported.phase: expected str, got dict of 1"),
 ])
 def test_what_the_child_sends_is_refused_unless_it_is_exactly_an_event(sent: object,
                                                                       said: str) -> None:
-    with pytest.raises(MessageError) as refused:
+    with pytest.raises(RecordError) as refused:
         parse(sent, EVENTS)
     assert said in str(refused.value)
-    with pytest.raises(student.MessageError) as refused_there:
+    with pytest.raises(student.RecordError) as refused_there:
         student.parse(sent, student.EVENTS)
     assert str(refused_there.value) == str(refused.value)
 
@@ -98,17 +99,17 @@ def test_what_the_child_sends_is_refused_unless_it_is_exactly_an_event(sent: obj
 def test_a_request_with_a_field_of_the_wrong_type_is_refused_naming_it() -> None:
     wire = json.loads(json.dumps(REQUEST.to_json()))
     wire["limits"]["memory"] = "lots"
-    with pytest.raises(MessageError, match=r"Limits\.memory: expected int, got str 'lots'"):
+    with pytest.raises(RecordError, match=r"Request\.limits\.memory: expected int, got str 'lots'"):
         Request.from_json(wire)
     wire["limits"]["memory"], wire["env"] = 1, {"PATH": 1}
-    with pytest.raises(MessageError, match=r"Request\.env\['PATH'\]: expected str, got int"):
+    with pytest.raises(RecordError, match=r"Request\.env\['PATH'\]: expected str, got int"):
         Request.from_json(wire)
-    with pytest.raises(MessageError, match="not a 'request' message"):
+    with pytest.raises(RecordError, match="not a 'request' message"):
         Request.from_json({**wire, "kind": "fork"})
 
 
 def test_an_event_of_the_wrong_family_is_not_one_of_the_servers() -> None:
-    with pytest.raises(MessageError, match="unknown kind NoneType None"):
+    with pytest.raises(RecordError, match="unknown kind NoneType None"):
         parse(Progress(message="x").to_json(), SERVER)
     assert parse(Exited(pid=1, code=0).to_json(), SERVER) == Exited(pid=1, code=0)
     assert parse({"event": "exported", "phase": "build"}, EVENTS) == Exported(phase="build")

@@ -124,9 +124,11 @@ def test_it_rebuilds_a_functional_chain_but_not_a_branching_model() -> None:
 @pytest.mark.parametrize(("text", "words"), [
     ("{not json", "not valid JSON"),
     ('{"class_name": "Lambda", "config": {}}', "not a Sequential or functional model"),
-    ("[" * 200 + "]" * 200, "not a Sequential or functional model"),
+    ("[" * 200 + "]" * 200, "nested more than 64 levels deep"),
+    ("[" * 50_000, "nested more than 64 levels deep"),
     ('{"class_name": "Sequential", "config": {"layers": ' + "[" * 100 + "]" * 100 + "}}",
-     "nested too deeply"),
+     "nested more than 64 levels deep"),
+    ("[" + "0," * 200_001 + "0]", "holds more than 200,000 values"),
     ('{"class_name": "Sequential", "config": {"layers": [1, 2]}}', "malformed layer"),
 ])
 def test_it_refuses_malformed_or_unbounded_json_with_a_message(text: str, words: str) -> None:

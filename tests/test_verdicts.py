@@ -12,12 +12,12 @@ from pytest_akida_grade import verdicts as checks
 from pytest_akida_grade.results import (
     Built,
     Graded,
+    MappingFigures,
     Route,
     Stage,
     V1Truth,
     Verdict,
     Violation,
-    mapping_from_json,
 )
 
 LAYERS = [
@@ -43,9 +43,9 @@ MAPPED = {"error": None, "nps": 3, "hardware_sequences": 1, "software_sequences"
 
 def inspected(**v1: Any) -> Stage[Built]:
     if isinstance(v1.get("mapping"), dict):
-        v1["mapping"] = mapping_from_json({**MAPPED, **v1["mapping"]})
+        v1["mapping"] = MappingFigures.from_json({**MAPPED, **v1["mapping"]})
     truth = V1Truth(**{"bits": (4, 4), "declared_bits_used": True, "cut_at": None,
-                       "mapping": mapping_from_json(MAPPED), **v1})
+                       "mapping": MappingFigures.from_json(MAPPED), **v1})
     return Stage(result=Built(layers=tuple(LAYERS), params=1000, weight_bits=4,
                               activation_bits=4, violations={}, v1=truth,
                               route=Route.DEFAULT_RECIPE))
@@ -56,7 +56,7 @@ def graded(quantized: float = 0.97, akida: float | None = 0.968) -> Stage[Graded
                                float_accuracy=0.98, quantized_accuracy=quantized,
                                akida_accuracy=akida, quantize_attempt=0,
                                attempt_val_accuracies=(), cut_at=None,
-                               mapping=mapping_from_json(MAPPED), peak_rss_mb=1000.0))
+                               mapping=MappingFigures.from_json(MAPPED), peak_rss_mb=1000.0))
 
 
 def judge(check: str, built: Stage[Built] | None = None,
@@ -127,12 +127,12 @@ def test_it_fails_the_akida_accuracy_of_a_model_that_cannot_classify():
 
 
 def test_it_judges_the_published_runs_against_the_quality_bar():
-    passing = quality.Measurement.from_json(PUBLISHED_PASS, where="the published run")
+    passing = quality.Measurement.recorded(PUBLISHED_PASS, where="the published run")
     verdict = checks.hardware_quality(passing, "replay", quality_max=200, report="figures")
     assert verdict.outcome == checks.PASSED
     assert verdict.message.startswith("Quality 122.8 < 200")
     assert verdict.metrics["source"] == "replay" and verdict.metrics["hardware_accuracy"] == 0.9761
-    failing = quality.Measurement.from_json(PUBLISHED_FAIL, where="the published run")
+    failing = quality.Measurement.recorded(PUBLISHED_FAIL, where="the published run")
     verdict = checks.hardware_quality(failing, "device", quality_max=200, report="figures")
     assert verdict.outcome == checks.FAILED
     assert verdict.message.startswith("Quality 989.6 >= 200")

@@ -38,12 +38,15 @@ if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
     CERT=(PIP_CERT=/etc/host-pip-cert.pem)
 fi
 
-# The zip as an instructor makes it: no board, make pythons' fast settings (two short epochs).
+# The zip as an instructor makes it: no board, exactly make pythons' fast settings (two short
+# epochs; tools/pythons.py holds them), so that the two runs' figures compare.
 rm -f "$WORK/autograder.zip"
+FAST=()
+while IFS= read -r setting; do FAST+=(--option "$setting"); done \
+    < <("$PYTHON" "$REPO/tools/pythons.py" --print-settings)
+[ "${#FAST[@]}" -gt 0 ] || { echo "autograder-debian: no fast settings from tools/pythons.py"; exit 1; }
 (cd "$REPO" && "$PYTHON" -m pytest_akida_grade gradescope-autograder "$WORK/autograder.zip" \
-    --ini pyproject.toml --option "akida_points=hardware_quality = 0" \
-    --option akida_epochs=2 --option akida_train_limit=10000 --option akida_test_limit=500 \
-    --option akida_calibration_samples=128 --option akida_min_accuracy=0.3)
+    --ini pyproject.toml --option "akida_points=hardware_quality = 0" "${FAST[@]}")
 mkdir -p "$ROOTFS/autograder/submission" "$ROOTFS/autograder/results"
 "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
     "$WORK/autograder.zip" "$ROOTFS/autograder/source"

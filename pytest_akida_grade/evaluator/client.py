@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pytest_akida_grade.background import Progress
+from pytest_akida_grade.codec import RecordError, loads
 from pytest_akida_grade.fileio import trace
-from pytest_akida_grade.results import HarnessError, ResultError, Stage
+from pytest_akida_grade.results import HarnessError, Stage
 
 if TYPE_CHECKING:  # the jobs carry their own JSON form
     from pytest_akida_grade.evaluator.jobs import Job
 
 START_SECONDS = 180.0  # TensorFlow, quantizeml, cnn2snn and akida imports on a busy machine
+REPLY_BYTES = 64 << 20  # a build's result (its layer specs) is the largest
 LOG_TAIL = 1500
 
 T = TypeVar("T")
@@ -52,7 +54,7 @@ class Reply:
             return Stage(failure=self.failure, repeatable=self.repeatable)
         try:
             return Stage(result=parse(self.ok))
-        except ResultError as error:
+        except RecordError as error:
             raise HarnessError(f"the grader's evaluator answered badly: {error}") from None
 
 
@@ -281,8 +283,9 @@ class Pool:
 
 
 def _parse(line: bytes) -> dict[str, Any]:
+    """A line of the evaluator's: a reply, or nothing (a line of another kind: ignored)."""
     try:
-        message = json.loads(line)
-    except ValueError:
+        message = loads(line, what="the evaluator's reply", limit=REPLY_BYTES)
+    except RecordError:
         return {}
     return message if isinstance(message, dict) else {}

@@ -11,6 +11,7 @@ student code. Three jobs, each returning a typed result (results.py):
 from __future__ import annotations
 
 import json
+import math
 import re
 import resource
 import warnings
@@ -25,8 +26,15 @@ from pytest_akida_grade.assignment import NUM_CLASSES, SUPPORTED_SCHEMES
 from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.data import Split
 from pytest_akida_grade.evaluator import jobs
-from pytest_akida_grade.evaluator.rebuild import BadNumbers, NotRebuilt, SubmissionError, rebuilt
-from pytest_akida_grade.evaluator.schema import SchemaError, parse, refusal
+from pytest_akida_grade.evaluator.rebuild import (
+    HUGE,
+    BadNumbers,
+    NotRebuilt,
+    SubmissionError,
+    number_problem,
+    rebuilt,
+)
+from pytest_akida_grade.evaluator.schema import ARCHITECTURE_BYTES, SchemaError, parse, refusal
 from pytest_akida_grade.quality import argmax_accuracy
 from pytest_akida_grade.results import (
     Built,
@@ -45,7 +53,6 @@ Array = np.ndarray[Any, Any]
 QUANTIZE_STOP = re.compile(r"'([^']+)' of type (\w+) is not supported to quantize")
 CONVERT_STOP = re.compile(r"Conversion stops\s+at layer (\S+)")
 FIT_SAMPLES = 64  # random images that calibrate the untrained model's quantization
-ARCHITECTURE_BYTES = 8 << 20
 
 
 # ---------------------------------------------------------------------------- the gate
@@ -145,7 +152,7 @@ def _inspected(model: Any, layers: Specs, weight_bits: Declared, activation_bits
     """The build's evidence, and its conversion when it is the grade's own first one (made at
     the declared, supported precision)."""
     bits, declared = checked_bits(weight_bits, activation_bits)
-    conversion = _converted(model, bits, samples)
+    conversion = _converted(model, layers, bits, samples)
     built = Built(layers=tuple(layers), params=int(model.count_params()),
                   weight_bits=weight_bits, activation_bits=activation_bits,
                   violations=_violations(layers, weight_bits, activation_bits, bits),
@@ -173,19 +180,44 @@ def _violations(layers: Specs, weight_bits: Declared, activation_bits: Declared,
     return catalog.violations(catalog.Submitted(layers, weight_bits, activation_bits, bits))
 
 
-def _converted(model: Any, bits: tuple[int, int], samples: Array) -> Conversion | str:
-    """The conversion, or quantizeml's / cnn2snn's refusal in their words."""
+def _converted(model: Any, layers: Specs, bits: tuple[int, int],
+               samples: Array) -> Conversion | str:
+    """The conversion, or why quantizeml / cnn2snn refused it: a layer whose numbers are not
+    finite or out of range first (the tools then blame a later layer), else their words
+    explained."""
     try:
         return quantize_and_convert(model, bits[0], bits[1], samples)
     except Exception as error:  # quantizeml/cnn2snn refusing the model is the verdict
-        return f"{type(error).__name__}: {str(error).strip()}"
+        said = f"{type(error).__name__}: {str(error).strip()}"
+        numbers = numbers_problem(model, layers, samples)
+        return f"{numbers} (the Akida tools said: {said})" if numbers \
+            else mapper.explain_conversion_error(said, layers)
+
+
+def numbers_problem(model: Any, layers: Specs, x: Array) -> str | None:
+    """The first layer whose weights, or outputs on the images `x`, are not finite or beyond
+    HUGE, in the student's words; None when every layer's numbers are sane."""
+    import tf_keras as keras
+
+    probe = keras.Model(model.inputs, [layer.output for layer in model.layers])
+    outputs = probe.predict(_images(x[:FIT_SAMPLES]).astype("float32"), verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    for spec, layer, output in zip(layers, model.layers, outputs, strict=False):
+        for weight in layer.get_weights():
+            if (problem := number_problem(np.asarray(weight))) is not None:
+                return f"the weights of {describe(spec)} {problem}"
+        with np.errstate(invalid="ignore", over="ignore"):
+            largest = float(np.abs(output).max()) if np.size(output) else 0.0
+        if not np.isfinite(output).all() or largest > HUGE:
+            return mapper.overflowing(spec, largest if np.isfinite(output).all() else math.inf,
+                                      HUGE)
+    return None
 
 
 def _v1_truth(layers: list[dict[str, Any]], bits: tuple[int, int], declared: bool,
               conversion: Conversion | str) -> V1Truth:
     if isinstance(conversion, str):
-        return V1Truth(bits, declared, conversion_error=mapper.explain_conversion_error(
-            conversion, layers))
+        return V1Truth(bits, declared, conversion_error=conversion)
     return V1Truth(bits, declared, cut_at=conversion.cut_at,
                    warnings=tuple(conversion.warnings[:20]),
                    mapping=map_on_virtual_akd1000(conversion.akida, layers))
@@ -339,9 +371,9 @@ def _float_outputs(model: Any, layers: Specs, x: Array) -> Array:
     """The float model's outputs; SubmissionError when they cannot classify anything."""
     outputs: Array = model.predict(_images(x).astype("float32"), batch_size=100, verbose=0)
     if not np.isfinite(outputs).all():
-        raise SubmissionError(
+        raise SubmissionError(numbers_problem(model, layers, x) or (
             "the model's outputs are not finite numbers (they overflow): its weights are far too "
-            "large; training diverged (try a lower learning rate)")
+            "large; training diverged (try a lower learning rate)"))
     if len(outputs) > 1 and float(np.ptp(outputs, axis=0).max()) == 0.0:
         raise SubmissionError(_constant_message(model, layers, x))
     return outputs
@@ -378,7 +410,8 @@ def _best_conversion(model: Any, layers: Specs, job: jobs.Grade, data: Split,
                 quantize_and_convert(model, job.weight_bits, job.activation_bits,  # type: ignore[arg-type]
                                      samples)
         except Exception as error:  # quantizeml/cnn2snn refusing the model is the model's fault
-            raise SubmissionError(quantization_failure(error, layers)) from None
+            raise SubmissionError(numbers_problem(model, layers, samples)
+                                  or quantization_failure(error, layers)) from None
         if attempts == 1:  # nothing to choose: spare the validation pass
             progress("quantized and converted (one attempt)")
             return conversion, 0, scores

@@ -8,12 +8,12 @@ weights come from a plain .npz read without pickle, and must be finite numbers o
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pytest_akida_grade import codec
 from pytest_akida_grade.assignment import INPUT_SHAPE, NUM_CLASSES
 
 WEIGHTS_BYTES = 512 << 20
@@ -69,18 +69,9 @@ def _weights(path: Path, model: Any) -> list[np.ndarray[Any, Any]]:
     """The exported arrays, in the model's order, of exactly the model's shapes."""
     expected = [tuple(w.shape) for w in model.weights]
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            if any(m.compress_type != zipfile.ZIP_STORED or m.file_size > WEIGHTS_BYTES
-                   for m in members) or sum(m.file_size for m in members) > WEIGHTS_BYTES:
-                raise SubmissionError("the exported weights are not a plain .npz of arrays")
-        with np.load(path, allow_pickle=False) as loaded:
-            names = [f"arr_{i}" for i in range(len(loaded.files))]
-            if sorted(loaded.files) != sorted(names):
-                raise SubmissionError("the exported weights are not a list of arrays")
-            arrays = [loaded[name] for name in names]
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise SubmissionError(f"the exported weights cannot be read ({error})") from None
+        arrays = codec.arrays(path, what="the exported weights file", limit=WEIGHTS_BYTES)
+    except codec.RecordError as error:
+        raise SubmissionError(str(error)) from None
     shapes = [tuple(a.shape) for a in arrays]
     if shapes != expected or any(a.dtype.kind != "f" for a in arrays):
         raise SubmissionError(f"the exported weights do not fit the architecture: {len(arrays)} "

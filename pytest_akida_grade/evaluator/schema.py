@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
+from pytest_akida_grade.codec import RecordError, loads
 from pytest_akida_grade.rules.specs import (
     Specs,
     cfg,
@@ -27,6 +28,7 @@ from pytest_akida_grade.rules.specs import (
     model_layers,
 )
 
+ARCHITECTURE_BYTES = 8 << 20  # the sandbox's cap on model.json (watch.EXPORTS)
 MAX_DEPTH = 64
 MAX_NODES = 200_000
 MAX_LAYERS = 200
@@ -45,16 +47,16 @@ class SchemaError(ValueError):
 
 def parse(text: str) -> dict[str, Any]:
     """The architecture as data, or SchemaError: not JSON, not a model, too large to grade."""
-    try:
-        config = json.loads(text)
-    except (ValueError, RecursionError) as error:
-        raise SchemaError(f"the exported architecture is not valid JSON ({error})") from None
+    try:  # infinities stay: a ReLU(max_value=inf) is judged by the rules, not refused here
+        config = loads(text, what="the exported architecture", limit=ARCHITECTURE_BYTES,
+                       depth=MAX_DEPTH, values=MAX_NODES, finite=False)
+    except RecordError as error:
+        raise SchemaError(str(error)) from None
     if not isinstance(config, dict) or config.get("class_name") not in MODELS \
             or not isinstance(cfg(config).get("layers"), list):
         raise SchemaError("the exported architecture is not a Sequential or functional model: "
                           "build_model() must return keras.models.Sequential([...]) or a "
                           "keras.Model of tf_keras layers")
-    _count(config, 0, [0])
     layers = cfg(config)["layers"]
     if len(layers) > MAX_LAYERS:
         raise SchemaError(f"the model has {len(layers)} layers; the grader reads at most "
@@ -63,18 +65,6 @@ def parse(text: str) -> dict[str, Any]:
                and isinstance(layer.get("config"), dict) for layer in layers):
         raise SchemaError("the exported architecture has a malformed layer")
     return config
-
-
-def _count(value: object, depth: int, seen: list[int]) -> None:
-    if depth > MAX_DEPTH:
-        raise SchemaError("the exported architecture is nested too deeply to grade")
-    seen[0] += 1
-    if seen[0] > MAX_NODES:
-        raise SchemaError("the exported architecture is too large to grade")
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) \
-        else ()
-    for item in items:
-        _count(item, depth + 1, seen)
 
 
 # ---------------------------------------------------------------------------- value types

@@ -31,7 +31,7 @@ from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.data import Split, split
 from pytest_akida_grade.evaluator import jobs, pipeline
 from pytest_akida_grade.evaluator.rebuild import SubmissionError
-from pytest_akida_grade.results import Built, to_json
+from pytest_akida_grade.results import Built, BuiltAndGraded
 
 
 class Server:
@@ -77,7 +77,7 @@ def out_of_memory(limit: int) -> str:
 def run(job: jobs.Job, progress: OnProgress) -> dict[str, Any]:
     """One job, typed (jobs.py): its result as JSON."""
     if isinstance(job, jobs.Inspect):
-        return to_json(inspect(job))
+        return inspect(job).to_json()
     if isinstance(job, jobs.Train):
         pipeline.train(Path(job.architecture), Path(job.weights), dataset(job.data),
                        Path(job.out), epochs=job.epochs, batch_size=job.batch_size,
@@ -86,10 +86,10 @@ def run(job: jobs.Job, progress: OnProgress) -> dict[str, Any]:
     grade = job if isinstance(job, jobs.Grade) else job.grade
     seed(grade.seed)
     if isinstance(job, jobs.Grade):
-        return to_json(pipeline.grade(job, dataset(job.data), progress))
+        return pipeline.grade(job, dataset(job.data), progress).to_json()
     built, graded = pipeline.inspect_and_grade(job, dataset(grade.data), progress)
-    return {"built": to_json(built), "graded": None if isinstance(graded, str)
-            else to_json(graded), "grade_failure": graded if isinstance(graded, str) else None}
+    return BuiltAndGraded(built=built, graded=None if isinstance(graded, str) else graded,
+                          grade_failure=graded if isinstance(graded, str) else None).to_json()
 
 
 def inspect(job: jobs.Inspect) -> Built:

@@ -17,7 +17,6 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import io
-import json
 import math
 import os
 import shlex
@@ -39,6 +38,8 @@ else:  # Python 3.10: the backport, a dependency there (pytest's too)
 
 from pytest_akida_grade import catalog
 from pytest_akida_grade.fileio import atomic_write
+from pytest_akida_grade.hardware import load_replay
+from pytest_akida_grade.quality import ReplayError
 from pytest_akida_grade.settings import OPTIONS
 
 DISTRIBUTION = "pytest-akida-grade"
@@ -173,18 +174,14 @@ def _sandbox(values: dict[str, str], notes: list[str]) -> None:
 
 
 def _replay(path: str | os.PathLike[str] | None) -> Path | None:
+    """The recording to bundle, read as grading will read it (every student's figures)."""
     if path is None:
         return None
     source = Path(path)
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AutograderError(f"--replay {source}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AutograderError(f"--replay {source}: not a readable JSON file: {exc}") from None
-    if not isinstance(data, dict):
-        raise AutograderError(f"--replay {source}: expected an object mapping student -> "
-                              "figures (a file written by --akida-record)")
+        load_replay(source)
+    except ReplayError as error:
+        raise AutograderError(f"--replay {error}") from None
     return source
 
 

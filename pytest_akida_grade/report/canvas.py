@@ -4,7 +4,8 @@ Canvas exports its gradebook as CSV: a header (`Student,ID,SIS User ID,SIS Login
 then one column per assignment named `Name (canvas id)`, then read-only totals), a row
 `    Points Possible` (and, for assignments posted by hand, a `Manual Posting` row), then one row
 per student. Canvas imports the same file back: here only the assignment's column of the students
-matched changes; every other cell and row is written back as it was read. Reads only records.
+matched changes; every other cell and row is written back as it was read (a cell a spreadsheet
+would run as a formula gets a leading apostrophe). Reads only records.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from pytest_akida_grade.fileio import csv_text, read_cell
 
 DEFAULT_MATCH = "SIS Login ID"
 STUDENT = "Student"  # Canvas's name column: its non-student rows have no name or a label
@@ -50,7 +53,8 @@ def _read_text(path: str | os.PathLike[str], what: str) -> str:
 
 def _rows(text: str, where: str) -> list[list[str]]:
     try:
-        rows = list(csv.reader(io.StringIO(text.removeprefix(BOM), newline="")))
+        rows = [[read_cell(cell) for cell in row]
+                for row in csv.reader(io.StringIO(text.removeprefix(BOM), newline=""))]
     except csv.Error as exc:
         raise ReportError(f"{where}: not a readable CSV file: {exc}") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
@@ -134,10 +138,10 @@ def fill(text: str, grades: Mapping[str, str], *, assignment: str, match: str = 
 
 
 def _written(original: str, rows: Iterable[list[str]]) -> str:
-    buffer = io.StringIO()
+    """The rows with the export's own line ending and BOM; a cell that would run as a formula
+    in a spreadsheet (a display name a student chose) is written as text."""
     ending = "\r\n" if "\r\n" in original else "\n"
-    csv.writer(buffer, lineterminator=ending).writerows(rows)
-    return (BOM if original.startswith(BOM) else "") + buffer.getvalue()
+    return (BOM if original.startswith(BOM) else "") + csv_text(rows, ending=ending)
 
 
 def read_gradebook(path: str | os.PathLike[str]) -> str:

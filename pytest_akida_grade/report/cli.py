@@ -12,6 +12,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -53,11 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     merge_cmd.add_argument("--html", metavar="OUT", help="write a standalone HTML report")
     merge_cmd.add_argument("--gradescope", metavar="DIR",
                            help="write DIR/<student>/results.json for Gradescope")
-    defaults = ", ".join(f"{k}={format_number(v)}" for k, v in catalog.DEFAULT_POINTS.items())
-    merge_cmd.add_argument("--points", action="extend", nargs="+", default=[],
-                           metavar="CHECK=PTS", help=f"points per check (default: {defaults})")
-    merge_cmd.add_argument("--quality-max", type=float, default=QUALITY_MAX,
-                           help="full credit below this quality (default: %(default)s)")
+    _add_settings(merge_cmd)
     merge_cmd.add_argument("--replay", metavar="BOARD.json", help="a board recording "
                            "(measure's --record, --akida-record): its figures give "
                            "hardware_quality, as --akida-replay would")
@@ -132,11 +129,19 @@ def _add_results_parser(commands: Commands) -> None:
         "one student.")
     cmd.add_argument("grades", metavar="GRADES.json", help="an --akida-json file, one student")
     cmd.add_argument("out", metavar="OUT.json", help="the results.json to write")
+    _add_settings(cmd)
+
+
+def _add_settings(cmd: argparse.ArgumentParser) -> None:
+    """The grading settings a command's outputs depend on: the ini the class was graded with,
+    then flags."""
+    defaults = ", ".join(f"{k}={format_number(v)}" for k, v in catalog.DEFAULT_POINTS.items())
     cmd.add_argument("--ini", metavar="FILE",
                      help="take akida_points, akida_quality_max, akida_visibility, "
-                     "akida_stdout_visibility and akida_leaderboard from this ini file")
+                     "akida_stdout_visibility and akida_leaderboard from this ini file (a "
+                     "pytest.ini or pyproject.toml), as the plugin's own results do")
     cmd.add_argument("--points", action="extend", nargs="+", default=[], metavar="CHECK=PTS",
-                     help="points per check, after --ini's")
+                     help=f"points per check, after --ini's (default: {defaults})")
     cmd.add_argument("--quality-max", type=float, default=None,
                      help=f"full credit below this quality (default: --ini's, else "
                      f"{format_number(QUALITY_MAX)})")
@@ -226,20 +231,45 @@ def _summary_line(record: Mapping[str, object], points: Mapping[str, float]) -> 
     return f"{record['student']}: {files.points_text(record, points)}, {shown}"
 
 
-def _write(args: argparse.Namespace, records: list[dict[str, object]],
-           points: Mapping[str, float], not_graded: list[dict[str, str]]) -> None:
+@dataclass(frozen=True)
+class Settings:
+    """What the outputs depend on: points, the quality bar, what students see on Gradescope."""
+
+    points: Mapping[str, float]
+    quality_max: float
+    view: files.GradescopeView
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """--ini's settings (as the plugin reads them from its ini), then --points, --quality-max."""
+    lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
+    view = files.GradescopeView(*autograder.results_view(args.ini)) if args.ini \
+        else files.GradescopeView()
+    if args.quality_max is not None:
+        quality_max = args.quality_max
+    if quality_max is not None:
+        _check_quality_max(quality_max)
+    points = catalog.parse_points([*lines, *args.points], where=f"{args.ini}: akida_points and "
+                                  "--points" if args.ini else "--points")
+    return Settings(points, quality_max or QUALITY_MAX, view)
+
+
+def _write(args: argparse.Namespace, records: list[dict[str, object]], settings: Settings,
+           not_graded: list[dict[str, str]]) -> None:
     similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
+    points, quality_max = settings.points, settings.quality_max
     if args.json:
         files.write_json(records, args.json, not_graded=not_graded, similar=similar)
     if args.csv:
         files.write_csv(records, args.csv, points)
     if args.html:
-        svg = plot.quality_plot_svg(records, quality_max=args.quality_max)
-        page = table.standalone_html(records, points, plot_svg=svg, quality_max=args.quality_max,
+        svg = plot.quality_plot_svg(records, quality_max=quality_max)
+        page = table.standalone_html(records, points, plot_svg=svg, quality_max=quality_max,
                                      not_graded=not_graded, similar=similar)
         files.write_text(args.html, page)
     if args.gradescope:
-        files.write_gradescope(records, args.gradescope, points, quality_max=args.quality_max)
+        files.write_gradescope(records, args.gradescope, points, quality_max=quality_max,
+                               view=settings.view)
 
 
 def _check_quality_max(value: float) -> None:
@@ -248,22 +278,21 @@ def _check_quality_max(value: float) -> None:
 
 
 def _merge_command(args: argparse.Namespace) -> int:
-    _check_quality_max(args.quality_max)
-    points = catalog.parse_points(args.points, where="--points")
+    settings = _settings(args)
     records = files.merge([files.read_json(path) for path in args.inputs])
     if args.replay:
         records, notes = recording.replayed(records, recording.read(args.replay), args.replay,
-                                            args.quality_max)
+                                            settings.quality_max)
         for note in notes:
             print(note)
     if args.late_penalty is not KEEP:
         records = late.penalize(records, args.late_penalty)
-    records = catalog.with_points(records, points)
+    records = catalog.with_points(records, settings.points)
     left_out = {item["file"]: item for path in args.inputs
                 for item in files.read_not_graded(path)}  # one line per file, the last wins
-    _write(args, records, points, list(left_out.values()))
+    _write(args, records, settings, list(left_out.values()))
     for record in records:
-        print(_summary_line(record, points))
+        print(_summary_line(record, settings.points))
     for item in left_out.values():
         print(f"{item['file']}: not graded: {item['reason']}")
     return 0
@@ -289,20 +318,13 @@ def _single_record(path: str) -> dict[str, object]:
 
 
 def _results_command(args: argparse.Namespace) -> int:
-    lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
-    view = files.GradescopeView(*autograder.results_view(args.ini)) if args.ini \
-        else files.GradescopeView()
-    if args.quality_max is not None:
-        quality_max = args.quality_max
-    if quality_max is not None:
-        _check_quality_max(quality_max)
-    points = catalog.parse_points([*lines, *args.points], where="points")
+    settings = _settings(args)
     record = _single_record(args.grades)
-    result = files.gradescope_result(record, points, quality_max=quality_max or QUALITY_MAX,
-                                     view=view)
+    result = files.gradescope_result(record, settings.points, quality_max=settings.quality_max,
+                                     view=settings.view)
     files.write_text(args.out, json.dumps(result, indent=2, ensure_ascii=False,
                                           allow_nan=False) + "\n")
-    print(f"{args.out}: {_summary_line(record, points)}")
+    print(f"{args.out}: {_summary_line(record, settings.points)}")
     return 0
 
 

@@ -7,8 +7,6 @@ Reads only student records (docs/contracts.md) and the catalog. Accuracies in re
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import keyword
 import math
@@ -20,7 +18,8 @@ from typing import TypeGuard
 
 from pytest_akida_grade import catalog, late, similarity
 from pytest_akida_grade.catalog import MISSING, OUTCOMES
-from pytest_akida_grade.fileio import atomic_write_text
+from pytest_akida_grade.codec import RecordError, load
+from pytest_akida_grade.fileio import atomic_write_text, csv_text
 from pytest_akida_grade.quality import PERCENT, QUALITY_MAX
 
 Record = dict[str, object]  # a student record (docs/contracts.md), checked by read_json
@@ -51,6 +50,7 @@ CSV_COLUMNS = (
 FILE_COLUMNS = ("file", "late", "days_late", "late_penalty", "points_before_late")
 SOURCE_LABELS = {"device": "measured", "replay": "replayed", "none": "none"}
 COURSE_PREFIX = "test_"  # a course check is named after its test function
+GRADES_BYTES = 1 << 30  # a class of thousands, each record a few KB, is far below this
 
 
 class ReportError(Exception):
@@ -237,15 +237,11 @@ def _check_late(item: Mapping[str, object], where: str) -> None:
 
 
 def _load(source: Path) -> object:
+    """A grade file through the codec's reader: size, depth and numbers bounded."""
     try:
-        return json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ReportError(f"{source}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{source}: cannot read: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{source}: not valid JSON: {exc.msg} "
-                          f"(line {exc.lineno}, column {exc.colno})") from exc
+        return load(source, what=str(source), limit=GRADES_BYTES)
+    except RecordError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def read_json(path: str | os.PathLike[str]) -> list[Record]:
@@ -335,18 +331,17 @@ def csv_columns(records: Iterable[Mapping[str, object]]) -> tuple[str, ...]:
 
 def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[str],
               points: Mapping[str, float]) -> None:
-    """One row per student: check outcomes, metrics, points (see csv_columns)."""
+    """One row per student: check outcomes, metrics, points (see csv_columns); every cell
+    safe in a spreadsheet (fileio.csv_text)."""
     records = _by_student(records)
     checks = [*catalog.NAMES, *course_checks(records)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
     columns = csv_columns(records)
     extra = [key for key in FILE_COLUMNS if key in columns]
-    writer.writerow(columns)
+    rows: list[list[object]] = [list(columns)]
     for record in records:
         metrics = catalog.part(record, "metrics")
         earned, maximum = catalog.score(record, points)
-        writer.writerow([
+        rows.append([
             record.get("student", ""),
             *(catalog.outcome_of(record, name)[0] for name in checks),
             *(_csv_value(metrics.get(key)) for key in METRIC_COLUMNS),
@@ -354,7 +349,7 @@ def write_csv(records: Iterable[Mapping[str, object]], path: str | os.PathLike[s
             format_number(maximum),
             *(_file_cell(record, key) for key in extra),
         ])
-    write_text(path, buffer.getvalue())
+    write_text(path, csv_text(rows))
 
 
 # ---------------------------------------------------------------- Gradescope

@@ -11,12 +11,11 @@ A grade is a plain number ("6.4"); a row's user must exist in the course. Reads 
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pytest_akida_grade import catalog
+from pytest_akida_grade.fileio import csv_text
 from pytest_akida_grade.report.files import ReportError, format_number, stored_points
 
 # Moodle's user fields (mapto) as its English export names the columns.
@@ -69,9 +68,7 @@ def grades_csv(records: Iterable[Mapping[str, object]], *, assignment: str, iden
     item = grade_item(assignment)
     header = [IDENTIFIERS[identifier], f"{item} (Real)"] + \
         ([f"{item} (Feedback)"] if feedback else [])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    table: list[list[str]] = [header]
     rows, missing = 0, []
     for record in sorted(records, key=lambda r: str(r["student"])):
         student = str(record["student"])
@@ -82,6 +79,6 @@ def grades_csv(records: Iterable[Mapping[str, object]], *, assignment: str, iden
             continue
         grade, text = _grade(record, out_of)
         for person in people:
-            writer.writerow([person, grade] + ([text] if feedback else []))
+            table.append([person, grade] + ([text] if feedback else []))
             rows += 1
-    return Written(buffer.getvalue(), rows, tuple(missing))
+    return Written(csv_text(table, ending="\n"), rows, tuple(missing))

@@ -5,10 +5,11 @@ counts within limits). Nothing is extracted here: a member's bytes are read when
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,7 @@ from pathlib import Path, PurePosixPath
 MAX_MEMBERS = 20_000
 MAX_MEMBER_BYTES = 512 * 2**20  # the sandbox's own cap on a weights file
 MAX_TOTAL_BYTES = 4 * 2**30
+NAME_BYTES = 255  # a file or folder name: what Linux, macOS and Windows file systems hold
 NOISE = ("__MACOSX", ".DS_Store", "Thumbs.db")  # what zipping on a Mac or Windows adds
 
 
@@ -65,15 +67,18 @@ def _checked_path(name: str, source: Path) -> PurePosixPath:
     """A member's path, refused when it is absolute or climbs out of the folder."""
     text = name.replace("\\", "/")  # zips made on Windows may use either separator
     path = PurePosixPath(text)
+    if any(len(part.encode("utf-8", "surrogateescape")) > NAME_BYTES for part in path.parts):
+        raise Refused(f"{source}: member {name[:80]!r}... has a name longer than {NAME_BYTES} "
+                      "bytes (no file system holds it): the download is refused")
     if text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in path.parts:
-        raise Refused(f"{source}: member {name!r} has a path that climbs out of the folder "
+        raise Refused(f"{source}: member {name[:200]!r} has a path that climbs out of the folder "
                       "(absolute or with ..): the download is refused, nothing was written")
     return path
 
 
 def _check_size(name: str, size: int, limits: Limits, source: Path) -> None:
     if size > limits.member_bytes:
-        raise Refused(f"{source}: member {name!r} is {size:,} bytes, more than the "
+        raise Refused(f"{source}: member {name[:200]!r} is {size:,} bytes, more than the "
                       f"{limits.member_bytes:,} allowed: the download is refused")
 
 
@@ -88,24 +93,41 @@ def _check_totals(found: list[Member], limits: Limits, source: Path) -> None:
 
 
 def _zip_members(source: Path, limits: Limits) -> list[Member]:
+    with _readable(source, "this zip"), zipfile.ZipFile(source) as archive:
+        return _zip_infos(source, archive, limits)
+
+
+@contextlib.contextmanager
+def _readable(source: Path, what: str) -> Iterator[None]:
+    """A zip that fails to read, in any of zipfile's ways (bad headers, a wrong CRC, an
+    encrypted or unsupported member), is refused naming it."""
+    try:
+        yield
+    except Refused:
+        raise
+    except Exception as error:  # BadZipFile, RuntimeError (encrypted), NotImplementedError...
+        raise Refused(f"{source}: {what} cannot be read ({type(error).__name__}: "
+                      f"{str(error)[:200]}): the download is refused") from None
+
+
+def _zip_infos(source: Path, archive: zipfile.ZipFile, limits: Limits) -> list[Member]:
     found = []
-    with zipfile.ZipFile(source) as archive:
-        infos = archive.infolist()
-        if len(infos) > limits.members:  # before looking at each one
-            raise Refused(f"{source}: {len(infos):,} members, more than the "
-                          f"{limits.members:,} allowed: the download is refused")
-        for info in infos:
-            path = _checked_path(info.filename, source)
-            mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise Refused(f"{source}: member {info.filename!r} is a link: the download is "
-                              "refused, nothing was written")
-            if info.is_dir():
-                continue
-            _check_size(info.filename, info.file_size, limits, source)
-            mtime = _zip_time(info.date_time)
-            found.append(Member(path, info.file_size, mtime,
-                                _zip_reader(source, info.filename, info.file_size)))
+    infos = archive.infolist()
+    if len(infos) > limits.members:  # before looking at each one
+        raise Refused(f"{source}: {len(infos):,} members, more than the "
+                      f"{limits.members:,} allowed: the download is refused")
+    for info in infos:
+        path = _checked_path(info.filename, source)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise Refused(f"{source}: member {info.filename[:200]!r} is a link: the download is "
+                          "refused, nothing was written")
+        if info.is_dir():
+            continue
+        _check_size(info.filename, info.file_size, limits, source)
+        mtime = _zip_time(info.date_time)
+        found.append(Member(path, info.file_size, mtime,
+                            _zip_reader(source, info.filename, info.file_size)))
     return found
 
 
@@ -120,10 +142,11 @@ def _zip_time(date_time: tuple[int, int, int, int, int, int]) -> float:
 
 def _zip_reader(source: Path, name: str, size: int) -> Callable[[], bytes]:
     def read() -> bytes:
-        with zipfile.ZipFile(source) as archive, archive.open(name) as member:
+        with _readable(source, f"member {name[:200]!r}"), zipfile.ZipFile(source) as archive, \
+                archive.open(name) as member:
             data = member.read(size + 1)  # never more than it declared
         if len(data) != size:
-            raise Refused(f"{source}: member {name!r} is not the size it declares")
+            raise Refused(f"{source}: member {name[:200]!r} is not the size it declares")
         return data
     return read
 

@@ -9,6 +9,7 @@ Pure: stdlib and rules.specs only. Both functions are total: any string in, a st
 
 from __future__ import annotations
 
+import math
 import re
 
 from pytest_akida_grade.rules.specs import (
@@ -67,6 +68,20 @@ def _explain_conversion(message: str, layers: Specs) -> str:
     return (f"{_blamed(message, layers)} cannot be converted for Akida 1.0: quantizeml and "
             f"cnn2snn support only its own layer patterns. {PATTERN_FIX} (the Akida tools "
             f"said: {message})")
+
+
+def overflowing(layer: Layer, largest: float, limit: float) -> str:
+    """Why no layer after `layer` can be quantized: its outputs on the calibration images are not
+    finite, or reach `largest` (beyond `limit`). Said before any layer pattern is blamed: the
+    tools then fail on a later, innocent layer."""
+    values = "are not finite (they overflow float32)" if not math.isfinite(largest) \
+        else f"reach {largest:.3g} (beyond {limit:.0e})"
+    fix = ("Fix: its scale (or offset) is far too large: scale the 0..255 image to small "
+           "numbers, keras.layers.Rescaling(1. / 255) as in the template" if cls(layer) ==
+           "Rescaling" else "Fix: its weights or settings are far too large: check them, or "
+           "retrain with a lower learning rate")
+    return (f"{describe(layer)}: its outputs overflow: on the calibration images they {values}, "
+            f"so no layer after it can be quantized for Akida 1.0. {fix}")
 
 
 PATTERN_FIX = ("Fix: keep to the template's pattern: convolution blocks (Conv2D or "

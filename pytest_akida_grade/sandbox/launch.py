@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_akida_grade.codec import RecordError, loads, parse
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import Stage
 from pytest_akida_grade.sandbox.policy import CODE_DIR, Bind, Policy
@@ -40,7 +41,6 @@ from pytest_akida_grade.sandbox.watch import (
     Ready,
     Request,
     Watch,
-    parse,
     supervise,
     tail,
 )
@@ -331,6 +331,7 @@ class Children:
 # anyway (off); elsewhere each job is a fresh process.
 
 READY_SECONDS = 180.0
+PACKET = 1 << 16  # one message of the fork server's
 
 
 class ForkServerError(Exception):
@@ -433,22 +434,23 @@ class ForkServer:
     def _await_ready(self, channel: socket.socket) -> None:
         channel.settimeout(READY_SECONDS)
         try:
-            data = channel.recv(1 << 16)
+            data = channel.recv(PACKET)
         except OSError as error:
             self._fail(f"the fork server did not start ({error})")
         finally:
             channel.settimeout(None)
         try:
-            Ready.from_json(json.loads(data or b"{}"))
-        except ValueError:  # its log says why
+            Ready.from_json(loads(data or b"{}", what="the fork server", limit=PACKET))
+        except RecordError:  # its log says why
             self._fail("the fork server did not start (see its log)")
 
     def _listen(self, channel: socket.socket) -> None:
         """Dispatch the server's answers: a job's pid, a child's end."""
         while True:
             try:
-                message = parse(json.loads(channel.recv(1 << 16) or b"null"), SERVER)
-            except (OSError, ValueError):  # closed, or not its protocol: as good as gone
+                message = parse(loads(channel.recv(PACKET) or b"null", what="the fork server",
+                                      limit=PACKET), SERVER)
+            except (OSError, RecordError):  # closed, or not its protocol: as good as gone
                 self._gone()
                 return
             if isinstance(message, Forked):

@@ -16,39 +16,121 @@ is believed.
 keras.datasets.mnist.load_data() works offline here: the training split, and as its "test" the
 held-out validation split (never the grader's test set: the sandbox has no copy of it).
 The protocol is JSON lines on the original stdout (the events of watch.py, whose protocol block
-this file holds a copy of); the student's prints go to stderr.
+this file holds a copy of, with codec.py's block); the student's prints go to stderr.
 """
 
 from __future__ import annotations
 
+import enum
 import importlib.util
 import json
 import linecache
+import math
 import os
 import re
 import resource
 import sys
 import tempfile
 import traceback
+import types
 import typing
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, ClassVar, TypeVar
 
-# ---------------------------------------------------------------------------- the protocol
-# (in watch.py and in student.py, identical to "end of the protocol": the child imports
+# ---------------------------------------------------------------------------- the codec
+# (in codec.py and in sandbox/student.py, identical to "end of the codec": the child imports
 # nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
 
+DEPTH = 64  # levels of nesting: far beyond any record, message or model.json
+VALUES = 1_000_000
+WIDEST_INT = 1 << 63
 
-class MessageError(ValueError):
-    """Not one of our messages: what is wrong with it, for the log (never shown as ours)."""
+
+class RecordError(ValueError):
+    """Not readable JSON, or not the record it should be: what is wrong, naming the field."""
+
+
+def loads(data: str | bytes, *, what: str, limit: int, depth: int = DEPTH,
+          values: int = VALUES, finite: bool = True) -> object:
+    """JSON read from a file or a line this process did not write: at most `limit` characters,
+    `depth` levels and `values` values, and (`finite`) no NaN, infinity or integer beyond 64
+    bits. RecordError names `what` and the problem; nothing else escapes (a RecursionError
+    included)."""
+    if len(data) > limit:
+        raise RecordError(f"{what} is larger than {_size(limit)}")
+    try:
+        found = json.loads(data)
+    except RecursionError:  # deeper than the interpreter's stack: far past `depth`
+        raise RecordError(f"{what} is nested more than {depth} levels deep") from None
+    except ValueError as error:  # not JSON, not UTF-8, an integer of thousands of digits
+        raise RecordError(f"{what} is not valid JSON ({str(error)[:200]})") from None
+    _bounded(found, what, depth, values, finite)
+    return found
+
+
+def load(path: Path | str, *, what: str, limit: int, depth: int = DEPTH, values: int = VALUES,
+         finite: bool = True) -> object:
+    """`loads` of a file, read no further than its limit (one that cannot be read is a
+    RecordError too)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(limit + 1)
+    except FileNotFoundError:
+        raise RecordError(f"{what}: no such file") from None
+    except OSError as error:
+        raise RecordError(f"{what}: cannot read it ({error.strerror or error})") from None
+    return loads(data, what=what, limit=limit, depth=depth, values=values, finite=finite)
+
+
+def _bounded(found: object, what: str, depth: int, values: int, finite: bool) -> None:
+    pending, seen = [(found, 0)], 0
+    while pending:
+        value, level = pending.pop()
+        seen += 1
+        if seen > values:
+            raise RecordError(f"{what} holds more than {values:,} values")
+        if level > depth:
+            raise RecordError(f"{what} is nested more than {depth} levels deep")
+        if isinstance(value, dict):
+            pending.extend((item, level + 1) for item in value.values())
+            pending.extend((key, level + 1) for key in value)
+        elif isinstance(value, str) and not _unicode(value):
+            raise RecordError(f"{what} holds text that is not Unicode (a lone surrogate)")
+        elif isinstance(value, list):
+            pending.extend((item, level + 1) for item in value)
+        elif finite and isinstance(value, float) and not math.isfinite(value):
+            raise RecordError(f"{what} holds a number that is not finite ({value})")
+        elif finite and type(value) is int and abs(value) >= WIDEST_INT:
+            raise RecordError(f"{what} holds a whole number beyond 64 bits")
+
+
+def _unicode(text: str) -> bool:
+    """Text UTF-8 can write (JSON's \\ud800 escapes decode to what it cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit >> 10} KB"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Record:
     """A typed JSON object: every field known, present unless defaulted, of its type."""
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls: type[R], data: object) -> R:
+        """The record `data` is; RecordError naming the field at fault."""
+        return _record(cls, data, cls.__name__)
 
 
 R = TypeVar("R", bound=Record)
@@ -68,62 +150,102 @@ class Message(Record):
     @classmethod
     def from_json(cls: type[M], data: object) -> M:
         if not isinstance(data, dict) or data.get(cls.TAG) != cls.KIND:
-            raise MessageError(f"not a {cls.KIND!r} message: {_shown(data)}")
-        return _record(cls, {key: value for key, value in data.items() if key != cls.TAG})
+            raise RecordError(f"not a {cls.KIND!r} message: {_shown(data)}")
+        fields_only = {key: value for key, value in data.items() if key != cls.TAG}
+        return _record(cls, fields_only, cls.__name__)
 
 
 def parse(data: object, kinds: tuple[type[Message], ...]) -> Message:
     """The message among `kinds` (one family: one TAG) that `data` says it is."""
     tag = kinds[0].TAG
     if not isinstance(data, dict):
-        raise MessageError(f"not a JSON object: {_shown(data)}")
+        raise RecordError(f"not a JSON object: {_shown(data)}")
     kind = data.get(tag)
     for message in kinds:
         if kind == message.KIND:
             return message.from_json(data)
-    raise MessageError(f"unknown {tag} {_shown(kind)}: expected one of "
-                       + ", ".join(message.KIND for message in kinds))
+    raise RecordError(f"unknown {tag} {_shown(kind)}: expected one of "
+                      + ", ".join(message.KIND for message in kinds))
 
 
-def _record(kind: type[R], data: dict[object, object]) -> R:
-    hints = typing.get_type_hints(kind)
-    unknown = sorted(map(str, set(data) - {field.name for field in fields(kind)}))
+def _record(kind: type[R], data: object, where: str) -> R:
+    if not isinstance(data, dict):
+        _refuse(where, kind, data)
+    known = {field.name: field for field in fields(kind)}
+    unknown = sorted(str(key)[:40] for key in data if key not in known)
     if unknown:
-        raise MessageError(f"{kind.__name__}: unknown fields {unknown}")
-    values = {str(key): _value(f"{kind.__name__}.{key}", hints[str(key)], value)
-              for key, value in data.items()}
-    try:
-        return kind(**values)
-    except TypeError as error:  # a field missing
-        raise MessageError(f"{kind.__name__}: {error}") from None
+        raise RecordError(f"{where}: unknown fields {unknown}")
+    missing = [name for name, field in known.items() if name not in data
+               and field.default is MISSING and field.default_factory is MISSING]
+    if missing:
+        raise RecordError(f"{where}: missing fields {missing}")
+    hints = typing.get_type_hints(kind)
+    return kind(**{key: _value(f"{where}.{key}", hints[key], value)
+                   for key, value in data.items()})
 
 
 def _value(where: str, hint: object, value: object) -> object:
-    """`value` as `hint` (str, int, float, a Record, X | None, tuple[X, ...], dict[X, Y])."""
+    """`value` as `hint`: str, int, float, bool, object, an Enum, a Record, a union,
+    tuple[X, ...], tuple[X, Y], dict[X, Y]."""
     args, origin = typing.get_args(hint), typing.get_origin(hint)
-    if type(None) in args:
-        return None if value is None else _value(where, args[0], value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(_value(f"{where}[{i}]", args[0], item) for i, item in enumerate(value))
-    if origin is dict and isinstance(value, dict):
-        return {_value(where, args[0], key): _value(f"{where}[{key!r}]", args[1], item)
+    if origin in (typing.Union, types.UnionType):
+        inner = None  # what is wrong inside the option whose shape fits: say that
+        for option in args:  # the first that fits (None, int and float before a wider one)
+            try:
+                return _value(where, option, value)
+            except RecordError as error:
+                inner = inner or (None if str(error).startswith(f"{where}: ") else error)
+        if inner is not None:
+            raise inner
+    elif origin is tuple and isinstance(value, list | tuple):  # JSON's array, or to_json's
+        if args[-1] is not Ellipsis and len(args) != len(value):
+            raise RecordError(f"{where}: expected {len(args)} items, got {len(value)}")
+        kinds = args[:1] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_value(f"{where}[{i}]", kinds[i], item) for i, item in enumerate(value))
+    elif origin is dict and isinstance(value, dict):
+        return {_value(where, args[0], key): _value(f"{where}[{str(key)[:40]!r}]", args[1], item)
                 for key, item in value.items()}
-    if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
-        return _record(hint, value)
-    if hint is float and type(value) is int:
-        return float(value)
-    if origin is None and type(value) is hint:
+    elif hint is object or hint is typing.Any:  # any JSON value, as it is
         return value
-    return _refuse(where, hint, value)
+    elif isinstance(hint, type) and issubclass(hint, Record):
+        return _record(hint, value, where)
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum) and type(value) is str:
+        try:
+            return hint(value)
+        except ValueError:
+            pass
+    elif hint is float and type(value) is int:
+        return float(value)
+    elif origin is None and type(value) is hint:
+        return value
+    _refuse(where, hint, value)
 
 
 def _refuse(where: str, hint: object, value: object) -> typing.NoReturn:
-    expected = hint.__name__ if isinstance(hint, type) else str(hint)
-    raise MessageError(f"{where}: expected {expected}, got {_shown(value)}")
+    expected = "an object" if isinstance(hint, type) and issubclass(hint, Record) \
+        else _named(hint)
+    raise RecordError(f"{where}: expected {expected}, got {_shown(value)}")
+
+
+def _named(hint: object) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " | ".join(_named(option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _shown(value: object) -> str:
+    if isinstance(value, dict | list | tuple):  # never a structure's repr (its size, depth)
+        return f"{type(value).__name__} of {len(value)}"
     return f"{type(value).__name__} {repr(value)[:60]}"
+
+# ---------------------------------------------------------------------------- end of the codec
+
+
+# ---------------------------------------------------------------------------- the protocol
+# (in watch.py and in student.py, identical to "end of the protocol": the child imports
+# nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -414,7 +536,7 @@ def run_notebook(path: Path, cells: list[tuple[str, list[str]]], channel: Channe
     return loaded
 
 
-def load(request: Request, channel: Channel) -> Loaded:
+def run_submission(request: Request, channel: Channel) -> Loaded:
     """The submission run: a notebook read first (a file that is not one fails before any
     import), then its cells; a module imported."""
     path = Path(request.module)
@@ -644,14 +766,14 @@ def train(request: Request, channel: Channel, loaded: Loaded, model: Any) -> Non
 
 
 def run(request: Request, channel: Channel) -> None:
-    loaded = load(request, channel)
+    loaded = run_submission(request, channel)
     model, route = build(request, channel, loaded)
     if "train" in request.phases and route == TRAIN:
         train(request, channel, loaded, model)
 
 
 def main(argv: list[str]) -> int:
-    request = Request.from_json(json.loads(Path(argv[0]).read_text()))
+    request = Request.from_json(load(argv[0], what="the request", limit=1 << 20))
     if request.env is not None:  # forked by zygote.py: its environment is not ours
         os.environ.clear()
         os.environ.update(request.env)

@@ -1,34 +1,34 @@
 """Watching a sandboxed child: what it may say, for how long, how much, and its hand-over.
 
-What may cross the sandbox's boundary is typed here, one frozen, keyword-only dataclass a message
-with its JSON form: the launcher's request to the child (launch.py -> student.py), the child's
-events (student.py -> here), the fork server's protocol (launch.py <-> zygote.py). The sandboxed
-side imports nothing from this package: student.py holds a copy of the protocol's block below
-(zygote.py uses that copy), kept identical by tests/test_sandbox_messages.py. What the child sends
-is parsed, never trusted: `from_json` and `parse` refuse an unknown kind, an unknown or missing
-field, or a value of the wrong type with a MessageError naming it.
+What may cross the sandbox's boundary is typed here, one frozen, keyword-only record of codec.py a
+message: the launcher's request to the child (launch.py -> student.py), the child's events
+(student.py -> here), the fork server's protocol (launch.py <-> zygote.py). The sandboxed side
+imports nothing from this package: student.py holds a copy of the codec's block and of the
+protocol's block below (zygote.py uses that copy), kept identical by
+tests/test_sandbox_messages.py. What the child sends is parsed, never trusted: `loads`, `from_json`
+and `parse` refuse what is too large or too deep, an unknown kind, an unknown or missing field, or
+a value of the wrong type with a RecordError naming it.
 
 Whatever the child writes, the deadline holds, what is read from it is capped, its scratch is
 watched, and only its three events mean anything (a line that is not one is ignored); an export is
 copied out of its reach (each path component opened with O_NOFOLLOW, a regular file of its own
-only, never blocking, up to a size cap) into a directory only the grader can write. No imports
-from this package.
+only, never blocking, up to a size cap) into a directory only the grader can write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import selectors
 import stat
 import time
-import typing
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, ClassVar, Protocol, TypeVar
+from typing import IO, ClassVar, Protocol
+
+from pytest_akida_grade.codec import Message, Record, RecordError, loads, parse
 
 PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
 LINE_BYTES = 64 << 10
@@ -44,90 +44,6 @@ POLL_SECONDS = 0.25
 # ---------------------------------------------------------------------------- the protocol
 # (in watch.py and in student.py, identical to "end of the protocol": the child imports
 # nothing from the package; tests/test_sandbox_messages.py keeps the two the same)
-
-
-class MessageError(ValueError):
-    """Not one of our messages: what is wrong with it, for the log (never shown as ours)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Record:
-    """A typed JSON object: every field known, present unless defaulted, of its type."""
-
-
-R = TypeVar("R", bound=Record)
-M = TypeVar("M", bound="Message")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Message(Record):
-    """`{TAG: KIND, field: value, ...}` on the wire."""
-
-    TAG: ClassVar[str] = "kind"
-    KIND: ClassVar[str]
-
-    def to_json(self) -> dict[str, object]:
-        return {self.TAG: self.KIND, **asdict(self)}
-
-    @classmethod
-    def from_json(cls: type[M], data: object) -> M:
-        if not isinstance(data, dict) or data.get(cls.TAG) != cls.KIND:
-            raise MessageError(f"not a {cls.KIND!r} message: {_shown(data)}")
-        return _record(cls, {key: value for key, value in data.items() if key != cls.TAG})
-
-
-def parse(data: object, kinds: tuple[type[Message], ...]) -> Message:
-    """The message among `kinds` (one family: one TAG) that `data` says it is."""
-    tag = kinds[0].TAG
-    if not isinstance(data, dict):
-        raise MessageError(f"not a JSON object: {_shown(data)}")
-    kind = data.get(tag)
-    for message in kinds:
-        if kind == message.KIND:
-            return message.from_json(data)
-    raise MessageError(f"unknown {tag} {_shown(kind)}: expected one of "
-                       + ", ".join(message.KIND for message in kinds))
-
-
-def _record(kind: type[R], data: dict[object, object]) -> R:
-    hints = typing.get_type_hints(kind)
-    unknown = sorted(map(str, set(data) - {field.name for field in fields(kind)}))
-    if unknown:
-        raise MessageError(f"{kind.__name__}: unknown fields {unknown}")
-    values = {str(key): _value(f"{kind.__name__}.{key}", hints[str(key)], value)
-              for key, value in data.items()}
-    try:
-        return kind(**values)
-    except TypeError as error:  # a field missing
-        raise MessageError(f"{kind.__name__}: {error}") from None
-
-
-def _value(where: str, hint: object, value: object) -> object:
-    """`value` as `hint` (str, int, float, a Record, X | None, tuple[X, ...], dict[X, Y])."""
-    args, origin = typing.get_args(hint), typing.get_origin(hint)
-    if type(None) in args:
-        return None if value is None else _value(where, args[0], value)
-    if origin is tuple and isinstance(value, list):
-        return tuple(_value(f"{where}[{i}]", args[0], item) for i, item in enumerate(value))
-    if origin is dict and isinstance(value, dict):
-        return {_value(where, args[0], key): _value(f"{where}[{key!r}]", args[1], item)
-                for key, item in value.items()}
-    if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
-        return _record(hint, value)
-    if hint is float and type(value) is int:
-        return float(value)
-    if origin is None and type(value) is hint:
-        return value
-    return _refuse(where, hint, value)
-
-
-def _refuse(where: str, hint: object, value: object) -> typing.NoReturn:
-    expected = hint.__name__ if isinstance(hint, type) else str(hint)
-    raise MessageError(f"{where}: expected {expected}, got {_shown(value)}")
-
-
-def _shown(value: object) -> str:
-    return f"{type(value).__name__} {repr(value)[:60]}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,8 +277,8 @@ def _event(watch: Watch, line: bytes, job: Job, work: Path, staging: Path,
            on_progress: OnProgress, on_export: OnExport) -> None:
     """One line of the child's: an event of the protocol, or nothing (whatever else it is)."""
     try:
-        event = parse(json.loads(line), EVENTS)
-    except (ValueError, RecursionError):  # not JSON, nested too deep, or not one of ours
+        event = parse(loads(line, what="a line", limit=LINE_BYTES), EVENTS)
+    except RecordError:  # not JSON, too deep, or not one of ours
         return
     if isinstance(event, Progress):
         on_progress(clean(event.message, 500))

@@ -46,7 +46,7 @@ def serve(channel: socket.socket) -> None:
         data, fds, _, _ = socket.recv_fds(channel, 1 << 16, 2)
         if not data:
             return  # the launcher is gone: so are we (bubblewrap takes the children with it)
-        job = student.Fork.from_json(json.loads(data))
+        job = student.Fork.from_json(student.loads(data, what="a job", limit=1 << 16))
         pid = os.fork()
         if pid == 0:
             child(channel, fds, job.request)
