@@ -166,8 +166,9 @@ class Reader:
 
 
 def _meta(data: bytes, tmp: Path) -> str | None:
+    """meta.json as a notebook hands it over: its run too."""
     (tmp / "meta.json").write_bytes(data)
-    return stages.declarations(tmp, pretrained=False).failure
+    return stages.declarations(tmp, pretrained=False, trains_itself=True).failure
 
 
 def _model(data: bytes, tmp: Path) -> str | None:
@@ -269,7 +270,10 @@ def _results(data: bytes, tmp: Path) -> str | None:
 
 
 JSON_READERS = {
-    "meta.json": Reader({"weight_bits": 4, "activation_bits": 4, "route": "train()"}, _meta),
+    "meta.json": Reader({"weight_bits": 4, "activation_bits": 1, "route": "own training", "run": {
+        "model": "model_keras", "cells": 9, "ran": 7, "stopped": "code cell 8 raised IndexError",
+        "not_run": ["code cell 1: %pip install akida"], "load_data": True, "fitted": True}},
+        _meta),
     "model.json": Reader(valid_model(), _model, count=150),
     "manifest.json": Reader({"result": BUILT, "failure": None, "files": {}}, _manifest),
     "the evaluator's reply": Reader({"id": 1, "ok": {"built": BUILT, "graded": GRADED}}, _reply),
