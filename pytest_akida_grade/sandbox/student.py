@@ -485,9 +485,10 @@ def read_notebook(path: Path) -> list[str]:
         return [cell.get("source") if isinstance(cell.get("source"), str) else ""
                 for cell in notebook.cells if cell.get("cell_type") == "code"]
     except Exception as error:  # not JSON, not a notebook, nested too deep...
-        raise Refusal(f"{path.name} is not a notebook Jupyter can open ({type(error).__name__}: "
-                      f"{str(error)[:300]}); save it from Jupyter and hand it in again") \
-            from None
+        why = "its JSON is nested too deeply" if isinstance(error, RecursionError) else \
+            f"{type(error).__name__}: {str(error)[:300]}"
+        raise Refusal(f"{path.name} is not a notebook Jupyter can open ({why}); save it from "
+                      "Jupyter and hand it in again") from None
 
 
 def python_of(cell: str) -> tuple[str, list[str]]:
