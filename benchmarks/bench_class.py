@@ -95,7 +95,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, count: int) -> tuple[
     from pytest_akida_grade.evaluator import jobs
     from pytest_akida_grade.evaluator.client import Evaluator
     from pytest_akida_grade.sandbox import launch, policy
-    from pytest_akida_grade.sandbox.watch import Job
+    from pytest_akida_grade.sandbox.watch import ChildJob
 
     scratch = Path(tempfile.mkdtemp(prefix="akida-bench-"))
     os.chmod(scratch, 0o711)
@@ -103,7 +103,7 @@ def evaluator_growth(work: Path, npz: Path, weights: Path, count: int) -> tuple[
     staging.mkdir(exist_ok=True)
     module = work / "growth.py"
     module.write_text(bench.STUDENT.read_text())
-    job = Job(name="growth", module=module, weights=weights, phases=("build",), seed=0,
+    job = ChildJob(name="growth", module=module, weights=weights, phases=("build",), seed=0,
               train_data=None, seconds=300, timeout_source="bench", build_seconds=300,
               build_timeout_source="bench", memory_bytes=6 << 30)
     launch.run(policy.choose("auto"), job, scratch, staging, lambda m: None, lambda p, d: None)

@@ -44,7 +44,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 def cache_key(kind: str, **parts: Any) -> str:
     """A stable hash of a stage's inputs, the toolchain and the harness's own code."""
-    payload = json.dumps({"kind": kind, "harness": harness_fingerprint(), **parts},
+    payload = json.dumps({"kind": kind, "harness": harness_identity(), **parts},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -67,7 +67,7 @@ def grade_keys(student: Mapping[str, str | None], s: Settings, data_sha256: str)
     return {"trained": trained, "grade": grade}
 
 
-def harness_fingerprint() -> dict[str, str]:
+def harness_identity() -> dict[str, str]:
     """Versions of the toolchain and a hash of every file of this package (code and assets)."""
     return {**toolchain_versions(), "harness": __version__, "code": code_digest()}
 

@@ -104,7 +104,7 @@ def course_check(name: str) -> Check:
 # ---------------------------------------------------------------------------- points
 
 
-class PointsError(ValueError):
+class LineError(ValueError):
     """An akida_points / --points line is unusable; the message says which one and why."""
 
 
@@ -129,17 +129,17 @@ def parse_points(lines: Iterable[str], *, where: str = "ini akida_points",
             continue
         match = _POINTS_LINE.match(line)
         if match is None:
-            raise PointsError(f"{where}: cannot read {line!r}: expected 'check = points'; "
+            raise LineError(f"{where}: cannot read {line!r}: expected 'check = points'; "
                               + _valid_checks())
         name, text = match.groups()
         if name not in known and not name.startswith("test_"):
-            raise PointsError(f"{where}: unknown check {name!r} in {line!r}; " + _valid_checks())
+            raise LineError(f"{where}: unknown check {name!r} in {line!r}; " + _valid_checks())
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0:
-            raise PointsError(f"{where}: {text!r} in {line!r} is not a number of points "
+            raise LineError(f"{where}: {text!r} in {line!r} is not a number of points "
                               f"(zero or more); " + _valid_checks())
         points[name] = value
     return points
@@ -244,9 +244,9 @@ def _lines_of(lines: Iterable[str]) -> Iterable[str]:
 
 
 def visibility_of(text: str, where: str) -> str:
-    """One Gradescope visibility word, else a PointsError naming where it came from."""
+    """One Gradescope visibility word, else a LineError naming where it came from."""
     if text not in VISIBILITIES:
-        raise PointsError(f"{where}: {text!r} is not a visibility; use one of "
+        raise LineError(f"{where}: {text!r} is not a visibility; use one of "
                           + ", ".join(VISIBILITIES))
     return text
 
@@ -258,11 +258,11 @@ def parse_visibility(lines: Iterable[str], *,
     for line in _lines_of(lines):
         match = _POINTS_LINE.match(line)
         if match is None:
-            raise PointsError(f"{where}: cannot read {line!r}: expected 'check = visibility', "
+            raise LineError(f"{where}: cannot read {line!r}: expected 'check = visibility', "
                               "e.g. 'akida_accuracy = after_due_date' or 'default = visible'")
         name, text = match.groups()
         if name not in BY_NAME and name != DEFAULT_VISIBILITY and not name.startswith("test_"):
-            raise PointsError(f"{where}: unknown check {name!r} in {line!r}; {_valid_checks()}, "
+            raise LineError(f"{where}: unknown check {name!r} in {line!r}; {_valid_checks()}, "
                               f"a course check (test_...) or {DEFAULT_VISIBILITY}")
         found[name] = visibility_of(text, f"{where}: {line!r}")
     return found
@@ -276,13 +276,13 @@ def parse_leaderboard(lines: Iterable[str], *,
         name, sep, rest = line.partition("=")
         words = rest.split()
         if not sep or not name.strip() or not 1 <= len(words) <= 2:
-            raise PointsError(f"{where}: cannot read {line!r}: expected 'name = metric [asc|desc]'"
+            raise LineError(f"{where}: cannot read {line!r}: expected 'name = metric [asc|desc]'"
                               ", e.g. 'Quality = quality asc'")
         metric, order = words[0], (words[1] if len(words) == 2 else "asc")
         if metric not in LEADERBOARD_METRICS:
-            raise PointsError(f"{where}: unknown metric {metric!r} in {line!r}; metrics: "
+            raise LineError(f"{where}: unknown metric {metric!r} in {line!r}; metrics: "
                               + ", ".join(LEADERBOARD_METRICS))
         if order not in ORDERS:
-            raise PointsError(f"{where}: order {order!r} in {line!r} must be asc or desc")
+            raise LineError(f"{where}: order {order!r} in {line!r} must be asc or desc")
         columns.append(LeaderboardColumn(name.strip(), metric, order))
     return tuple(columns)

@@ -95,7 +95,7 @@ class Submission:
         """`<file stem>.weights.h5` beside the module: loaded instead of training when present."""
         return self.path.with_name(self.path.stem + WEIGHTS_SUFFIX)
 
-    def fingerprint(self) -> dict[str, str | None]:
+    def content_hashes(self) -> dict[str, str | None]:
         """Hashes of everything of the student's that grading depends on."""
         weights = self.weights_path
         return {

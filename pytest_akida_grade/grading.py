@@ -102,12 +102,12 @@ class Entries:
         """A build that may hand over trained weights (a weights file, or a submission whose
         own code trains) depends on the data set too."""
         pretrained = submission.weights_path.is_file() or submission.shape.trains_itself
-        return build_key(submission.fingerprint(), self.settings,
+        return build_key(submission.content_hashes(), self.settings,
                          self.data.source().sha256 if pretrained else None)
 
     def key(self, kind: str, submission: Submission) -> str:
         """The "trained" or the "grade" entry's key."""
-        return grade_keys(submission.fingerprint(), self.settings,
+        return grade_keys(submission.content_hashes(), self.settings,
                           self.data.source().sha256)[kind]
 
     def load_build(self, key: str) -> Stage[Built] | None:

@@ -20,8 +20,8 @@ from pytest_akida_grade import labkit
 from pytest_akida_grade.codec import RecordError, load
 from pytest_akida_grade.fileio import atomic_write_text, file_sha256
 from pytest_akida_grade.quality import (
+    BoardRefusal,
     Recorded,
-    Refusal,
     ReplayError,
     Run,
     recorded_from_json,
@@ -90,7 +90,7 @@ class Hardware:
         model = Path(grade.result.model_path)
         measured = self.bench().run(model, split.x_test, split.y_test)
         if self.settings.record is not None:
-            write_record(self.settings.record, {student: measured.result or Refusal(
+            write_record(self.settings.record, {student: measured.result or BoardRefusal(
                 measured.failure or "refused", file_sha256(model))})
         if measured.result is None:
             return Stage(failure=measured.failure)
@@ -149,6 +149,6 @@ def replayed(recording: dict[str, Recorded], source: Path, student: str,
             f"the figures for {student} in {source} were recorded for another model: the "
             "converted model's sha256 no longer matches. Re-measure on the board "
             "(--akida-device --akida-record FILE).")
-    if isinstance(entry, Refusal):
+    if isinstance(entry, BoardRefusal):
         return Stage(failure=entry.refused)
     return Stage(result=Run("replay", entry))

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from pytest_akida_grade import catalog, labkit
 from pytest_akida_grade.hardware import load_replay, write_record
-from pytest_akida_grade.quality import Measurement, Refusal, ReplayError, format_measurement
+from pytest_akida_grade.quality import BoardRefusal, Measurement, ReplayError, format_measurement
 from pytest_akida_grade.results import HarnessError
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def wanted(records: Iterable[Mapping[str, object]]) -> list[Wanted]:
     return found
 
 
-def _recorded(path: Path) -> dict[str, Measurement | Refusal]:
+def _recorded(path: Path) -> dict[str, Measurement | BoardRefusal]:
     try:
         return load_replay(path) if path.exists() else {}
     except ReplayError as error:
@@ -139,7 +139,7 @@ class Session:
     def _keep(self, head: str, one: Wanted, kept: labkit.Kept, figures: Measurement | None,
               failure: str | None) -> None:
         if figures is None:
-            write_record(self.record, {one.student: Refusal(failure or "refused",
+            write_record(self.record, {one.student: BoardRefusal(failure or "refused",
                                                              kept.model_sha256)})
             self.say(f"{head}: refused by the board: {failure}")
             self.tally.refused.append(one.student)

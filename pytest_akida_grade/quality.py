@@ -1,7 +1,7 @@
 """The assignment's Quality, the energy budget it leaves, and one hardware run's figures.
 
 Pure: no akida, no files. A `Measurement` is what the board reports (board.py) or what a
-recording replays (hardware.py), a `Refusal` a model the board would not run: records of
+recording replays (hardware.py), a `BoardRefusal` a model the board would not run: records of
 codec.py. Quality = (100 - accuracy %) x latency [s] x average power [W] x memory [bytes], lower
 is better, full credit below the bar (QUALITY_MAX). Only codec.py from this package.
 """
@@ -100,7 +100,7 @@ class Measurement(Record):
 
 
 @dataclass(frozen=True)
-class Refusal(Record):
+class BoardRefusal(Record):
     """The board would not run the model (akida could not map it): recorded beside figures, so
     that a replay fails the student as the board did."""
 
@@ -108,7 +108,7 @@ class Refusal(Record):
     model_sha256: str | None = None
 
 
-Recorded = Measurement | Refusal  # what a recording holds for one student
+Recorded = Measurement | BoardRefusal  # what a recording holds for one student
 
 
 def recorded_from_json(data: object, *, where: str) -> Recorded:
@@ -116,7 +116,7 @@ def recorded_from_json(data: object, *, where: str) -> Recorded:
     ReplayError names `where` and the field."""
     if isinstance(data, dict) and "refused" in data:
         try:
-            return Refusal.from_json(data)
+            return BoardRefusal.from_json(data)
         except RecordError as error:
             raise ReplayError(f"{where}: {error}") from None
     return Measurement.recorded(data, where=where)

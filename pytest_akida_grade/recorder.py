@@ -95,7 +95,7 @@ class Recorder:
                  view: files.GradescopeView | None = None) -> None:
         self.config, self.settings, self.points = config, settings, points
         self.name_of = name_of  # a module's student name (discovery.student_names)
-        self._roster: list[roster.Entry] | None = None  # read once, at the end
+        self._roster: list[roster.RosterRow] | None = None  # read once, at the end
         self.view = view or files.GradescopeView()  # what Gradescope shows students, and when
         self.records: dict[str, dict[str, Any]] = {}
         self.pending: dict[str, set[str]] = {}  # student -> checks not yet finished
@@ -172,7 +172,7 @@ class Recorder:
                                   self._roster_entries(), self.settings.due)
         return late.penalize(records, self.settings.late_penalty)
 
-    def _roster_entries(self) -> list[roster.Entry]:
+    def _roster_entries(self) -> list[roster.RosterRow]:
         if self._roster is None:
             self._roster = []
             for folder in self.settings.students:

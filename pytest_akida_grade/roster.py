@@ -33,7 +33,7 @@ class RosterError(Exception):
 
 
 @dataclass(frozen=True)
-class Entry:
+class RosterRow:
     """One row: the module it describes (`<student>.py`, or "" when none was handed in)."""
     student: str
     name: str
@@ -73,7 +73,7 @@ def _when(cells: Mapping[str, str], where: str) -> tuple[datetime | None, float 
     return submitted, days
 
 
-def _entry(row: Mapping[str, str | None], where: str) -> Entry:
+def _entry(row: Mapping[str, str | None], where: str) -> RosterRow:
     cells = {key: read_cell((row.get(key) or "").strip())
              for key in (*REQUIRED, "name", "submitted", "days_late")}
     if not cells["student"]:
@@ -83,17 +83,17 @@ def _entry(row: Mapping[str, str | None], where: str) -> Entry:
         raise RosterError(f"{where}: module {module!r} is not a file name ending in .ipynb or "
                           ".py")
     files = tuple(f for f in cells["files"].split(LIST_SEPARATOR) if f)
-    return Entry(cells["student"], cells["name"], _flag(cells["late"], where), files, module,
+    return RosterRow(cells["student"], cells["name"], _flag(cells["late"], where), files, module,
                  *_when(cells, where))
 
 
-def parse(text: str, source: str) -> list[Entry]:
+def parse(text: str, source: str) -> list[RosterRow]:
     """The rows of a roster's text, validated; RosterError names the line at fault."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
     if missing:
         raise RosterError(f"{source}: no column {', '.join(missing)} in the header row")
-    entries: list[Entry] = []
+    entries: list[RosterRow] = []
     seen: set[str] = set()
     try:
         for row in reader:
@@ -108,7 +108,7 @@ def parse(text: str, source: str) -> list[Entry]:
     return entries
 
 
-def read(path: str | os.PathLike[str]) -> list[Entry]:
+def read(path: str | os.PathLike[str]) -> list[RosterRow]:
     """A roster file, validated (size-capped, UTF-8, the required columns)."""
     source = Path(path)
     try:
@@ -120,7 +120,7 @@ def read(path: str | os.PathLike[str]) -> list[Entry]:
     return parse(text, str(source))
 
 
-def lateness(entry: Entry, due: datetime | None) -> tuple[bool, float | None]:
+def lateness(entry: RosterRow, due: datetime | None) -> tuple[bool, float | None]:
     """Late, and by how many days when known: against `due` (akida_due) when the LMS gave a
     submission time, else as the import said (Canvas: its LATE flag alone)."""
     if due is not None and entry.submitted is not None:
@@ -129,7 +129,7 @@ def lateness(entry: Entry, due: datetime | None) -> tuple[bool, float | None]:
     return entry.late, entry.days_late if entry.late else None
 
 
-def annotate(records: Iterable[Mapping[str, object]], entries: Iterable[Entry],
+def annotate(records: Iterable[Mapping[str, object]], entries: Iterable[RosterRow],
              due: datetime | None = None) -> list[dict[str, object]]:
     """Records with `late` (and `days_late` when known) and `handed_in` (the LMS's file names)
     of the roster row naming their file; a record no row names is unchanged."""

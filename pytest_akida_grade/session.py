@@ -231,7 +231,7 @@ def _for_student(text: str, where: str) -> str:
 def _points(settings: Settings) -> dict[str, float]:
     try:
         return catalog.parse_points(settings.points)
-    except catalog.PointsError as error:
+    except catalog.LineError as error:
         raise pytest.UsageError(str(error)) from None
 
 
@@ -243,7 +243,7 @@ def _gradescope_view(settings: Settings) -> files.GradescopeView:
             catalog.parse_visibility(settings.visibility),
             catalog.visibility_of(stdout, "ini akida_stdout_visibility") if stdout else None,
             catalog.parse_leaderboard(settings.leaderboard))
-    except catalog.PointsError as error:
+    except catalog.LineError as error:
         raise pytest.UsageError(str(error)) from None
 
 

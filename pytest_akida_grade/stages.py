@@ -31,7 +31,7 @@ from pytest_akida_grade.results import (
     Stage,
     declarations_from_json,
 )
-from pytest_akida_grade.sandbox.watch import EXPORTS, Job
+from pytest_akida_grade.sandbox.watch import EXPORTS, ChildJob
 from pytest_akida_grade.settings import called
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Children(Protocol):
     def started(self, key: str) -> bool: ...
 
     def handed_over(self, key: str, phase: str, train: bool,
-                    job: Callable[[], Job]) -> Stage[Path]: ...
+                    job: Callable[[], ChildJob]) -> Stage[Path]: ...
 
     def staging(self) -> Path: ...
 
@@ -132,7 +132,7 @@ class HandOver:
             return Stage(failure=declared.failure)
         return Stage(result=Export(files.result, declared.result))
 
-    def _job(self, submission: Submission, train: bool) -> Job:
+    def _job(self, submission: Submission, train: bool) -> ChildJob:
         """A submission whose own code trains (a notebook, the handout's shape) gets the
         training data and akida_grade_timeout for its build; a build_model() module only to
         train, and akida_timeout to build."""
@@ -140,7 +140,7 @@ class HandOver:
             submission.shape.trains_itself
         build = (s.grade_timeout, GRADE_TIMEOUT_OPTION) if itself else (s.timeout, TIMEOUT_OPTION)
         whole = (s.grade_timeout, GRADE_TIMEOUT_OPTION) if train else build
-        return Job(
+        return ChildJob(
             name=submission.name, module=submission.path,
             weights=weights if weights.is_file() else None,
             phases=("build", "train") if train else ("build",), seed=s.seed,

@@ -18,7 +18,7 @@ from pytest_akida_grade.evaluator import jobs
 from pytest_akida_grade.evaluator.client import Evaluator
 from pytest_akida_grade.results import Built
 from pytest_akida_grade.sandbox import launch, policy
-from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.sandbox.watch import ChildJob
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     module.write_text(student_source())
     scratch = Path(tempfile.mkdtemp(prefix="akida-test-"))
     os.chmod(scratch, 0o711)
-    job = Job(name="alice", module=module, weights=None, phases=("build",), seed=0,
+    job = ChildJob(name="alice", module=module, weights=None, phases=("build",), seed=0,
               train_data=None, seconds=120, timeout_source="test", build_seconds=120,
               build_timeout_source="test", memory_bytes=6 << 30)
     end = launch.run(policy.choose("auto"), job, scratch, root, lambda message: None,

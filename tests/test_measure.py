@@ -28,7 +28,7 @@ from made_up import FAST_INI, student_source
 
 from pytest_akida_grade import board, data, labkit
 from pytest_akida_grade.hardware import load_replay
-from pytest_akida_grade.quality import Refusal
+from pytest_akida_grade.quality import BoardRefusal
 from pytest_akida_grade.report import cli, files
 
 TESTS = Path(__file__).resolve().parent
@@ -146,7 +146,7 @@ def test_the_board_refuses_carol_alike_in_both_ways_and_the_recordings_agree(lab
     recorded, one_run = load_replay(lab.root / "board.json"), \
         load_replay(lab.root / "whole-board.json")
     assert recorded == one_run  # measure records what --akida-record records
-    assert isinstance(recorded["carol"], Refusal)
+    assert isinstance(recorded["carol"], BoardRefusal)
     assert set(recorded) == {"alice", "bob", "carol"}
 
 

@@ -35,7 +35,7 @@ from pytest_akida_grade.results import (
     Stage,
     V1Truth,
 )
-from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.sandbox.watch import ChildJob
 from pytest_akida_grade.settings import OPTIONS, Settings
 
 SETTINGS = Settings(**{option.name: option.default for option in OPTIONS}, use_device=False)
@@ -68,14 +68,14 @@ class FakeChildren:
     routes: dict[str, str] = field(default_factory=dict)  # declared in meta.json
     failures: dict[str, Stage[Path]] = field(default_factory=dict)
     meta: dict[str, bytes] = field(default_factory=dict)  # a hostile meta.json
-    runs: list[Job] = field(default_factory=list)
+    runs: list[ChildJob] = field(default_factory=list)
     closed: bool = False
 
     def started(self, key: str) -> bool:
         return any(str(job.module) == key for job in self.runs)
 
     def handed_over(self, key: str, phase: str, train: bool,
-                    job: Callable[[], Job]) -> Stage[Path]:
+                    job: Callable[[], ChildJob]) -> Stage[Path]:
         phases = [run.phases for run in self.runs if str(run.module) == key]
         if not phases or (train and not any("train" in p for p in phases)):
             self.runs.append(job())

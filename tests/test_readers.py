@@ -210,7 +210,7 @@ def _reply(data: bytes, tmp: Path) -> str | None:
 
 def _line(data: bytes, tmp: Path) -> str | None:
     seen = watch.Watch()
-    watch._event(seen, data, watch.Job(  # type: ignore[call-arg]
+    watch._event(seen, data, watch.ChildJob(  # type: ignore[call-arg]
         name="a", module=tmp, weights=None, phases=("build",), seed=0, train_data=None,
         seconds=1, timeout_source="", build_seconds=1, build_timeout_source="",
         memory_bytes=1), tmp, tmp, lambda said: None, lambda phase, path: None)
@@ -410,7 +410,7 @@ def _roster(text: str, tmp: Path) -> str | None:
         return str(error)
     try:
         canvas.read_roster(tmp / "roster.csv", "ID")
-    except canvas.ReportError as error:
+    except canvas.CanvasError as error:
         return str(error)
     return None
 
@@ -420,7 +420,7 @@ def _canvas(text: str, tmp: Path) -> str | None:
     try:
         canvas.fill(canvas.read_gradebook(tmp / "export.csv"), {"doejane": "7"},
                     assignment="Assignment 3", match="SIS Login ID", roster=None)
-    except canvas.ReportError as error:
+    except canvas.CanvasError as error:
         return str(error)
     return None
 

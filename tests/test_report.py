@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 
 from pytest_akida_grade import catalog
-from pytest_akida_grade.catalog import DEFAULT_POINTS, NAMES, PointsError
+from pytest_akida_grade.catalog import DEFAULT_POINTS, NAMES, LineError
 from pytest_akida_grade.fileio import NUMBER, read_cell, spreadsheet_cell
 from pytest_akida_grade.html import NO_LOG, HtmlIntegration
 from pytest_akida_grade.report import cli, files, plot, table
@@ -76,7 +76,7 @@ def test_points_lines_override_only_the_checks_they_name() -> None:
                                   "loads = nan", "= 3"])
 def test_a_bad_points_line_names_where_it_came_from_the_line_and_the_valid_checks(
         line: str) -> None:
-    with pytest.raises(PointsError) as caught:
+    with pytest.raises(LineError) as caught:
         catalog.parse_points([line], where="ini akida_points")
     message = str(caught.value)
     assert "ini akida_points" in message

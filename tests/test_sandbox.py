@@ -21,7 +21,7 @@ import pytest
 
 from pytest_akida_grade import data
 from pytest_akida_grade.sandbox import launch, policy, watch
-from pytest_akida_grade.sandbox.watch import Job
+from pytest_akida_grade.sandbox.watch import ChildJob
 
 
 def _chosen() -> policy.Policy:
@@ -101,7 +101,7 @@ def run(tmp_path: Path, source: str, sandbox: policy.Policy | str = BWRAP, *,
     os.chmod(scratch, 0o711)
     staging = tmp_path / "staging"
     staging.mkdir(exist_ok=True)
-    job = Job(name="mallory", module=module, weights=None, phases=("build",), seed=0,
+    job = ChildJob(name="mallory", module=module, weights=None, phases=("build",), seed=0,
               train_data=None, seconds=seconds, timeout_source="the test's limit",
               build_seconds=seconds, build_timeout_source="the test's limit",
               memory_bytes=memory, processes=processes)

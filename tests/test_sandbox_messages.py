@@ -22,7 +22,7 @@ from pytest_akida_grade.sandbox.watch import (
     Fork,
     Forked,
     Limits,
-    Progress,
+    ProgressEvent,
     Ready,
     Request,
 )
@@ -56,7 +56,7 @@ REQUEST = Request(module="/sandbox/in/mallory.py", phases=("build", "train"), we
 
 
 @pytest.mark.parametrize("message", [
-    REQUEST, Progress(message="epoch 1"), Failed(message="build_model() raised"),
+    REQUEST, ProgressEvent(message="epoch 1"), Failed(message="build_model() raised"),
     Exported(phase="build", peak_rss_mb=812.5), Fork(job=2, request="/jobs/x/in/request.json"),
     Ready(pid=7), Forked(job=2, pid=9), Exited(pid=9, code=-9)], ids=lambda m: m.KIND)
 def test_every_message_survives_its_json_form_on_either_side(message: watch.Message) -> None:
@@ -77,9 +77,10 @@ def test_the_child_reads_the_request_the_launcher_writes() -> None:
     ({"event": "result", "result": {"akida_accuracy": 1}},
      "unknown event str 'result': expected one of progress, failed, exported"),
     ({"message": "hi"}, "unknown event NoneType None"),
-    ({"event": "progress", "message": "hi", "result": 1}, "Progress: unknown fields ['result']"),
+    ({"event": "progress", "message": "hi", "result": 1},
+     "ProgressEvent: unknown fields ['result']"),
     ({"event": "failed"}, "Failed: missing fields ['message']"),
-    ({"event": "progress", "message": ["a"]}, "Progress.message: expected str, got list"),
+    ({"event": "progress", "message": ["a"]}, "ProgressEvent.message: expected str, got list"),
     ({"event": "exported", "phase": "build", "peak_rss_mb": "1e9"},
      "Exported.peak_rss_mb: expected float, got str '1e9'"),
     ({"event": "exported", "phase": "build", "peak_rss_mb": True},
@@ -110,7 +111,7 @@ def test_a_request_with_a_field_of_the_wrong_type_is_refused_naming_it() -> None
 
 def test_an_event_of_the_wrong_family_is_not_one_of_the_servers() -> None:
     with pytest.raises(RecordError, match="unknown kind NoneType None"):
-        parse(Progress(message="x").to_json(), SERVER)
+        parse(ProgressEvent(message="x").to_json(), SERVER)
     assert parse(Exited(pid=1, code=0).to_json(), SERVER) == Exited(pid=1, code=0)
     assert parse({"event": "exported", "phase": "build"}, EVENTS) == Exported(phase="build")
 
@@ -135,7 +136,7 @@ def test_the_request_sets_every_limit_and_no_process_limit_when_off(tmp_path: Pa
     module = tmp_path / "mallory.py"
     module.write_text("import resource as r\nraise SystemExit(f'nproc {r.getrlimit(r.RLIMIT_NPROC)}"
                       " as {r.getrlimit(r.RLIMIT_AS)} core {r.getrlimit(r.RLIMIT_CORE)}')\n")
-    job = watch.Job(name="mallory", module=module, weights=None, phases=("build",), seed=0,
+    job = watch.ChildJob(name="mallory", module=module, weights=None, phases=("build",), seed=0,
                     train_data=None, seconds=20, timeout_source="the test's limit",
                     build_seconds=20, build_timeout_source="the test's limit",
                     memory_bytes=3 << 30, processes=64)

@@ -209,7 +209,7 @@ def autograder_settings(*, ini: str | os.PathLike[str] | None = None,
     table = read_ini(ini) if ini is not None else {}
     values, points = _merge([*((k, v, str(ini)) for k, v in table.items() if k != "addopts"),
                              *((*parse_option(text), "--option") for text in options)])
-    catalog.parse_points(points, where="akida_points")  # raises PointsError with the line
+    catalog.parse_points(points, where="akida_points")  # raises LineError with the line
     for key, parse in LINE_KEYS.items():
         parse(_lines(values.get(key, "")), where=key)
     if "akida_stdout_visibility" in values:
@@ -424,5 +424,5 @@ def results_view(ini: str | os.PathLike[str]) -> tuple[
             catalog.visibility_of(stdout, f"{ini}: akida_stdout_visibility") if stdout else None,
             catalog.parse_leaderboard(_lines(table.get("akida_leaderboard", "")),
                                       where=f"{ini}: akida_leaderboard"))
-    except catalog.PointsError as error:
+    except catalog.LineError as error:
         raise AutograderError(str(error)) from None

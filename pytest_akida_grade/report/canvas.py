@@ -26,7 +26,7 @@ ROSTER_STUDENT = "student"  # the roster's column of graded file stems (import-s
 BOM = "\ufeff"
 
 
-class ReportError(Exception):
+class CanvasError(Exception):
     """The export, the roster or the assignment cannot be used; the message says why."""
 
 
@@ -46,9 +46,9 @@ def _read_text(path: str | os.PathLike[str], what: str) -> str:
     try:
         return Path(path).read_bytes().decode("utf-8")  # as is: its line endings are kept
     except FileNotFoundError:
-        raise ReportError(f"{what} {path}: no such file") from None
+        raise CanvasError(f"{what} {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"{what} {path}: cannot read: {exc}") from None
+        raise CanvasError(f"{what} {path}: cannot read: {exc}") from None
 
 
 def _rows(text: str, where: str) -> list[list[str]]:
@@ -56,15 +56,15 @@ def _rows(text: str, where: str) -> list[list[str]]:
         rows = [[read_cell(cell) for cell in row]
                 for row in csv.reader(io.StringIO(text.removeprefix(BOM), newline=""))]
     except csv.Error as exc:
-        raise ReportError(f"{where}: not a readable CSV file: {exc}") from None
+        raise CanvasError(f"{where}: not a readable CSV file: {exc}") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
-        raise ReportError(f"{where}: empty: expected Canvas's gradebook export")
+        raise CanvasError(f"{where}: empty: expected Canvas's gradebook export")
     return rows
 
 
 def _column(header: list[str], name: str, where: str, what: str) -> int:
     if name not in header:
-        raise ReportError(f"{where}: no {what} column {name!r}; its columns: "
+        raise CanvasError(f"{where}: no {what} column {name!r}; its columns: "
                           + ", ".join(repr(c) for c in header))
     return header.index(name)
 
@@ -76,10 +76,10 @@ def assignment_column(header: list[str], assignment: str, where: str) -> int:
     if len(found) == 1:
         return found[0]
     if found:
-        raise ReportError(f"{where}: assignment {assignment!r} matches several columns: "
+        raise CanvasError(f"{where}: assignment {assignment!r} matches several columns: "
                           + ", ".join(repr(header[i]) for i in found) + "; give the full name")
     candidates = [c for c in header if c.rstrip().endswith(")") and " (" in c]
-    raise ReportError(f"{where}: no assignment {assignment!r} (a column named so, or "
+    raise CanvasError(f"{where}: no assignment {assignment!r} (a column named so, or "
                       f"'{assignment} (id)'); its assignments: "
                       + (", ".join(repr(c) for c in candidates) or "none"))
 
@@ -112,7 +112,7 @@ def _keys(grades: Mapping[str, str], roster: Mapping[str, str] | None) -> dict[s
 def fill(text: str, grades: Mapping[str, str], *, assignment: str, match: str = DEFAULT_MATCH,
          roster: Mapping[str, str] | None = None, where: str = "--gradebook") -> Filled:
     """The export with the assignment's column filled with `grades` (student -> points as
-    written); refuses (ReportError) what it cannot."""
+    written); refuses (CanvasError) what it cannot."""
     rows = _rows(text, where)
     header = rows[0]
     column = assignment_column(header, assignment, where)
@@ -129,7 +129,7 @@ def fill(text: str, grades: Mapping[str, str], *, assignment: str, match: str = 
             without.append(name)
             continue
         if student in filled:
-            raise ReportError(f"{where}: two rows match {student!r} by {match!r}")
+            raise CanvasError(f"{where}: two rows match {student!r} by {match!r}")
         row[column] = grades[student]
         filled.append(student)
     return Filled(_written(text, rows), tuple(filled),

@@ -232,7 +232,7 @@ def _summary_line(record: Mapping[str, object], points: Mapping[str, float]) -> 
 
 
 @dataclass(frozen=True)
-class Settings:
+class OutputSettings:
     """What the outputs depend on: points, the quality bar, what students see on Gradescope."""
 
     points: Mapping[str, float]
@@ -240,7 +240,7 @@ class Settings:
     view: files.GradescopeView
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> OutputSettings:
     """--ini's settings (as the plugin reads them from its ini), then --points, --quality-max."""
     lines, quality_max = autograder.results_settings(args.ini) if args.ini else ([], None)
     view = files.GradescopeView(*autograder.results_view(args.ini)) if args.ini \
@@ -251,10 +251,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         _check_quality_max(quality_max)
     points = catalog.parse_points([*lines, *args.points], where=f"{args.ini}: akida_points and "
                                   "--points" if args.ini else "--points")
-    return Settings(points, quality_max or QUALITY_MAX, view)
+    return OutputSettings(points, quality_max or QUALITY_MAX, view)
 
 
-def _write(args: argparse.Namespace, records: list[dict[str, object]], settings: Settings,
+def _write(args: argparse.Namespace, records: list[dict[str, object]], settings: OutputSettings,
            not_graded: list[dict[str, str]]) -> None:
     similar = similarity.similar_pairs(records)  # across shards: the records' fingerprints
     points, quality_max = settings.points, settings.quality_max
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     try:
         return COMMANDS[args.command](args)
-    except (ReportError, autograder.AutograderError, catalog.PointsError, unpack.Refused,
-            canvas.ReportError) as exc:
+    except (ReportError, autograder.AutograderError, catalog.LineError, unpack.Refused,
+            canvas.CanvasError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pytest_akida_grade import catalog, scrub, verdicts
 from pytest_akida_grade.hardware import load_replay
-from pytest_akida_grade.quality import Recorded, Refusal, ReplayError
+from pytest_akida_grade.quality import BoardRefusal, Recorded, ReplayError
 from pytest_akida_grade.report.files import Record, ReportError
 from pytest_akida_grade.results import FAILED, Verdict
 
@@ -31,7 +31,7 @@ def read(path: str | Path) -> dict[str, Recorded]:
 
 
 def _verdict(record: Mapping[str, object], entry: Recorded, quality_max: float) -> Verdict:
-    if isinstance(entry, Refusal):
+    if isinstance(entry, BoardRefusal):
         return Verdict(FAILED, scrub.for_student(entry.refused))
     accuracy = catalog.part(record, "metrics").get("quantized_accuracy")
     verdict = verdicts.measured(entry, "replay", str(record["student"]),

@@ -25,19 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.codec import RecordError, loads, parse
 from pytest_akida_grade.fileio import trace
 from pytest_akida_grade.results import Stage
 from pytest_akida_grade.sandbox.policy import CODE_DIR, Bind, Policy
 from pytest_akida_grade.sandbox.watch import (
     SERVER,
+    ChildJob,
     Exited,
     Fork,
     Forked,
-    Job,
     Limits,
     OnExport,
-    OnProgress,
     Ready,
     Request,
     Watch,
@@ -59,7 +59,7 @@ class RunEnd:
     repeatable: bool = True  # False for a stop (time, output, memory) or a crash
 
 
-def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: OnProgress,
+def run(policy: Policy, job: ChildJob, scratch: Path, staging: Path, on_progress: OnProgress,
         on_export: OnExport, cancelled: Callable[[], bool] = lambda: False,
         forks: ForkServer | None = None) -> RunEnd:
     """Run `job`; each phase's files are copied into `staging/<phase>/` before `on_export`.
@@ -86,7 +86,7 @@ def run(policy: Policy, job: Job, scratch: Path, staging: Path, on_progress: OnP
         shutil.rmtree(home, ignore_errors=True)  # fd-based: safe from the child's symlinks
 
 
-def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str, str],
+def _start(policy: Policy, job: ChildJob, home: Path, argv: list[str], env: dict[str, str],
            uid: int | None, forks: ForkServer | None) -> subprocess.Popen[bytes] | Child:
     if forks is not None:
         with contextlib.suppress(ForkServerError):  # then a fresh process, as without it
@@ -102,7 +102,7 @@ def _start(policy: Policy, job: Job, home: Path, argv: list[str], env: dict[str,
 # ---------------------------------------------------------------------------- the run's files
 
 
-def _prepare(home: Path, job: Job, uid: int | None, copy_data: bool) -> Path:
+def _prepare(home: Path, job: ChildJob, uid: int | None, copy_data: bool) -> Path:
     """home/in: the copies it may read (root-owned); home/work: the scratch it may write."""
     os.chmod(home, 0o711)
     inputs, work = home / "in", home / "work"
@@ -128,7 +128,7 @@ def _seal(inputs: Path, uid: int | None) -> None:
         os.chmod(path, 0o750 if path.is_dir() else 0o640)
 
 
-def _request(policy: Policy, job: Job, home: Path, uid: int | None,
+def _request(policy: Policy, job: ChildJob, home: Path, uid: int | None,
              forked: bool) -> tuple[Request, list[str], dict[str, str]]:
     """The request (paths as the child sees them), the command's argv and environment."""
     inside = policy.paths_inside(forked)
@@ -159,7 +159,7 @@ def _request(policy: Policy, job: Job, home: Path, uid: int | None,
     return request, argv, env
 
 
-def _binds(home: Path, job: Job) -> list[Bind]:
+def _binds(home: Path, job: ChildJob) -> list[Bind]:
     """What a confined child sees at INSIDE, where its mode gives it paths of its own."""
     binds: list[Bind] = [("--ro-bind", CODE_DIR, str(INSIDE / "code")),
                          ("--ro-bind", home / "in", str(INSIDE / "in")),
@@ -191,7 +191,7 @@ def _kill_all(process: subprocess.Popen[bytes] | Child, uid: int | None) -> int 
     return code
 
 
-def _end(watch: Watch, code: int | None, job: Job) -> RunEnd:
+def _end(watch: Watch, code: int | None, job: ChildJob) -> RunEnd:
     exported = frozenset(watch.exported)
     output = tail(watch.tail)
     if watch.stopped is not None:
@@ -203,7 +203,7 @@ def _end(watch: Watch, code: int | None, job: Job) -> RunEnd:
     return RunEnd(exported)
 
 
-def _memory_hint(message: str, job: Job) -> str:
+def _memory_hint(message: str, job: ChildJob) -> str:
     if "MemoryError" not in message:
         return message
     return (f"{message}\n(the sandbox allows {job.memory_bytes / (1 << 30):g} GB of memory: "
@@ -235,7 +235,7 @@ class Handle:
     end: Future[RunEnd]
 
 
-def start(pool: Executor, policy: Policy, job: Job, scratch: Path, staging: Path,
+def start(pool: Executor, policy: Policy, job: ChildJob, scratch: Path, staging: Path,
           on_progress: OnProgress, cancelled: Callable[[], bool],
           forks: ForkServer | None = None) -> Handle:
     handle = Handle({phase: Future() for phase in job.phases}, Future())
@@ -278,7 +278,7 @@ class Children:
         return key in self._runs
 
     def handed_over(self, key: str, phase: str, train: bool,
-                    job: Callable[[], Job]) -> Stage[Path]:
+                    job: Callable[[], ChildJob]) -> Stage[Path]:
         """The phase's files (started now if need be), or why the child handed over none."""
         outcome = self._run(key, train, job).phases[phase].result()
         if isinstance(outcome, Path):
@@ -295,7 +295,7 @@ class Children:
         if self._forks is not None:
             self._forks.close()
 
-    def _run(self, key: str, train: bool, job: Callable[[], Job]) -> Handle:
+    def _run(self, key: str, train: bool, job: Callable[[], ChildJob]) -> Handle:
         with self._lock:
             handle = self._runs.get(key)
             if handle is None or (train and "train" not in handle.phases):

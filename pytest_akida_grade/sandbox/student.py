@@ -279,7 +279,7 @@ class Request(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Progress(Message):
+class ProgressEvent(Message):
     TAG: ClassVar[str] = "event"
     KIND: ClassVar[str] = "progress"
     message: str
@@ -304,7 +304,7 @@ class Exported(Message):
     peak_rss_mb: float = 0.0  # the benchmarks' trace only: nothing it says is used for a grade
 
 
-EVENTS: tuple[type[Message], ...] = (Progress, Failed, Exported)
+EVENTS: tuple[type[Message], ...] = (ProgressEvent, Failed, Exported)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,7 +359,7 @@ class Channel:
         self.stream.flush()
 
     def progress(self, message: str) -> None:
-        self.send(Progress(message=message))
+        self.send(ProgressEvent(message=message))
 
 
 # ---------------------------------------------------------------------------- confinement

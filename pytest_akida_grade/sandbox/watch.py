@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, ClassVar, Protocol
 
+from pytest_akida_grade.background import OnProgress
 from pytest_akida_grade.codec import Message, Record, RecordError, loads, parse
 
 PROTOCOL_BYTES = 4 << 20  # progress lines and a few events: far below this
@@ -77,7 +78,7 @@ class Request(Message):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Progress(Message):
+class ProgressEvent(Message):
     TAG: ClassVar[str] = "event"
     KIND: ClassVar[str] = "progress"
     message: str
@@ -102,7 +103,7 @@ class Exported(Message):
     peak_rss_mb: float = 0.0  # the benchmarks' trace only: nothing it says is used for a grade
 
 
-EVENTS: tuple[type[Message], ...] = (Progress, Failed, Exported)
+EVENTS: tuple[type[Message], ...] = (ProgressEvent, Failed, Exported)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +153,7 @@ class Process(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Job:
+class ChildJob:
     """One child: a submission and the phases it must run (build, and maybe train)."""
 
     name: str
@@ -184,14 +185,13 @@ class Watch:
     tail: bytes = b""
 
 
-OnProgress = Callable[[str], None]
 OnExport = Callable[[str, Path], None]
 
 
 # ---------------------------------------------------------------------------- supervision
 
 
-def supervise(process: Process, job: Job, work: Path, staging: Path,
+def supervise(process: Process, job: ChildJob, work: Path, staging: Path,
                on_progress: OnProgress, on_export: OnExport,
                cancelled: Callable[[], bool]) -> Watch:
     """Read the child until it ends or must be stopped; the deadline holds whatever it writes."""
@@ -225,7 +225,7 @@ def supervise(process: Process, job: Job, work: Path, staging: Path,
     return watch
 
 
-def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: Watch, job: Job,
+def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: Watch, job: ChildJob,
           work: Path, staging: Path, on_progress: OnProgress, on_export: OnExport) -> None:
     chunk = os.read(key.fd, 65536)
     if not chunk:
@@ -236,7 +236,7 @@ def _read(selector: selectors.BaseSelector, key: selectors.SelectorKey, watch: W
         _output(watch, chunk)
 
 
-def _stop_reason(job: Job, watch: Watch, elapsed: float,
+def _stop_reason(job: ChildJob, watch: Watch, elapsed: float,
                  cancelled: Callable[[], bool]) -> str | None:
     if cancelled():
         return "cancelled: its result was no longer needed"
@@ -259,7 +259,7 @@ def _output(watch: Watch, chunk: bytes) -> None:
                          "progress bars); it was stopped. Print less (verbose=0 in fit())")
 
 
-def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
+def _protocol(watch: Watch, chunk: bytes, job: ChildJob, work: Path, staging: Path,
               on_progress: OnProgress, on_export: OnExport) -> None:
     watch.protocol_bytes += len(chunk)
     watch.protocol += chunk
@@ -273,14 +273,14 @@ def _protocol(watch: Watch, chunk: bytes, job: Job, work: Path, staging: Path,
         _event(watch, line, job, work, staging, on_progress, on_export)
 
 
-def _event(watch: Watch, line: bytes, job: Job, work: Path, staging: Path,
+def _event(watch: Watch, line: bytes, job: ChildJob, work: Path, staging: Path,
            on_progress: OnProgress, on_export: OnExport) -> None:
     """One line of the child's: an event of the protocol, or nothing (whatever else it is)."""
     try:
         event = parse(loads(line, what="a line", limit=LINE_BYTES), EVENTS)
     except RecordError:  # not JSON, too deep, or not one of ours
         return
-    if isinstance(event, Progress):
+    if isinstance(event, ProgressEvent):
         on_progress(clean(event.message, 500))
     elif isinstance(event, Failed) and watch.failure is None:
         watch.failure = clean(event.message, MESSAGE_CHARS)
