@@ -193,3 +193,36 @@ def test_the_debian_autograder_grades_with_exactly_make_pythons_settings(
     assert 'tools/pythons.py" --print-settings' in script
     assert [option for option in script.split("--option ")[1:]
             if option.startswith(("akida_", '"akida_')) and "akida_points" not in option] == []
+
+
+def test_the_readme_assignment_block_checks_the_handouts_notebook_by_its_name() -> None:
+    block = pythons.readme_blocks(README, "Your assignment notebook")[0]
+    assert f"cp {pythons.HANDOUT_FILE[1]} my_models/alice.ipynb" in block
+    assert '-k "alice and not hardware_quality" --akida-json=mine.json' in block
+    assert (pythons.ROOT / "student_models" / pythons.HANDOUT_FILE[0]).is_file()
+
+
+def _graded(**checks: str) -> dict[str, object]:
+    record = {"student": "alice", "file": "alice.ipynb", "metrics": {"training": "own training"},
+              "checks": {name: {"outcome": outcome} for name, outcome in checks.items()}}
+    return {"students": [record]}
+
+
+def test_the_assignment_step_passes_a_notebook_passing_on_its_own_training() -> None:
+    assert pythons.assignment_problem(_graded(loads="passed", akida_accuracy="passed")) is None
+
+
+@pytest.mark.parametrize(("graded", "words"), [
+    (_graded(loads="passed", akida_accuracy="failed"), "alice.ipynb: not passed: akida_accuracy"),
+    ({"students": []}, "0 students graded, not the one notebook"),
+])
+def test_the_assignment_step_fails_a_failed_check_or_a_missing_notebook(
+        graded: dict[str, object], words: str) -> None:
+    assert pythons.assignment_problem(graded) == words
+
+
+def test_the_assignment_step_fails_a_notebook_the_grader_trained() -> None:
+    graded = _graded(loads="passed")
+    graded["students"][0]["metrics"]["training"] = "default recipe"  # type: ignore[index]
+    assert pythons.assignment_problem(graded) == \
+        "alice.ipynb graded on 'default recipe', not on its own training"

@@ -14,6 +14,9 @@ pytest configuration of ours applies, and kept between runs; one run at a time h
      my_models/ holding one file, the fast settings through PYTEST_ADDOPTS.
   4. notebook: the README's two notebook cells as a notebook, run by `jupyter nbconvert --execute`
      (no board, no sandbox privileges); the check cell must report passes and no failure.
+  5. assignment: the README's "Your assignment notebook" block, run literally with
+     student_models/handout.ipynb as the handout's notebook: every check it selects must pass,
+     graded with the notebook's own training.
 Then every version's verdicts must equal the reference's (3.11, the development Python): see
 compare(). A supported version not installed here FAILS (a machine with one Python proves
 nothing), unless it is asked to be skipped by name: `--skip 3.12` or AKIDA_PYTHONS_SKIP="3.10 3.12"
@@ -41,6 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = "3.11"
 STUDENT_FILE = ("three_convs.py", "alice.py")  # student_models/ file -> the student's own file
+# student_models/ notebook -> the handout's notebook the README's "Your assignment notebook" copies
+HANDOUT_FILE = ("handout.ipynb", "ECE6790_Assignment3.ipynb")
 # One short accuracy run: two epochs on 10,000 images (tests/made_up.py's one epoch on 3,000
 # leaves three_convs.py at ~17 %), 500 test images. The bar is low and far from both examples'
 # figures (~65 % and more): a verdict that flips on a rounding would not compare versions.
@@ -242,6 +247,21 @@ class Version:
                    env=student_env(self.venv, self.shim, PYTEST_ADDOPTS=fast))
         return place
 
+    def assignment(self, source: Path, block: str) -> None:
+        """The README's assignment-notebook lines on a my_models/ of their own; mine.json read."""
+        place = self.venv.parent
+        for old in ("my_models", ".pytest_cache"):
+            shutil.rmtree(place / old, ignore_errors=True)
+        (place / "mine.json").unlink(missing_ok=True)
+        (place / "my_models").mkdir()
+        shutil.copy2(source, place / HANDOUT_FILE[1])
+        bash_lines(block, log=self.log, cwd=place,  # in the shell of the check block above
+                   env=student_env(self.venv, self.shim, PYTEST_ADDOPTS=self.addopts(),
+                                   AKIDA_GRADE_SANDBOX="off"))
+        problem = assignment_problem(json.loads((place / "mine.json").read_text()))
+        if problem:
+            raise StepFailed(f"assignment: {problem}; see {place / 'mine.json'}")
+
     def notebook(self, place: Path, cells: list[str]) -> None:
         (place / "check.ipynb").write_text(json.dumps(notebook_json(cells)))
         fast = self.addopts()
@@ -252,6 +272,21 @@ class Version:
         problem = notebook_problem(executed)
         if problem:
             raise StepFailed(f"notebook: {problem}; see {place / 'executed.ipynb'}")
+
+
+def assignment_problem(graded: Mapping[str, Any]) -> str | None:
+    """Why the assignment step's grades are not one notebook passing on its own training."""
+    records = graded.get("students", [])
+    if len(records) != 1:
+        return f"{len(records)} students graded, not the one notebook"
+    record = records[0]
+    failing = [check for check, verdict in record["checks"].items()
+               if verdict["outcome"] != "passed"]
+    if failing:
+        return f"{record['file']}: not passed: {', '.join(failing)}"
+    route = record.get("metrics", {}).get("training")
+    return None if route == "own training" else f"{record['file']} graded on {route!r}, " \
+        "not on its own training"
 
 
 def notebook_json(cells: list[str]) -> dict[str, Any]:
@@ -322,11 +357,14 @@ def compare(reference: Mapping[str, Any], other: Mapping[str, Any]) -> tuple[lis
 def check_version(target: Version, wheel: Path, requires: str, readme: str) -> dict[str, Any]:
     install, check = readme_blocks(readme, "A student checking one file")
     cells = readme_blocks(readme, "In a notebook")
+    assignment = readme_blocks(readme, "Your assignment notebook")[0]  # then its output
     target.step("install", target.install, wheel, requires, install)
     graded: dict[str, Any] = target.step("grade", target.grade, ROOT / "student_models")
     place = target.step("student", target.student, ROOT / "student_models" / STUDENT_FILE[0],
                         check)
     target.step("notebook", target.notebook, place, cells)
+    target.step("assignment", target.assignment, ROOT / "student_models" / HANDOUT_FILE[0],
+                assignment)
     return graded
 
 
